@@ -1,0 +1,5 @@
+import sys
+
+from autocnnp.cli import main
+
+sys.exit(main())

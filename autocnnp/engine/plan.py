@@ -1,0 +1,137 @@
+"""Planning: what exactly a job will run, as data, before anything runs.
+
+:func:`build_plan` is pure: from a spec, a run directory and a description of the machine it
+returns a frozen :class:`JobPlan` (ranks, hosts, threads, the launcher command as a list of
+arguments, the environment it adds). ``autocnnp plan`` prints it; the local and hosts backends
+in :mod:`autocnnp.run_manage` execute it. The swarm backend has its own plan
+(:mod:`autocnnp.engine.plan_swarm`).
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from autocnnp.engine.spec import Backend, Launcher, TrainingSpec, spec_to_dict
+
+WORKER_MODULE = "autocnnp.run_manage.worker"
+
+
+@dataclass(frozen=True)
+class MachineInfo:
+    """What planning needs to know about the machine that launches the job."""
+
+    cpus: int
+    hostname: str = "localhost"
+    python: str = "python3"
+
+
+@dataclass(frozen=True)
+class RankSlot:
+    """Where one rank runs."""
+
+    rank: int
+    host: str
+    local_rank: int
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    """Everything a local or hosts job will run; printing it shows exactly that."""
+
+    backend: Backend
+    launcher: Launcher
+    ranks: tuple[RankSlot, ...]
+    threads_per_rank: int
+    command: tuple[str, ...]
+    env: tuple[tuple[str, str], ...]
+    run_dir: Path
+    resume: bool = False
+
+    @property
+    def size(self) -> int:
+        return len(self.ranks)
+
+    def env_dict(self) -> dict[str, str]:
+        return dict(self.env)
+
+    def to_dict(self) -> dict:
+        return spec_to_dict(self) | {"size": self.size}
+
+    def __str__(self) -> str:
+        hosts: dict[str, list[int]] = {}
+        for slot in self.ranks:
+            hosts.setdefault(slot.host, []).append(slot.rank)
+        lines = [f"backend:   {self.backend.value} ({self.launcher.value})",
+                 f"ranks:     {self.size}  " + "  ".join(f"{h}: ranks {', '.join(map(str, r))}"
+                                                       for h, r in hosts.items()),
+                 f"threads:   {self.threads_per_rank} per rank",
+                 f"run dir:   {self.run_dir}" + ("  (resume)" if self.resume else ""),
+                 "env:       " + " ".join(f"{k}={v}" for k, v in self.env),
+                 "command:   " + shlex.join(self.command)]
+        return "\n".join(lines)
+
+
+def _slots(spec: TrainingSpec, machine: MachineInfo) -> tuple[RankSlot, ...]:
+    n = spec.parallelism_degree
+    if spec.deployment.backend is Backend.HOSTS:
+        slots: list[RankSlot] = []
+        for entry in spec.deployment.hosts:
+            host, _, count = entry.partition(":")
+            for local in range(int(count or 1)):
+                if len(slots) < n:
+                    slots.append(RankSlot(len(slots), host, local))
+        return tuple(slots)
+    return tuple(RankSlot(r, machine.hostname, r) for r in range(n))
+
+
+def threads_per_rank(spec: TrainingSpec, machine: MachineInfo) -> int:
+    """Threads each rank may use: the config's value, else the cores shared out evenly."""
+    if spec.deployment.threads_per_rank:
+        return spec.deployment.threads_per_rank
+    if spec.deployment.backend is Backend.HOSTS:
+        return 0  # let TensorFlow decide on machines we cannot see
+    return max(1, machine.cpus // spec.parallelism_degree)
+
+
+def build_plan(spec: TrainingSpec, run_dir: Path, machine: MachineInfo, *,
+               resume: bool = False) -> JobPlan:
+    """The plan of a local or hosts job (pure: starts nothing, reads nothing)."""
+    if spec.deployment.backend is Backend.SWARM:
+        raise ValueError("swarm jobs are planned by autocnnp.engine.plan_swarm")
+    ranks = _slots(spec, machine)
+    n = len(ranks)
+    threads = threads_per_rank(spec, machine)
+    env = {
+        "AUTOCNNP_INTRA_OP_THREADS": str(threads),
+        "AUTOCNNP_INTER_OP_THREADS": "1" if threads else "0",
+        "OMP_NUM_THREADS": str(threads or 1),
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "PYTHONUNBUFFERED": "1",
+        "OMPI_ALLOW_RUN_AS_ROOT": "1",
+        "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+        "OMPI_MCA_btl_vader_single_copy_mechanism": "none",
+    }
+    worker = [machine.python, "-m", WORKER_MODULE, str(run_dir)] + (["--resume"] if resume else [])
+    hosts: dict[str, int] = {}
+    for slot in ranks:
+        hosts[slot.host] = hosts.get(slot.host, 0) + 1
+    host_list = ",".join(f"{h}:{c}" for h, c in hosts.items())
+    oversubscribe = spec.deployment.backend is Backend.LOCAL and n > machine.cpus
+    if spec.deployment.launcher is Launcher.HOROVODRUN:
+        mpi_args = "--bind-to none" + (" --oversubscribe" if oversubscribe else "")
+        command = ["horovodrun", "-np", str(n), "-H", host_list, "--mpi",
+                   f"--mpi-args={mpi_args}"] + worker
+    else:
+        command = ["mpirun", "-np", str(n), "--bind-to", "none", "--map-by", "slot"]
+        if oversubscribe:
+            command.append("--oversubscribe")
+        if spec.deployment.backend is Backend.HOSTS or machine.hostname != "localhost":
+            command += ["-H", host_list]
+        for key in sorted(env):
+            command += ["-x", key]
+        command += worker
+    return JobPlan(backend=spec.deployment.backend, launcher=spec.deployment.launcher,
+                   ranks=ranks, threads_per_rank=threads, command=tuple(command),
+                   env=tuple(sorted(env.items())), run_dir=run_dir, resume=resume)

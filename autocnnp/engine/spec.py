@@ -1,0 +1,252 @@
+"""The typed training spec: what a validated config means, as frozen data.
+
+A ``TrainingSpec`` is produced by :func:`autocnnp.engine.validate.load_spec` and travels to
+every rank as JSON (``spec.json`` in the run directory), so every field here is plain data
+(numbers, strings, paths, tuples) and round-trips through :func:`spec_to_dict` and
+:func:`spec_from_dict`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class Backend(str, enum.Enum):
+    """Where the ranks of a job run."""
+
+    LOCAL = "local"
+    HOSTS = "hosts"
+    SWARM = "swarm"
+
+
+class Launcher(str, enum.Enum):
+    """How ranks are started on the local and hosts backends."""
+
+    MPIRUN = "mpirun"
+    HOROVODRUN = "horovodrun"
+
+
+class LRPolicyName(str, enum.Enum):
+    """Learning-rate policies (thesis 6.2-6.3)."""
+
+    CONSTANT = "constant"
+    LINEAR_SCALING = "linear_scaling"
+    WARMUP = "warmup"
+    GRESCALE = "grescale"
+
+
+@dataclass(frozen=True)
+class ArchitectureSpec:
+    """The CNN to train: a built-in (``unet``, ``fcn``) or a user architecture file."""
+
+    name: str | None = "unet"
+    path: Path | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return str(self.path) if self.path else f"builtin:{self.name}"
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Training, validation and test data and how to read them."""
+
+    train: Path
+    valid: Path | None = None
+    test: Path | None = None
+    format: str = "auto"
+    classes: tuple[str, ...] = ("background", "foreground")
+    image_size: int | None = None
+    demo: str | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+@dataclass(frozen=True)
+class Hyperparameters:
+    """Training hyperparameters; ``lr`` is the single-worker (base) learning rate."""
+
+    lr: float = 1e-5
+    optimizer: str = "sgd"
+    loss: str = "dice"
+    minibatch_size: int = 10
+    start_epoch: int = 0
+    end_epoch: int = 120
+    momentum: float = 0.9
+
+    @property
+    def epochs(self) -> int:
+        return self.end_epoch - self.start_epoch
+
+
+@dataclass(frozen=True)
+class LRPolicySpec:
+    """Learning-rate policy and its parameters (defaults are the thesis's GreScale defaults)."""
+
+    name: LRPolicyName = LRPolicyName.LINEAR_SCALING
+    warmup_epochs: float = 5.0
+    stabilization_fraction: float = 4 / 7
+    decay_fraction: float = 3 / 7
+    stabilization_factor: float = 1.0
+    decay_coefficient: float = 0.1
+
+
+@dataclass(frozen=True)
+class DeploymentSpec:
+    """Where and how ranks are launched."""
+
+    backend: Backend = Backend.LOCAL
+    launcher: Launcher = Launcher.MPIRUN
+    hosts: tuple[str, ...] = ()
+    threads_per_rank: int | None = None
+    gpus_per_rank: int = 0
+    image: str = "autocnnp:cpu"
+    node_constraints: tuple[str, ...] = ()
+    network: str | None = None
+    shared_volume: str | None = None
+    rendezvous_timeout_s: int = 120
+
+
+@dataclass(frozen=True)
+class ReproducibilitySpec:
+    """Seeds, repeated runs and the determinism switch (thesis chapter 5)."""
+
+    seed: int = 42
+    repeats: int = 1
+    deterministic: bool = False
+
+
+@dataclass(frozen=True)
+class MonitoringSpec:
+    """What is watched and written while training."""
+
+    tensorboard: bool = True
+    weight_check: bool = True
+    checkpoint_every: int = 1
+    keep_checkpoints: int = 3
+
+
+@dataclass(frozen=True)
+class EvaluationSpec:
+    """SegEval metrics computed on the test split after training."""
+
+    metrics: tuple[str, ...] = ("dice", "pixel_accuracy", "mean_accuracy", "mean_iou", "fw_iou")
+
+
+@dataclass(frozen=True)
+class PreprocessingSpec:
+    """An ImgMed pipeline run before training (see ``autocnnp preprocess --help``)."""
+
+    source: Path
+    output: Path
+    masks: Path | None = None
+    axis: int = 2
+    slices: int | None = None
+    slice_range: tuple[int, int] | None = None
+    size: int | None = None
+    normalize: str = "minmax"
+    format: str = "npy"
+    channel: int | None = None
+
+
+@dataclass(frozen=True)
+class ActionChoice:
+    """What a config says about one action: an implementation, a plugin, parameters."""
+
+    type: str
+    implementation: str | None = None
+    plugin_path: Path | None = None
+    plugin_class: str | None = None
+    mode: str = "extend"
+    params: dict[str, str] = field(default_factory=dict)
+    line: int | None = None
+
+
+@dataclass(frozen=True)
+class ModuleChoice:
+    """What a config says about one module of the CNN-Parallelism-Generator."""
+
+    name: str
+    actions: tuple[ActionChoice, ...] = ()
+    line: int | None = None
+
+
+@dataclass(frozen=True)
+class TrainingSpec:
+    """A validated training config: everything a job needs, and nothing executable."""
+
+    source: Path
+    task: str
+    parallelism_degree: int
+    architecture: ArchitectureSpec
+    data: DataSpec
+    hyperparameters: Hyperparameters = field(default_factory=Hyperparameters)
+    generator: tuple[ModuleChoice, ...] = ()
+    lr_policy: LRPolicySpec = field(default_factory=LRPolicySpec)
+    deployment: DeploymentSpec = field(default_factory=DeploymentSpec)
+    reproducibility: ReproducibilitySpec = field(default_factory=ReproducibilitySpec)
+    monitoring: MonitoringSpec = field(default_factory=MonitoringSpec)
+    evaluation: EvaluationSpec = field(default_factory=EvaluationSpec)
+    preprocessing: PreprocessingSpec | None = None
+    run_root: Path | None = None
+
+    def replace(self, **changes: Any) -> "TrainingSpec":
+        return dataclasses.replace(self, **changes)
+
+
+def _encode(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return {f.name: _encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (tuple, list)):
+        return [_encode(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _encode(v) for k, v in value.items()}
+    return value
+
+
+def spec_to_dict(spec: Any) -> dict[str, Any]:
+    """A JSON-ready dict of a spec (or any of its parts)."""
+    return _encode(spec)
+
+
+def _decode(tp: Any, value: Any) -> Any:
+    if value is None:
+        return None
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        real = [a for a in args if a is not type(None)]
+        return _decode(real[0], value) if real else value
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_decode(args[0], v) for v in value)
+        return tuple(_decode(a, v) for a, v in zip(args, value))
+    if origin is dict:
+        return dict(value)
+    if dataclasses.is_dataclass(tp):
+        hints = typing.get_type_hints(tp)
+        kwargs = {f.name: _decode(hints[f.name], value[f.name])
+                  for f in dataclasses.fields(tp) if f.name in value}
+        return tp(**kwargs)
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return tp(value)
+    if tp is Path:
+        return Path(value)
+    return value
+
+
+def spec_from_dict(data: dict[str, Any], cls: type = TrainingSpec) -> Any:
+    """Rebuild a spec (or a part, given ``cls``) from :func:`spec_to_dict` output."""
+    return _decode(cls, data)

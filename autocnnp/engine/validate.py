@@ -1,0 +1,479 @@
+"""Validate a config (schema, then meaning) and turn it into a :class:`TrainingSpec`.
+
+Phases: :func:`~autocnnp.engine.xml_loader.load_xml` (safe parse, source lines) ->
+:func:`~autocnnp.engine.schema.check_schema` (structure and types from the XSD) -> the
+semantic pass here (names with did-you-mean, ranges, paths that must exist, aliases that warn)
+-> :func:`~autocnnp.generator.assembly.assemble` (implementations, parameters, plugins checked
+statically, bindings). Every problem is collected; :func:`load_spec` raises one ConfigError
+holding all of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable
+
+from lxml import etree
+
+from autocnnp.engine import spec as S
+from autocnnp.engine.schema import check_schema, did_you_mean
+from autocnnp.engine.xml_loader import load_xml
+from autocnnp.errors import BindingError, ConfigError, ConfigProblem
+from autocnnp.generator import registry
+
+TASKS = {"imaging_segmentation": "imaging_segmentation", "segmentation": "imaging_segmentation"}
+BUILTIN_ARCHITECTURES = ("unet", "fcn")
+METRICS = ("dice", "pixel_accuracy", "mean_accuracy", "mean_iou", "fw_iou", "sensitivity",
+           "specificity", "hd95")
+
+
+@dataclass
+class Checker:
+    """Collects problems and warnings while the semantic pass walks the tree."""
+
+    source: Path
+    problems: list[ConfigProblem] = field(default_factory=list)
+    warnings: list[ConfigProblem] = field(default_factory=list)
+
+    def problem(self, element: etree._Element | None, label: str, message: str) -> None:
+        line = element.sourceline if element is not None else None
+        self.problems.append(ConfigProblem(self.source, line, label, message))
+
+    def warn(self, element: etree._Element, label: str, message: str) -> None:
+        self.warnings.append(ConfigProblem(self.source, element.sourceline, label, message))
+
+    def path(self, element: etree._Element | None, label: str, must_exist: bool = True) -> Path | None:
+        if element is None or not (element.text or "").strip():
+            return None
+        path = Path(element.text.strip()).expanduser()
+        if not path.is_absolute():
+            path = (self.source.parent / path).resolve()
+        if must_exist and not path.exists():
+            self.problem(element, label, f"path {element.text.strip()!r} does not exist "
+                                         f"(resolved to {path})")
+        return path
+
+
+# --- value parsers: text -> value, or ValueError with the reason ---------------------------
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError(f"must be greater than 0, got {text}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise ValueError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+def _int_at_least(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise ValueError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise ValueError(f"must be at least {low}, got {text}")
+        return value
+    return parse
+
+
+def _choice(*options: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = text.strip().lower()
+        if value not in options:
+            raise ValueError(f"{text!r} is not one of {', '.join(options)}{did_you_mean(value, options)}")
+        return value
+    return parse
+
+
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("true", "1", "yes", "on"):
+        return True
+    if value in ("false", "0", "no", "off"):
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"expected a number, got {text!r}") from None
+
+
+def _list(text: str) -> tuple[str, ...]:
+    return tuple(p for p in text.replace(",", " ").split() if p)
+
+
+@dataclass(frozen=True)
+class Prop:
+    """A property a section accepts: the spec field it sets and how its text is parsed."""
+
+    field: str
+    parse: Callable[[str], Any]
+    aliases: tuple[str, ...] = ()
+
+
+HYPERPARAMETERS = {
+    "lr": Prop("lr", _positive_float, ("learning_rate",)),
+    "optimizer": Prop("optimizer", _choice("sgd", "adam", "rmsprop"), ("optimiser",)),
+    "loss": Prop("loss", _choice("dice", "crossentropy", "dice_crossentropy")),
+    "minibatch_size": Prop("minibatch_size", _int_at_least(1), ("minibarch_size", "batch_size")),
+    "start_epoch": Prop("start_epoch", _int_at_least(0)),
+    "end_epoch": Prop("end_epoch", _int_at_least(1)),
+    "momentum": Prop("momentum", _fraction),
+}
+LR_POLICY = {
+    "warmup_epochs": Prop("warmup_epochs", lambda t: float(_int_at_least(0)(t)) if t.strip().isdigit() else _fraction_or_float(t)),
+    "stabilization_fraction": Prop("stabilization_fraction", _fraction),
+    "decay_fraction": Prop("decay_fraction", _fraction),
+    "stabilization_factor": Prop("stabilization_factor", _positive_float),
+    "decay_coefficient": Prop("decay_coefficient", _fraction),
+}
+DEPLOYMENT = {
+    "launcher": Prop("launcher", lambda t: S.Launcher(_choice("mpirun", "horovodrun")(t))),
+    "hosts": Prop("hosts", _list),
+    "threads_per_rank": Prop("threads_per_rank", _int_at_least(1)),
+    "gpus_per_rank": Prop("gpus_per_rank", _int_at_least(0)),
+    "image": Prop("image", str.strip),
+    "constraints": Prop("node_constraints", lambda t: tuple(p.strip() for p in t.split(",") if p.strip())),
+    "network": Prop("network", str.strip),
+    "shared_volume": Prop("shared_volume", str.strip),
+    "rendezvous_timeout": Prop("rendezvous_timeout_s", _int_at_least(1)),
+}
+REPRODUCIBILITY = {
+    "seed": Prop("seed", _int_at_least(0)),
+    "repeats": Prop("repeats", _int_at_least(1)),
+    "deterministic": Prop("deterministic", _bool),
+}
+MONITORING = {
+    "tensorboard": Prop("tensorboard", _bool),
+    "weight_check": Prop("weight_check", _bool),
+    "checkpoint_every": Prop("checkpoint_every", _int_at_least(1)),
+    "keep_checkpoints": Prop("keep_checkpoints", _int_at_least(1)),
+}
+EVALUATION = {"metrics": Prop("metrics", lambda t: _metrics(t))}
+PREPROCESSING = {
+    "source": Prop("source", str.strip), "output": Prop("output", str.strip),
+    "masks": Prop("masks", str.strip), "axis": Prop("axis", _int_at_least(0)),
+    "slices": Prop("slices", _int_at_least(1)), "range": Prop("slice_range", lambda t: _range(t)),
+    "size": Prop("size", _int_at_least(1)),
+    "normalize": Prop("normalize", _choice("minmax", "zscore", "none")),
+    "format": Prop("format", _choice("npy", "png")), "channel": Prop("channel", _int_at_least(0)),
+}
+
+
+def _fraction_or_float(text: str) -> float:
+    value = _number(text)
+    if value < 0:
+        raise ValueError(f"must be at least 0, got {text}")
+    return value
+
+
+def _metrics(text: str) -> tuple[str, ...]:
+    names = _list(text)
+    for name in names:
+        if name not in METRICS:
+            raise ValueError(f"unknown metric {name!r}{did_you_mean(name, METRICS)} Known: {', '.join(METRICS)}")
+    if not names:
+        raise ValueError("name at least one metric")
+    return names
+
+
+def _range(text: str) -> tuple[int, int]:
+    start, sep, stop = text.partition(":")
+    if not sep:
+        raise ValueError(f"expected START:STOP, got {text!r}")
+    a, b = int(start), int(stop)
+    if not 0 <= a < b:
+        raise ValueError(f"expected 0 <= START < STOP, got {text!r}")
+    return a, b
+
+
+def read_properties(check: Checker, section: etree._Element | None, table: dict[str, Prop],
+                    label: str) -> dict[str, Any]:
+    """Parse ``<property name=...>`` children of ``section`` into {field: value}."""
+    values: dict[str, Any] = {}
+    if section is None:
+        return values
+    aliases = {alias: name for name, p in table.items() for alias in p.aliases}
+    seen: dict[str, int] = {}
+    for prop in section.findall("property"):
+        raw = (prop.get("name") or "").strip()
+        name = raw if raw in table else aliases.get(raw) or aliases.get(raw.lower()) or (
+            raw.lower() if raw.lower() in table else None)
+        where = f'property name="{raw}"'
+        if name is None:
+            check.problem(prop, where, f"unknown {label} property {raw!r}"
+                                       f"{did_you_mean(raw, list(table))} Known: {', '.join(table)}")
+            continue
+        if name != raw and raw.lower() != name:
+            check.warn(prop, where, f"{raw!r} is accepted as an alias; write {name!r}")
+        if name in seen:
+            check.problem(prop, where, f"duplicate property {name!r} (first at line {seen[name]})")
+            continue
+        seen[name] = prop.sourceline
+        text = (prop.text or "").strip()
+        if not text:
+            check.problem(prop, where, "has no value")
+            continue
+        try:
+            values[table[name].field] = table[name].parse(text)
+        except ValueError as exc:
+            check.problem(prop, where, str(exc))
+    return values
+
+
+def _architecture(check: Checker, element: etree._Element | None) -> S.ArchitectureSpec:
+    if element is None:
+        return S.ArchitectureSpec()
+    params: dict[str, Any] = {}
+    for param in element.findall("param"):
+        params[param.get("name", "")] = _auto_type((param.text or "").strip())
+    name_el, path_el = element.find("name"), element.find("path")
+    if path_el is not None:
+        path = check.path(path_el, "path")
+        if path is not None and path.exists() and path.suffix != ".py":
+            check.problem(path_el, "path", f"architecture file must be a Python file (.py), got {path.name}")
+        return S.ArchitectureSpec(name=None, path=path, params=params)
+    name = (name_el.text or "").strip().lower() if name_el is not None else "unet"
+    if name not in BUILTIN_ARCHITECTURES:
+        check.problem(name_el, "name", f"unknown architecture {name!r}"
+                                       f"{did_you_mean(name, BUILTIN_ARCHITECTURES)} "
+                                       f"Known: {', '.join(BUILTIN_ARCHITECTURES)}")
+    return S.ArchitectureSpec(name=name, path=None, params=params)
+
+
+def _auto_type(text: str) -> Any:
+    for parse in (int, float):
+        try:
+            return parse(text)
+        except ValueError:
+            pass
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    return text
+
+
+def _data(check: Checker, element: etree._Element | None) -> S.DataSpec:
+    if element is None:
+        return S.DataSpec(train=check.source.parent)
+    demo = element.get("demo")
+    splits = {}
+    for split in ("train", "valid", "test"):
+        holder = element.find(split)
+        path_el = holder.find("path") if holder is not None else None
+        splits[split] = check.path(path_el, f"{split}/path", must_exist=demo is None)
+    classes_el = element.find("classes")
+    classes = _list(classes_el.text or "") if classes_el is not None else ("background", "foreground")
+    if len(classes) < 2:
+        check.problem(classes_el, "classes", "name at least two classes (background first)")
+    elif len(set(classes)) != len(classes):
+        check.problem(classes_el, "classes", "class names must be unique")
+    size_el = element.find("image_size")
+    return S.DataSpec(train=splits["train"] or check.source.parent, valid=splits["valid"],
+                      test=splits["test"], format=element.get("format", "auto"),
+                      classes=classes, image_size=int(size_el.text) if size_el is not None
+                      and (size_el.text or "").strip().isdigit() else None,
+                      demo=demo)
+
+
+def _generator(check: Checker, element: etree._Element | None) -> tuple[S.ModuleChoice, ...]:
+    if element is None:
+        return ()
+    modules: dict[str, S.ModuleChoice] = {}
+    first_line: dict[str, int] = {}
+    known_modules = registry.module_names()
+    for module in element.findall("module"):
+        raw = (module.get("name") or "").strip()
+        name = registry.MODULE_ALIASES.get(raw, raw)
+        where = f'module name="{raw}"'
+        if name not in known_modules:
+            check.problem(module, where, f"unknown module {raw!r}{did_you_mean(raw, known_modules)} "
+                                         f"Known: {', '.join(known_modules)}")
+            continue
+        if name != raw:
+            check.warn(module, where, f"{raw!r} is accepted as an alias; write {name!r}")
+        if name in modules:
+            check.problem(module, where, f"duplicate module {name!r} (first at line {first_line[name]})")
+            continue
+        first_line[name] = module.sourceline
+        modules[name] = S.ModuleChoice(name, tuple(_actions(check, module, name)), module.sourceline)
+    return tuple(modules.values())
+
+
+def _actions(check: Checker, module: etree._Element, module_name: str) -> list[S.ActionChoice]:
+    choices: list[S.ActionChoice] = []
+    seen: dict[str, int] = {}
+    own = [t for t, _ in registry.DEFAULT_TREE_BY_MODULE[module_name]]
+    for action in module.findall("action"):
+        raw = (action.get("type") or "").strip()
+        canonical = raw.lower()
+        canonical = registry.ACTION_ALIASES.get(canonical, canonical)
+        where = f'action type="{raw}"'
+        if canonical not in registry.action_types():
+            check.problem(action, where, f"unknown action type {raw!r}"
+                                         f"{did_you_mean(raw, registry.action_types())} "
+                                         f"Known in {module_name}: {', '.join(own)}")
+            continue
+        if canonical not in own:
+            check.problem(action, where, f"action {canonical!r} belongs to module "
+                                         f"{registry.module_of(canonical)!r}, not {module_name!r}")
+            continue
+        if canonical != raw:
+            check.warn(action, where, f"{raw!r} is accepted as an alias; write {canonical!r}")
+        if canonical in seen:
+            check.problem(action, where, f"duplicate action {canonical!r} (first at line {seen[canonical]})")
+            continue
+        seen[canonical] = action.sourceline
+        declared = action.get("class")
+        extensible = registry.is_extensible(canonical)
+        if declared and (declared == "extensible") != extensible:
+            actual = "extensible" if extensible else "non_extensible"
+            check.problem(action, where, f"class=\"{declared}\" but {canonical} is {actual}")
+        value = action.find("value")
+        impl = plugin_path = plugin_class = None
+        if value is not None:
+            path_el = value.find("path")
+            if path_el is not None:
+                plugin_path = check.path(path_el, "value/path", must_exist=False)
+                plugin_class = value.get("name") or (plugin_path.stem if plugin_path else None)
+            else:
+                impl = (value.text or "").strip() or None
+        params = {p.get("name", ""): (p.text or "").strip() for p in action.findall("param")}
+        choices.append(S.ActionChoice(type=canonical, implementation=impl, plugin_path=plugin_path,
+                                      plugin_class=plugin_class, mode=action.get("mode", "extend"),
+                                      params=params, line=action.sourceline))
+    return choices
+
+
+def _section(check: Checker, task: etree._Element, tag: str, table: dict[str, Prop],
+             cls: type, **extra: Any) -> Any:
+    element = task.find(tag)
+    values = read_properties(check, element, table, tag)
+    values.update(extra)
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in values.items() if k in names})
+
+
+def build_spec(tree: etree._ElementTree, source: Path, check: Checker) -> S.TrainingSpec | None:
+    """The semantic pass over a schema-checked tree."""
+    root = tree.getroot()
+    task = root.find("task")
+    if task is None:
+        return None
+    task_name = (task.get("name") or "").strip()
+    if task_name not in TASKS:
+        check.problem(task, f'task name="{task_name}"', f"unknown task {task_name!r}"
+                                                        f"{did_you_mean(task_name, list(TASKS))} Known: {', '.join(TASKS)}")
+    degree_el = task.find("parallelism-degree")
+    degree = int(degree_el.text) if degree_el is not None and (degree_el.text or "").strip().isdigit() else 1
+
+    hyper = _section(check, task, "hyperparameters", HYPERPARAMETERS, S.Hyperparameters)
+    if hyper.end_epoch <= hyper.start_epoch:
+        check.problem(task.find("hyperparameters"), "hyperparameters",
+                      f"end_epoch ({hyper.end_epoch}) must be greater than start_epoch ({hyper.start_epoch})")
+
+    policy_el = task.find("lr_policy")
+    policy = _section(check, task, "lr_policy", LR_POLICY, S.LRPolicySpec,
+                      **({"name": S.LRPolicyName(policy_el.get("name"))} if policy_el is not None
+                         and policy_el.get("name") in S.LRPolicyName._value2member_map_ else {}))
+    if policy.stabilization_fraction + policy.decay_fraction > 1 + 1e-9:
+        check.problem(policy_el, "lr_policy", "stabilization_fraction + decay_fraction must not exceed 1")
+
+    deploy_el = task.find("deployment")
+    backend = deploy_el.get("backend", "local") if deploy_el is not None else "local"
+    deployment = _section(check, task, "deployment", DEPLOYMENT, S.DeploymentSpec,
+                          backend=S.Backend(backend) if backend in S.Backend._value2member_map_ else S.Backend.LOCAL)
+    if deployment.backend is S.Backend.HOSTS:
+        _check_hosts(check, deploy_el, deployment, degree)
+
+    preprocessing = None
+    pre_el = task.find("preprocessing")
+    if pre_el is not None:
+        values = read_properties(check, pre_el, PREPROCESSING, "preprocessing")
+        missing = [k for k in ("source", "output") if k not in values]
+        if missing:
+            check.problem(pre_el, "preprocessing", f"missing required property {', '.join(missing)}")
+        else:
+            for key in ("source", "output", "masks"):
+                if key in values:
+                    p = Path(values[key]).expanduser()
+                    values[key] = p if p.is_absolute() else (source.parent / p).resolve()
+            if not values["source"].exists():
+                check.problem(pre_el, "preprocessing", f"source {values['source']} does not exist")
+            preprocessing = S.PreprocessingSpec(**values)
+
+    run_root_el = task.find("run_root")
+    return S.TrainingSpec(
+        source=source, task=TASKS.get(task_name, task_name), parallelism_degree=degree,
+        architecture=_architecture(check, task.find("CNN_archi")),
+        data=_data(check, task.find("data")), hyperparameters=hyper,
+        generator=_generator(check, task.find("CNN-Parallelism-Generator")),
+        lr_policy=policy, deployment=deployment,
+        reproducibility=_section(check, task, "reproducibility", REPRODUCIBILITY, S.ReproducibilitySpec),
+        monitoring=_section(check, task, "monitoring", MONITORING, S.MonitoringSpec),
+        evaluation=_section(check, task, "evaluation", EVALUATION, S.EvaluationSpec),
+        preprocessing=preprocessing,
+        run_root=check.path(run_root_el, "run_root", must_exist=False),
+    )
+
+
+def _check_hosts(check: Checker, element: etree._Element | None, deployment: S.DeploymentSpec,
+                 degree: int) -> None:
+    if not deployment.hosts:
+        check.problem(element, "deployment", "backend hosts needs a hosts property (HOST:SLOTS, ...)")
+        return
+    slots = 0
+    for host in deployment.hosts:
+        name, _, count = host.partition(":")
+        if not name or (count and not count.isdigit()):
+            check.problem(element, "deployment", f"host {host!r} is not HOST or HOST:SLOTS")
+            return
+        slots += int(count or 1)
+    if slots < degree:
+        check.problem(element, "deployment", f"hosts offer {slots} slots but parallelism-degree is {degree}")
+
+
+def load_spec(path: Path | str, warnings: list[ConfigProblem] | None = None,
+              *, check_generator: bool = True) -> S.TrainingSpec:
+    """Load, validate and return the spec of the config at ``path``.
+
+    Raises ConfigError with every problem found. Alias spellings and other soft issues are
+    appended to ``warnings`` when given.
+    """
+    source = Path(path)
+    tree = load_xml(source)
+    source = source.resolve()
+    check = Checker(source)
+    check.problems.extend(check_schema(tree, source))
+    if check.problems and tree.getroot().tag != "system_config":
+        raise ConfigError(check.problems)
+    try:
+        spec = build_spec(tree, source, check)
+    except Exception:
+        if check.problems:  # a broken structure the schema already reported
+            raise ConfigError(check.problems) from None
+        raise
+    if warnings is not None:
+        warnings.extend(check.warnings)
+    if not check.problems and spec is not None and check_generator:
+        from autocnnp.generator.assembly import assemble
+        try:
+            assemble(spec, load_plugins=False)
+        except ConfigError as exc:
+            check.problems.extend(exc.problems)
+        except BindingError as exc:
+            check.problems.append(ConfigProblem(source, None, "CNN-Parallelism-Generator", str(exc)))
+    if check.problems:
+        problems = sorted(set(check.problems), key=lambda p: (p.line or 0, p.message))
+        raise ConfigError(problems)
+    assert spec is not None
+    return spec

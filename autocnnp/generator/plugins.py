@@ -1,0 +1,125 @@
+"""User plugins of extensible actions: checked statically at validate time, loaded at run time.
+
+``check_plugin_file`` reads a plugin with :mod:`ast` only: validating a config never executes
+its plugins, yet finds syntax errors, a missing class, a wrong base class, a missing or
+mis-declared ``run(self, ctx)`` and imports of packages that are not installed.
+``load_plugin_file`` imports the file for real (when a job starts) and checks the same
+interface on the live class.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import importlib.util
+import inspect
+import sys
+from pathlib import Path
+
+from autocnnp.errors import PluginError
+from autocnnp.generator.components import ActionPlugin
+
+BASE_NAMES = ("ActionPlugin",)
+RUN_SIGNATURE = ("self", "ctx")
+
+
+def _close(name: str, choices: list[str]) -> str:
+    match = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
+    return f"; did you mean {match[0]!r}?" if match else ""
+
+
+def _base_name(node: ast.expr) -> str:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        return node.attr
+    return ""
+
+
+def check_plugin_file(path: Path, class_name: str, action_type: str) -> list[str]:
+    """Problems with the plugin ``class_name`` in ``path``, found without running it."""
+    if not path.is_file():
+        return [f"plugin file {path} not found"]
+    try:
+        source = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return [f"plugin file {path} cannot be read: {exc}"]
+    try:
+        tree = ast.parse(source, filename=str(path))
+    except SyntaxError as exc:
+        return [f"plugin {path}:{exc.lineno}: syntax error: {exc.msg}"]
+
+    problems = []
+    for node in tree.body:
+        names = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        for name in names:
+            top = name.split(".")[0]
+            if top not in sys.modules and importlib.util.find_spec(top) is None:
+                problems.append(f"plugin {path}:{node.lineno}: imports {name!r}, which is not "
+                                f"installed (pip install it, or remove the import)")
+
+    classes = {n.name: n for n in tree.body if isinstance(n, ast.ClassDef)}
+    cls = classes.get(class_name)
+    if cls is None:
+        known = ", ".join(sorted(classes)) or "none"
+        return problems + [f"plugin {path}: no class {class_name!r}"
+                           f"{_close(class_name, list(classes))} (classes defined: {known})"]
+    if not any(_base_name(b) in BASE_NAMES for b in cls.bases):
+        problems.append(f"plugin {path}:{cls.lineno}: class {class_name} must subclass "
+                        f"autocnnp.generator.ActionPlugin")
+    run = next((n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == "run"), None)
+    if run is None:
+        problems.append(f"plugin {path}:{cls.lineno}: class {class_name} has no method "
+                        f"run(self, ctx)")
+    else:
+        args = tuple(a.arg for a in run.args.posonlyargs + run.args.args)
+        if args != RUN_SIGNATURE or run.args.vararg or run.args.kwonlyargs:
+            problems.append(f"plugin {path}:{run.lineno}: {class_name}.run must be declared "
+                            f"run(self, ctx), found run({', '.join(args)})")
+    for stmt in cls.body:
+        if (isinstance(stmt, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "type"
+                                                  for t in stmt.targets)
+                and isinstance(stmt.value, ast.Constant) and stmt.value.value != action_type):
+            problems.append(f"plugin {path}:{stmt.lineno}: {class_name}.type is "
+                            f"{stmt.value.value!r} but the config plugs it into {action_type!r}")
+    return problems
+
+
+def validate_plugin_class(cls: object, plugin: str, action_type: str) -> type:
+    """Check a live plugin class fits the interface; return it or raise PluginError."""
+    if not (inspect.isclass(cls) and issubclass(cls, ActionPlugin)):
+        raise PluginError(plugin, "must be a class that subclasses autocnnp.generator.ActionPlugin")
+    declared = getattr(cls, "type", "")
+    if declared and declared != action_type:
+        raise PluginError(plugin, f"declares type {declared!r} but is plugged into {action_type!r}")
+    run = getattr(cls, "run", None)
+    if run is None or run is ActionPlugin.run:
+        raise PluginError(plugin, "does not implement run(self, ctx)")
+    params = [p.name for p in inspect.signature(run).parameters.values()]
+    if tuple(params) != RUN_SIGNATURE:
+        raise PluginError(plugin, f"run must be declared run(self, ctx), found run({', '.join(params)})")
+    return cls
+
+
+def load_plugin_file(path: Path, class_name: str, action_type: str) -> type:
+    """Import ``path`` and return its validated plugin class ``class_name``."""
+    plugin = f"{path}:{class_name}"
+    module_name = f"autocnnp_plugin_{abs(hash(str(path.resolve())))}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise PluginError(plugin, "cannot be imported (is it a .py file?)")
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as exc:
+        raise PluginError(plugin, f"syntax error at line {exc.lineno}: {exc.msg}") from exc
+    except Exception as exc:  # the user's code: report it, do not crash the launcher
+        raise PluginError(plugin, f"failed while importing: {type(exc).__name__}: {exc}") from exc
+    if not hasattr(module, class_name):
+        names = [n for n, v in vars(module).items() if inspect.isclass(v)]
+        raise PluginError(plugin, f"no class {class_name!r}{_close(class_name, names)}")
+    return validate_plugin_class(getattr(module, class_name), plugin, action_type)
