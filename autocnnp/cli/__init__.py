@@ -98,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("autocnnp: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `autocnnp components | head`
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,31 @@
+"""Show the state of a run: running, finished, failed (with the failing rank), last epoch."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from autocnnp.run_manage.jobs import resolve_run, status
+
+HELP = "show the state of a run"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", help="run directory (or its name under ./runs)")
+    parser.add_argument("--format", choices=("text", "json"), default="text")
+
+
+def run(args: argparse.Namespace) -> int:
+    run_dir = resolve_run(args.run)
+    state = status(run_dir)
+    if args.format == "json":
+        print(json.dumps(state, indent=2))
+        return 0
+    print(f"{run_dir.name}: {state.get('state')}")
+    for key in ("backend", "started", "ended", "seconds", "failure"):
+        if state.get(key) is not None:
+            print(f"  {key}: {state[key]}")
+    if "last_epoch" in state:
+        print(f"  last epoch: {json.dumps(state['last_epoch'])}")
+    print(f"  checkpoints: {', '.join(state['checkpoints']) or 'none'}")
+    return 0

@@ -1,0 +1,140 @@
+"""The top-level flow of ``autocnnp run``: validate, prepare, plan, launch, report.
+
+The engine decides; :mod:`autocnnp.run_manage` does (starting processes, talking to Docker),
+imported only when a job really starts.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, TextIO
+
+from autocnnp.engine import rundir
+from autocnnp.engine.spec import Backend, TrainingSpec, spec_from_dict, spec_to_dict
+from autocnnp.engine.validate import load_spec
+from autocnnp.errors import AutocnnpError, DataError
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """Where a finished run is and what it measured on the test split."""
+
+    run_dir: Path
+    test_metrics: dict[str, Any] | None
+
+
+def _say(out: TextIO, text: str) -> None:
+    out.write(text + "\n")
+    out.flush()
+
+
+def prepare_run_dir(spec: TrainingSpec, run_dir: Path) -> None:
+    """Create the run directory with the config copy and the spec every rank reads."""
+    from autocnnp.run_manage.records import write_json_atomic
+
+    run_dir.mkdir(parents=True, exist_ok=False)
+    for sub in (rundir.LOGS, rundir.ERRORS, rundir.CHECKPOINTS):
+        (run_dir / sub).mkdir()
+    shutil.copy2(spec.source, run_dir / rundir.CONFIG_COPY)
+    write_json_atomic(run_dir / rundir.SPEC_FILE, spec_to_dict(spec))
+
+
+def ensure_data(spec: TrainingSpec, out: TextIO) -> None:
+    """Build the demo dataset when asked for and missing; run the preprocessing block."""
+    if spec.data.demo and not spec.data.train.exists():
+        from autocnnp.components.demo_data import build_demo_dataset
+
+        target = spec.data.train.parent
+        _say(out, f"building the {spec.data.demo} demo dataset in {target} ...")
+        build_demo_dataset(target, size=spec.data.image_size or 128)
+    if spec.preprocessing is not None:
+        from autocnnp.components.imgmed.pipeline import run_preprocessing
+
+        _say(out, f"preprocessing {spec.preprocessing.source} -> {spec.preprocessing.output}")
+        run_preprocessing(spec.preprocessing)
+    for split in ("train", "valid", "test"):
+        path = getattr(spec.data, split)
+        if path is not None and not path.exists():
+            raise DataError(f"{split} data {path} does not exist",
+                            remedy="build it (autocnnp demo-data / autocnnp preprocess) or fix "
+                                   "the <data> paths of the config")
+
+
+def check_data(spec: TrainingSpec) -> None:
+    """Read every split once before launching, so bad data fails before training starts."""
+    from autocnnp.components.datasets import check_split, load_split
+
+    for split in ("train", "valid", "test"):
+        path = getattr(spec.data, split)
+        if path is None:
+            continue
+        loaded = load_split(path, format=spec.data.format, num_classes=spec.data.num_classes,
+                            image_size=spec.data.image_size, split=split)
+        check_split(loaded, spec.data.num_classes)
+
+
+def run_job(config: Path | None = None, *, resume_dir: Path | None = None,
+            out: TextIO = sys.stdout, argv: list[str] | None = None,
+            configure: Callable[[TrainingSpec], TrainingSpec] | None = None) -> RunResult:
+    """Run a training job from ``config`` (or resume the one in ``resume_dir``)."""
+    from autocnnp.engine.plan import build_plan
+    from autocnnp.generator.assembly import assemble
+    from autocnnp.run_manage.machine import detect_machine
+    from autocnnp.run_manage.records import build_manifest, write_json_atomic
+
+    if resume_dir is not None:
+        run_dir = resume_dir.resolve()
+        spec_file = run_dir / rundir.SPEC_FILE
+        if not spec_file.exists():
+            raise AutocnnpError(f"{run_dir} is not a run directory (no {rundir.SPEC_FILE})")
+        spec = spec_from_dict(json.loads(spec_file.read_text()))
+        if not any((run_dir / rundir.CHECKPOINTS).glob("*")):
+            _say(out, f"no checkpoint in {run_dir / rundir.CHECKPOINTS}: starting from epoch "
+                      f"{spec.hyperparameters.start_epoch}")
+        for stale in (run_dir / rundir.ERRORS).glob("rank-*.json"):
+            stale.rename(stale.with_suffix(".json.previous"))
+    else:
+        assert config is not None
+        warnings: list = []
+        spec = load_spec(config, warnings)
+        for warning in warnings:
+            _say(sys.stderr, f"warning: {warning}")
+        if configure is not None:
+            spec = configure(spec)
+        run_dir = rundir.new_run_dir(spec)
+        n = 1
+        while run_dir.exists():
+            run_dir = run_dir.with_name(f"{run_dir.name.rsplit('.', 1)[0]}.{n}")
+            n += 1
+
+    ensure_data(spec, out)
+    check_data(spec)
+    assemble(spec, load_plugins=True)  # import plugin files now: fail before any rank starts
+    if resume_dir is None:
+        prepare_run_dir(spec, run_dir)
+    write_json_atomic(run_dir / rundir.MANIFEST_FILE, build_manifest(spec, argv or sys.argv))
+
+    if spec.deployment.backend is Backend.SWARM:
+        from autocnnp.engine.plan_swarm import build_swarm_plan
+        from autocnnp.run_manage.swarm import SwarmBackend
+
+        plan = build_swarm_plan(spec, run_dir, job_id=run_dir.name)
+        write_json_atomic(run_dir / rundir.PLAN_FILE, plan.to_dict())
+        _say(out, f"run dir: {run_dir}\n{plan}")
+        SwarmBackend().launch(spec, plan, run_dir, resume=resume_dir is not None)
+    else:
+        from autocnnp.run_manage.local import launch
+
+        plan = build_plan(spec, run_dir, detect_machine(), resume=resume_dir is not None)
+        write_json_atomic(run_dir / rundir.PLAN_FILE, plan.to_dict())
+        _say(out, f"run dir: {run_dir}")
+        _say(out, f"launching {plan.size} rank(s): {' '.join(plan.command[:4])} ...")
+        launch(plan, run_dir, out=out)
+
+    metrics_file = run_dir / rundir.TEST_METRICS
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else None
+    return RunResult(run_dir, metrics)

@@ -1,0 +1,85 @@
+"""Status, logs and stop for runs of any backend, read from the run directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from autocnnp.engine import rundir
+from autocnnp.errors import AutocnnpError
+
+
+def resolve_run(run: str | Path, root: Path | None = None) -> Path:
+    """A run directory from a path or a run name under ``root`` (default ./runs)."""
+    path = Path(run)
+    if (path / rundir.SPEC_FILE).exists():
+        return path.resolve()
+    candidate = (root or Path.cwd() / "runs") / str(run)
+    if (candidate / rundir.SPEC_FILE).exists():
+        return candidate.resolve()
+    raise AutocnnpError(f"no run directory {run!r} (looked for {rundir.SPEC_FILE} in {path} "
+                        f"and {candidate})")
+
+
+def read_state(run_dir: Path) -> dict:
+    path = run_dir / rundir.STATE_FILE
+    return json.loads(path.read_text()) if path.exists() else {"state": "prepared"}
+
+
+def _alive(pid: int | None) -> bool:
+    import os
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def status(run_dir: Path) -> dict:
+    """The run's state, last epoch, and failure if any."""
+    state = read_state(run_dir)
+    if state.get("state") == "running" and state.get("backend") != "swarm" and not _alive(state.get("pid")):
+        state["state"] = "dead (launcher gone without recording an end)"
+    if state.get("backend") == "swarm":
+        from autocnnp.run_manage.swarm import SwarmBackend
+        state.update(SwarmBackend().status(run_dir))
+    epochs = run_dir / "metrics" / "epochs.jsonl"
+    if epochs.exists():
+        lines = [l for l in epochs.read_text().splitlines() if l.strip()]
+        if lines:
+            state["last_epoch"] = json.loads(lines[-1])
+    ckpts = sorted(p.name for p in (run_dir / rundir.CHECKPOINTS).glob("*") if not p.name.startswith("."))
+    state["checkpoints"] = ckpts
+    return state
+
+
+def logs(run_dir: Path, rank: int | None = None) -> str:
+    state = read_state(run_dir)
+    if state.get("backend") == "swarm":
+        from autocnnp.run_manage.swarm import SwarmBackend
+        text = SwarmBackend().logs(run_dir, rank)
+        if text:
+            return text
+    log_dir = run_dir / rundir.LOGS
+    files = [log_dir / f"rank-{rank}.log"] if rank is not None else sorted(log_dir.glob("*.log"))
+    missing = [f for f in files if not f.exists()]
+    if missing:
+        raise AutocnnpError(f"no log {missing[0]} (ranks write rank-K.log once they start)")
+    return "\n".join(f"==> {f.name} <==\n{f.read_text()}" for f in files)
+
+
+def stop(run_dir: Path) -> str:
+    state = read_state(run_dir)
+    if state.get("backend") == "swarm":
+        from autocnnp.run_manage.swarm import SwarmBackend
+        return SwarmBackend().stop(run_dir)
+    if state.get("state") != "running" or not _alive(state.get("pgid")):
+        return f"{run_dir.name} is not running (state: {state.get('state')})"
+    from autocnnp.run_manage.local import _state, _now, stop_group
+    stop_group(int(state["pgid"]))
+    _state(run_dir, state="stopped", ended=_now())
+    return f"stopped {run_dir.name}; resume with: autocnnp run --resume {run_dir}"

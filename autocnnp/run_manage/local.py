@@ -1,0 +1,149 @@
+"""Local and hosts backends: execute a JobPlan with mpirun (or horovodrun) and watch it.
+
+One process group per job: a dead rank makes mpirun end the others, Ctrl-C or ``autocnnp
+stop`` ends the whole group, and the first failure is reported with its rank, host and cause
+from ``RUN_DIR/errors/rank-K.json`` (written by the worker) or from mpirun's own report when a
+rank was killed before it could write one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TextIO
+
+from autocnnp.engine import rundir
+from autocnnp.engine.plan import JobPlan
+from autocnnp.errors import EnvironmentProblemError, JobFailedError
+from autocnnp.run_manage.records import write_json_atomic
+
+_MPI_SIGNAL = re.compile(r"process rank (\d+) with PID (\d+) on node (\S+) exited on signal (\d+) \(([^)]+)\)")
+_MPI_EXIT = re.compile(r"Process name: \[\[\d+,\d+\],(\d+)\]\s+Exit code:\s+(\d+)")
+_MPI_NOISE = re.compile(r"^(-{20,}|Primary job\s+terminated|mpirun (noticed|detected)|"
+                        r"Child job \d+ terminated|with errorcode|  Process name|  Exit code)")
+
+
+def check_launcher(plan: JobPlan) -> None:
+    """Fail early, with the remedy, when the launcher or Horovod is missing."""
+    exe = plan.command[0]
+    if shutil.which(exe) is None:
+        raise EnvironmentProblemError(
+            f"{exe} not found on PATH: ranks cannot be started",
+            remedy="install Open MPI (apt-get install openmpi-bin libopenmpi-dev) or run "
+                   "`bash .ci/setup.sh`, which installs the whole stack")
+    import importlib.util
+    if importlib.util.find_spec("horovod") is None:
+        raise EnvironmentProblemError(
+            "Horovod is not installed in this Python environment",
+            remedy="run `bash .ci/setup.sh` (builds horovod==0.28.1 with MPI and Gloo)")
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _state(run_dir: Path, **fields) -> None:
+    path = run_dir / rundir.STATE_FILE
+    current = json.loads(path.read_text()) if path.exists() else {}
+    current.update(fields)
+    write_json_atomic(path, current)
+
+
+def first_failure(run_dir: Path, launcher_output: str) -> JobFailedError:
+    """The first failure of a job, from the ranks' error files or mpirun's report."""
+    reports = []
+    for path in (run_dir / rundir.ERRORS).glob("rank-*.json"):
+        try:
+            reports.append(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            continue
+    resume = f"continue from the last checkpoint with: autocnnp run --resume {run_dir}"
+    killed = _MPI_SIGNAL.search(launcher_output)
+    if killed and not reports:
+        rank, pid, host, signum, name = killed.groups()
+        return JobFailedError(
+            f"rank {rank} (pid {pid}) on {host} was killed by signal {signum} ({name}); "
+            f"the other ranks were stopped", rank=int(rank), host=host, remedy=resume)
+    if reports:
+        reports.sort(key=lambda r: r.get("time", ""))
+        r = reports[0]
+        log = run_dir / rundir.LOGS / f"rank-{r.get('rank')}.log"
+        return JobFailedError(
+            f"rank {r.get('rank')} on {r.get('host')} failed: {r.get('type')}: {r.get('message')}"
+            f"\n  log: {log}", rank=r.get("rank"), host=r.get("host"),
+            remedy=r.get("remedy") or resume)
+    exited = _MPI_EXIT.search(launcher_output)
+    if exited:
+        return JobFailedError(f"rank {exited.group(1)} exited with code {exited.group(2)} "
+                              f"without a report; see {run_dir / rundir.LOGS}",
+                              rank=int(exited.group(1)), remedy=resume)
+    tail = "\n".join(launcher_output.strip().splitlines()[-15:])
+    return JobFailedError(f"the job failed before any rank reported:\n{tail}", remedy=resume)
+
+
+def launch(plan: JobPlan, run_dir: Path, *, out: TextIO = sys.stdout) -> None:
+    """Run ``plan`` to completion, streaming rank 0's progress; raise JobFailedError."""
+    check_launcher(plan)
+    logs = run_dir / rundir.LOGS
+    logs.mkdir(parents=True, exist_ok=True)
+    env = os.environ.copy()
+    env.update(plan.env_dict())
+    started = time.monotonic()
+    with open(logs / "launcher.log", "a") as log:
+        log.write(f"# {_now()} {' '.join(plan.command)}\n")
+        proc = subprocess.Popen(plan.command, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, bufsize=1,
+                                start_new_session=True)
+        _state(run_dir, state="running", pid=proc.pid, pgid=proc.pid, backend=plan.backend.value,
+               started=_now(), command=list(plan.command))
+        output: list[str] = []
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                log.write(line)
+                log.flush()
+                output.append(line)
+                if not _MPI_NOISE.match(line.strip()) and line.strip():
+                    out.write(line)
+                    out.flush()
+            code = proc.wait()
+        except BaseException:
+            stop_group(proc.pid)
+            _state(run_dir, state="stopped", ended=_now())
+            raise
+    elapsed = time.monotonic() - started
+    if code == 0:
+        _state(run_dir, state="finished", ended=_now(), seconds=round(elapsed, 1), exit_code=0)
+        return
+    failure = first_failure(run_dir, "".join(output))
+    _state(run_dir, state="failed", ended=_now(), seconds=round(elapsed, 1), exit_code=code,
+           failure=failure.message, failed_rank=failure.rank, failed_host=failure.host)
+    raise failure
+
+
+def stop_group(pgid: int, grace_s: float = 10.0) -> bool:
+    """SIGTERM a job's process group, then SIGKILL what is left after ``grace_s``."""
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.2)
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    return True

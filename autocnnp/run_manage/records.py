@@ -1,0 +1,109 @@
+"""What a run records so anyone can repeat it: packages, hardware, code, data, seeds."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from autocnnp import __version__
+from autocnnp.engine.spec import TrainingSpec
+
+PACKAGES = ("tensorflow-cpu", "tensorflow", "keras", "horovod", "numpy", "scipy", "lxml",
+            "nibabel", "scikit-image", "mpi4py", "docker", "pillow")
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON so that a crash leaves either the old file or the new one, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(data, handle, indent=2, default=str)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def package_versions() -> dict[str, str]:
+    found = {"python": sys.version.split()[0], "autocnnp": __version__}
+    for name in PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _command_output(cmd: list[str]) -> str | None:
+    if not shutil.which(cmd[0]):
+        return None
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None
+
+
+def hardware() -> dict[str, Any]:
+    import psutil
+
+    return {"hostname": platform.node(), "platform": platform.platform(),
+            "cpu_model": _cpu_model(), "cpu_cores": os.cpu_count(),
+            "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+            "gpus": (_command_output(["nvidia-smi", "-L"]) or "none").splitlines(),
+            "mpirun": (_command_output(["mpirun", "--version"]) or "not found").splitlines()[0]}
+
+
+def code_version() -> dict[str, Any]:
+    root = Path(__file__).resolve().parents[2]
+    rev = _command_output(["git", "-C", str(root), "rev-parse", "HEAD"])
+    dirty = _command_output(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"])
+    return {"autocnnp": __version__, "git_commit": rev, "git_dirty": bool(dirty)}
+
+
+def checksum_tree(path: Path | None) -> dict[str, Any] | None:
+    """sha256 over every file under ``path`` (names and contents), and the file count."""
+    if path is None or not path.exists():
+        return None
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return {"path": str(path), "files": len(files), "sha256": digest.hexdigest()}
+
+
+def build_manifest(spec: TrainingSpec, argv: list[str]) -> dict[str, Any]:
+    return {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": argv,
+        "config": str(spec.source),
+        "seed": spec.reproducibility.seed,
+        "deterministic": spec.reproducibility.deterministic,
+        "packages": package_versions(),
+        "hardware": hardware(),
+        "code": code_version(),
+        "data": {split: checksum_tree(getattr(spec.data, split)) for split in ("train", "valid", "test")},
+        "image": spec.deployment.image if spec.deployment.backend.value == "swarm" else None,
+    }

@@ -1,0 +1,1 @@
+../../../plugins/lr_schedule.py
