@@ -21,10 +21,42 @@ def schema() -> etree.XMLSchema:
 
 
 def did_you_mean(name: str, choices: list[str] | tuple[str, ...]) -> str:
-    """``"; did you mean 'x'?"`` for a near-miss, else ``""``."""
+    """``"; did you mean 'x'?"`` for a near-miss, else ``"."``."""
     lowered = {c.lower(): c for c in choices}
     match = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.6)
-    return f"; did you mean {lowered[match[0]]!r}?" if match else ""
+    return f"; did you mean {lowered[match[0]]!r}?" if match else "."
+
+
+def unknown(kind: str, name: str, choices: list[str] | tuple[str, ...],
+            hints: list[str] | tuple[str, ...] = ()) -> str:
+    """``unknown KIND 'name'; did you mean 'x'? Known: a, b`` (hints also feed the guess)."""
+    return f"unknown {kind} {name!r}{did_you_mean(name, list(choices) + list(hints))} Known: {', '.join(choices)}"
+
+
+@lru_cache(maxsize=None)
+def _children(tag: str) -> tuple[tuple[str, bool], ...]:
+    """(child element, required) pairs the XSD declares for elements named ``tag``."""
+    xs = "{http://www.w3.org/2001/XMLSchema}"
+    doc = etree.parse(str(SCHEMA_PATH))
+    named = {t.get("name"): t for t in doc.getroot() if t.get("name")}
+    for element in doc.getroot().iter(f"{xs}element"):
+        if element.get("name") != tag:
+            continue
+        content = element.find(f"{xs}complexType")
+        if content is None:
+            content = named.get(element.get("type", ""))
+        if content is None:
+            return ()
+        found = []
+        for child in content.iter(f"{xs}element"):
+            owner = child.getparent()
+            while owner is not None and owner.tag != f"{xs}element":
+                owner = owner.getparent()
+            if owner is element or (owner is None and content is not element.find(f"{xs}complexType")):
+                in_choice = child.getparent().tag == f"{xs}choice"
+                found.append((child.get("name"), child.get("minOccurs") != "0" and not in_choice))
+        return tuple(found)
+    return ()
 
 
 _EXPECTED = re.compile(r"Expected is (?:one of )?\( (.*?) \)")
@@ -54,12 +86,17 @@ def _translate(entry: etree._LogEntry, tree: etree._ElementTree) -> tuple[str, s
             if first is not None and first.sourceline < node.sourceline:
                 return element, f"duplicate <{element}> (first at line {first.sourceline}); remove one"
         where = f" inside <{parent.tag}>" if parent is not None else ""
+        if not choices and parent is not None:
+            choices = [name for name, _ in _children(str(parent.tag))]
         if choices:
             return element, (f"unknown element <{element}>{where}{did_you_mean(element, choices)} "
-                             f"Expected one of: {', '.join(choices)}")
+                             f"Allowed: {', '.join(choices)}")
         return element, f"unexpected element <{element}>{where}"
     if "Missing child element" in rest:
-        names = ", ".join(f"<{c}>" for c in choices)
+        required = [name for name, needed in _children(element) if needed]
+        present = {c.tag for c in node} if node is not None else set()
+        missing = [c for c in choices if c in required and c not in present] or choices
+        names = ", ".join(f"<{c}>" for c in missing)
         return element, f"missing required element {names}"
     if attribute and "is not allowed" in rest:
         return element, f"unknown attribute {attribute!r}"

@@ -10,6 +10,8 @@ holding all of them.
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
@@ -17,7 +19,7 @@ from typing import Any, Callable
 from lxml import etree
 
 from autocnnp.engine import spec as S
-from autocnnp.engine.schema import check_schema, did_you_mean
+from autocnnp.engine.schema import check_schema, did_you_mean, unknown
 from autocnnp.engine.xml_loader import load_xml
 from autocnnp.errors import BindingError, ConfigError, ConfigProblem
 from autocnnp.generator import registry
@@ -48,24 +50,29 @@ class Checker:
             return None
         path = Path(element.text.strip()).expanduser()
         if not path.is_absolute():
-            path = (self.source.parent / path).resolve()
+            path = _absolute(self.source.parent / path)
         if must_exist and not path.exists():
             self.problem(element, label, f"path {element.text.strip()!r} does not exist "
                                          f"(resolved to {path})")
         return path
 
 
+def _absolute(path: Path) -> Path:
+    """An absolute, normalised path that keeps symlinks as the user named them."""
+    return Path(os.path.normpath(os.path.abspath(path)))
+
+
 # --- value parsers: text -> value, or ValueError with the reason ---------------------------
 
 def _positive_float(text: str) -> float:
-    value = float(text)
+    value = _number(text)
     if not value > 0:
         raise ValueError(f"must be greater than 0, got {text}")
     return value
 
 
 def _fraction(text: str) -> float:
-    value = float(text)
+    value = _number(text)
     if not 0 <= value <= 1:
         raise ValueError(f"must be between 0 and 1, got {text}")
     return value
@@ -87,7 +94,7 @@ def _choice(*options: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         value = text.strip().lower()
         if value not in options:
-            raise ValueError(f"{text!r} is not one of {', '.join(options)}{did_you_mean(value, options)}")
+            raise ValueError(f"{text!r} is not one of {', '.join(options)}{did_you_mean(value, options).rstrip('.')}")
         return value
     return parse
 
@@ -181,7 +188,7 @@ def _metrics(text: str) -> tuple[str, ...]:
     names = _list(text)
     for name in names:
         if name not in METRICS:
-            raise ValueError(f"unknown metric {name!r}{did_you_mean(name, METRICS)} Known: {', '.join(METRICS)}")
+            raise ValueError(unknown("metric", name, METRICS))
     if not names:
         raise ValueError("name at least one metric")
     return names
@@ -211,8 +218,7 @@ def read_properties(check: Checker, section: etree._Element | None, table: dict[
             raw.lower() if raw.lower() in table else None)
         where = f'property name="{raw}"'
         if name is None:
-            check.problem(prop, where, f"unknown {label} property {raw!r}"
-                                       f"{did_you_mean(raw, list(table))} Known: {', '.join(table)}")
+            check.problem(prop, where, unknown(f"{label} property", raw, list(table), list(aliases)))
             continue
         if name != raw and raw.lower() != name:
             check.warn(prop, where, f"{raw!r} is accepted as an alias; write {name!r}")
@@ -245,9 +251,7 @@ def _architecture(check: Checker, element: etree._Element | None) -> S.Architect
         return S.ArchitectureSpec(name=None, path=path, params=params)
     name = (name_el.text or "").strip().lower() if name_el is not None else "unet"
     if name not in BUILTIN_ARCHITECTURES:
-        check.problem(name_el, "name", f"unknown architecture {name!r}"
-                                       f"{did_you_mean(name, BUILTIN_ARCHITECTURES)} "
-                                       f"Known: {', '.join(BUILTIN_ARCHITECTURES)}")
+        check.problem(name_el, "name", unknown("architecture", name, BUILTIN_ARCHITECTURES))
     return S.ArchitectureSpec(name=name, path=None, params=params)
 
 
@@ -296,8 +300,7 @@ def _generator(check: Checker, element: etree._Element | None) -> tuple[S.Module
         name = registry.MODULE_ALIASES.get(raw, raw)
         where = f'module name="{raw}"'
         if name not in known_modules:
-            check.problem(module, where, f"unknown module {raw!r}{did_you_mean(raw, known_modules)} "
-                                         f"Known: {', '.join(known_modules)}")
+            check.problem(module, where, unknown("module", raw, known_modules))
             continue
         if name != raw:
             check.warn(module, where, f"{raw!r} is accepted as an alias; write {name!r}")
@@ -319,9 +322,7 @@ def _actions(check: Checker, module: etree._Element, module_name: str) -> list[S
         canonical = registry.ACTION_ALIASES.get(canonical, canonical)
         where = f'action type="{raw}"'
         if canonical not in registry.action_types():
-            check.problem(action, where, f"unknown action type {raw!r}"
-                                         f"{did_you_mean(raw, registry.action_types())} "
-                                         f"Known in {module_name}: {', '.join(own)}")
+            check.problem(action, where, unknown("action type", raw, own, registry.action_types()))
             continue
         if canonical not in own:
             check.problem(action, where, f"action {canonical!r} belongs to module "
@@ -371,8 +372,7 @@ def build_spec(tree: etree._ElementTree, source: Path, check: Checker) -> S.Trai
         return None
     task_name = (task.get("name") or "").strip()
     if task_name not in TASKS:
-        check.problem(task, f'task name="{task_name}"', f"unknown task {task_name!r}"
-                                                        f"{did_you_mean(task_name, list(TASKS))} Known: {', '.join(TASKS)}")
+        check.problem(task, f'task name="{task_name}"', unknown("task", task_name, list(TASKS)))
     degree_el = task.find("parallelism-degree")
     degree = int(degree_el.text) if degree_el is not None and (degree_el.text or "").strip().isdigit() else 1
 
@@ -406,7 +406,7 @@ def build_spec(tree: etree._ElementTree, source: Path, check: Checker) -> S.Trai
             for key in ("source", "output", "masks"):
                 if key in values:
                     p = Path(values[key]).expanduser()
-                    values[key] = p if p.is_absolute() else (source.parent / p).resolve()
+                    values[key] = p if p.is_absolute() else _absolute(source.parent / p)
             if not values["source"].exists():
                 check.problem(pre_el, "preprocessing", f"source {values['source']} does not exist")
             preprocessing = S.PreprocessingSpec(**values)
@@ -449,21 +449,21 @@ def load_spec(path: Path | str, warnings: list[ConfigProblem] | None = None,
     Raises ConfigError with every problem found. Alias spellings and other soft issues are
     appended to ``warnings`` when given.
     """
-    source = Path(path)
-    tree = load_xml(source)
-    source = source.resolve()
+    display = Path(path)
+    tree = load_xml(display)
+    source = _absolute(display)
     check = Checker(source)
     check.problems.extend(check_schema(tree, source))
     if check.problems and tree.getroot().tag != "system_config":
-        raise ConfigError(check.problems)
+        raise ConfigError([dataclasses.replace(p, file=display) for p in check.problems])
     try:
         spec = build_spec(tree, source, check)
     except Exception:
         if check.problems:  # a broken structure the schema already reported
-            raise ConfigError(check.problems) from None
+            raise ConfigError([dataclasses.replace(p, file=display) for p in check.problems]) from None
         raise
     if warnings is not None:
-        warnings.extend(check.warnings)
+        warnings.extend(dataclasses.replace(w, file=display) for w in check.warnings)
     if not check.problems and spec is not None and check_generator:
         from autocnnp.generator.assembly import assemble
         try:
@@ -473,7 +473,7 @@ def load_spec(path: Path | str, warnings: list[ConfigProblem] | None = None,
         except BindingError as exc:
             check.problems.append(ConfigProblem(source, None, "CNN-Parallelism-Generator", str(exc)))
     if check.problems:
-        problems = sorted(set(check.problems), key=lambda p: (p.line or 0, p.message))
-        raise ConfigError(problems)
+        shown = {dataclasses.replace(p, file=display) if p.file == source else p for p in check.problems}
+        raise ConfigError(sorted(shown, key=lambda p: (p.line or 0, p.message)))
     assert spec is not None
     return spec

@@ -35,13 +35,10 @@ def _build_action(module: str, choice: ActionChoice | None, action_type: str, de
     impl = (choice.implementation if choice and choice.implementation else default)
     reg = registry.lookup(action_type, impl)
     if reg is None:
-        import difflib
+        from autocnnp.engine.schema import unknown
         known = sorted(registry.implementations(action_type))
-        hint = difflib.get_close_matches(impl, known, n=1, cutoff=0.6)
-        problems.append(ConfigProblem(
-            where, line, f'action type="{action_type}"',
-            f"unknown implementation {impl!r}" + (f"; did you mean {hint[0]!r}?" if hint else "")
-            + f" Known: {', '.join(known)}"))
+        problems.append(ConfigProblem(where, line, f'action type="{action_type}"',
+                                      unknown(f"{action_type} implementation", impl, known)))
         return ActionNode(action_type, impl, None)
     cls = reg.load()
     options: dict[str, Any] = {}
