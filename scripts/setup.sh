@@ -48,7 +48,7 @@ if ! .venv/bin/python -c 'import autocnnp, tensorflow, lxml, nibabel, docker, py
    || ! cmp -s constraints.txt .venv/.constraints-installed; then
   stamp "installing the pinned stack (constraints.txt)"
   "${PIP[@]}" install -q --upgrade "pip==26.3" "setuptools==84.2.1" "wheel==0.48.0"
-  "${PIP[@]}" install -q -c constraints.txt -e ".[train,swarm,test]"
+  "${PIP[@]}" install -q -c constraints.txt --config-settings editable_mode=compat -e ".[train,swarm,test]"
   cp constraints.txt .venv/.constraints-installed
 fi
 stamp "python stack ready ($(( $(date +%s) - t0 ))s)"

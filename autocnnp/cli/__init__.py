@@ -43,14 +43,6 @@ Set AUTOCNNP_FULL_ERROR=1 to see the full traceback of an error.
 """
 
 
-def _available() -> dict[str, tuple[str, str]]:
-    found = {}
-    for name, (module, help_text) in SUBCOMMANDS.items():
-        if importlib.util.find_spec(module) is not None:
-            found[name] = (module, help_text)
-    return found
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="autocnnp",
@@ -60,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"autocnnp {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (module, help_text) in _available().items():
+    for name, (module, help_text) in SUBCOMMANDS.items():
         mod = importlib.import_module(module) if name == _requested(sys.argv) else None
         p = sub.add_parser(name, help=help_text, description=getattr(mod, "__doc__", None) or help_text,
                            formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -9,10 +9,8 @@ interface on the live class.
 
 from __future__ import annotations
 
-import ast
 import difflib
 import importlib.util
-import inspect
 import sys
 from pathlib import Path
 
@@ -28,16 +26,14 @@ def _close(name: str, choices: list[str]) -> str:
     return f"; did you mean {match[0]!r}?" if match else ""
 
 
-def _base_name(node: ast.expr) -> str:
-    if isinstance(node, ast.Name):
-        return node.id
-    if isinstance(node, ast.Attribute):
-        return node.attr
-    return ""
+def _base_name(node) -> str:
+    return getattr(node, "id", None) or getattr(node, "attr", None) or ""
 
 
 def check_plugin_file(path: Path, class_name: str, action_type: str) -> list[str]:
     """Problems with the plugin ``class_name`` in ``path``, found without running it."""
+    import ast
+
     if not path.is_file():
         return [f"plugin file {path} not found"]
     try:
@@ -91,6 +87,8 @@ def check_plugin_file(path: Path, class_name: str, action_type: str) -> list[str
 
 def validate_plugin_class(cls: object, plugin: str, action_type: str) -> type:
     """Check a live plugin class fits the interface; return it or raise PluginError."""
+    import inspect
+
     if not (inspect.isclass(cls) and issubclass(cls, ActionPlugin)):
         raise PluginError(plugin, "must be a class that subclasses autocnnp.generator.ActionPlugin")
     declared = getattr(cls, "type", "")
@@ -120,6 +118,7 @@ def load_plugin_file(path: Path, class_name: str, action_type: str) -> type:
     except Exception as exc:  # the user's code: report it, do not crash the launcher
         raise PluginError(plugin, f"failed while importing: {type(exc).__name__}: {exc}") from exc
     if not hasattr(module, class_name):
+        import inspect
         names = [n for n, v in vars(module).items() if inspect.isclass(v)]
         raise PluginError(plugin, f"no class {class_name!r}{_close(class_name, names)}")
     return validate_plugin_class(getattr(module, class_name), plugin, action_type)

@@ -1,0 +1,218 @@
+"""The demo dataset: a real brain-tissue segmentation task built without a download.
+
+Source: the MNI ICBM152 2009 T1 template and its grey- and white-matter probability maps that
+ship with nilearn (197 x 233 x 189 voxels, 1 mm). Labels: 0 background, 1 grey matter,
+2 white matter, where a voxel takes the more probable tissue if that probability is at least
+half of full scale, else background. (The maps are stored as 0-255 in the files; nilearn's
+loaders rescale them to 0-1, and maps still above 1 are divided by 255 here.)
+
+``n_slices`` axial slices centred on the middle of the brain's extent are cut, rotated so the
+front of the head is up, zero-padded to a square and resized to ``size x size`` (image bilinear,
+mask nearest neighbour). Intensities are min-max normalised over the volume to ``[0, 1]``.
+
+Split (deterministic): slice position ``i`` (0-based among the cut slices) goes to test when
+``i % 5 == seed % 5``, to valid when ``i % 5 == (seed + 2) % 5``, else to train. With the
+default ``seed=0`` that is "every 5th slice to test, every 5th offset by 2 to valid"; seeds
+0-4 give five disjoint test folds.
+
+Layout written (the ``pairs`` layout of :mod:`autocnnp.components.datasets`)::
+
+    OUT/train/images/NNNN.npy   float32 (size, size)   NNNN = axial index z in the template
+    OUT/train/masks/NNNN.npy    uint8   (size, size)
+    OUT/valid/... OUT/test/...
+    OUT/dataset.json            source, labels, parameters, split sizes, sha256 of each file
+
+The build goes to a temporary sibling folder that is renamed into place at the end, so an
+interrupted build never leaves a half dataset; re-running into a complete dataset built with
+the same parameters does nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from autocnnp.components.datasets import resize_image, resize_mask
+from autocnnp.errors import DataError
+
+__all__ = ["LABELS", "build_demo_dataset", "demo_volumes", "verify_demo_dataset"]
+
+#: class index -> name.
+LABELS = {0: "background", 1: "grey matter", 2: "white matter"}
+SPLITS = ("train", "valid", "test")
+FORMAT_VERSION = 1
+
+
+def demo_volumes() -> tuple[np.ndarray, np.ndarray]:
+    """The MNI152 T1 volume (float32, ``[0, 1]``) and its tissue labels (uint8, 0/1/2)."""
+    from nilearn import datasets
+
+    t1 = np.asarray(datasets.load_mni152_template(resolution=1).get_fdata(), dtype=np.float32)
+    maps = []
+    for loader in (datasets.load_mni152_gm_template, datasets.load_mni152_wm_template):
+        prob = np.asarray(loader(resolution=1).get_fdata(), dtype=np.float32)
+        if prob.max() > 1.0:  # raw files hold 0-255
+            prob = prob / 255.0
+        maps.append(prob)
+    gm, wm = maps
+    labels = np.where(wm > gm, 2, 1).astype(np.uint8)
+    labels[np.maximum(gm, wm) < 0.5] = 0
+    lo, hi = float(t1.min()), float(t1.max())
+    t1 = (t1 - lo) / (hi - lo) if hi > lo else np.zeros_like(t1)
+    return t1.astype(np.float32), labels
+
+
+def _square(plane: np.ndarray) -> np.ndarray:
+    h, w = plane.shape
+    n = max(h, w)
+    top, left = (n - h) // 2, (n - w) // 2
+    out = np.zeros((n, n), dtype=plane.dtype)
+    out[top:top + h, left:left + w] = plane
+    return out
+
+
+def _slice_indices(labels: np.ndarray, n_slices: int) -> np.ndarray:
+    depth = labels.shape[2]
+    if not 1 <= n_slices <= depth:
+        raise DataError(f"demo data: n_slices must be between 1 and {depth}, got {n_slices}")
+    brain_z = np.flatnonzero(labels.any(axis=(0, 1)))
+    centre = (int(brain_z[0]) + int(brain_z[-1])) // 2
+    start = min(max(centre - n_slices // 2, 0), depth - n_slices)
+    return np.arange(start, start + n_slices)
+
+
+def split_of(position: int, seed: int = 0) -> str:
+    """The split of the ``position``-th cut slice (see the module docstring)."""
+    if position % 5 == seed % 5:
+        return "test"
+    if position % 5 == (seed + 2) % 5:
+        return "valid"
+    return "train"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _params(size: int, n_slices: int, seed: int) -> dict[str, int]:
+    return {"size": size, "n_slices": n_slices, "seed": seed, "format_version": FORMAT_VERSION}
+
+
+def verify_demo_dataset(out: Path) -> dict[str, Any]:
+    """Read ``out/dataset.json`` and check every file it lists exists with its sha256.
+
+    Returns the description; raises DataError naming the first missing or changed file.
+    """
+    out = Path(out)
+    meta_file = out / "dataset.json"
+    try:
+        meta = json.loads(meta_file.read_text())
+        files = meta["files"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"{meta_file}: not a readable demo dataset description: {exc}",
+                        remedy=f"remove {out} and run 'autocnnp demo-data {out}' again") from exc
+    for rel, digest in files.items():
+        path = out / rel
+        if not path.is_file() or _sha256(path) != digest:
+            state = "missing" if not path.is_file() else "changed since it was built"
+            raise DataError(f"{path}: {state}; the demo dataset at {out} is damaged",
+                            remedy=f"remove {out} and run 'autocnnp demo-data {out}' again")
+    return meta
+
+
+def build_demo_dataset(out: Path, *, size: int = 128, n_slices: int = 150,
+                       seed: int = 0) -> dict[str, Any]:
+    """Build the MNI152 brain-tissue dataset into ``out`` (see the module docstring).
+
+    Args:
+        out: the dataset folder to create (its parent is created if needed).
+        size: the side of the square slices.
+        n_slices: how many axial slices to cut around the middle of the brain (1..189).
+        seed: selects the test/valid fold (``seed % 5``); the build is otherwise fixed.
+
+    Returns the dataset description (``dataset.json``'s content) plus ``path`` and
+    ``created`` (False when a complete dataset with the same parameters was already there).
+
+    Raises DataError when ``out`` holds something else: a dataset built with other
+    parameters, a damaged dataset, or unrelated files.
+    """
+    out = Path(out)
+    if size < 8:
+        raise DataError(f"demo data: size must be at least 8, got {size}")
+    params = _params(size, n_slices, seed)
+    if out.exists():
+        if not out.is_dir():
+            raise DataError(f"{out}: exists and is not a folder",
+                            remedy="choose another output folder")
+        if (out / "dataset.json").is_file():
+            meta = verify_demo_dataset(out)
+            if meta.get("parameters") != params:
+                raise DataError(f"{out}: holds a demo dataset built with {meta.get('parameters')}, "
+                                f"not {params}",
+                                remedy="remove it or choose another output folder")
+            return {**meta, "path": str(out), "created": False}
+        if any(out.iterdir()):
+            raise DataError(f"{out}: exists, is not empty and holds no dataset.json; refusing to "
+                            "write into it", remedy="choose an empty or new output folder")
+
+    t1, labels = demo_volumes()
+    zs = _slice_indices(labels, n_slices)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
+    try:
+        meta = _write(tmp, t1, labels, zs, size, seed, params)
+        if out.exists():
+            out.rmdir()  # empty, checked above
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return {**meta, "path": str(out), "created": True}
+
+
+def _write(root: Path, t1: np.ndarray, labels: np.ndarray, zs: np.ndarray, size: int,
+           seed: int, params: dict[str, int]) -> dict[str, Any]:
+    import nilearn
+
+    for split in SPLITS:
+        (root / split / "images").mkdir(parents=True)
+        (root / split / "masks").mkdir(parents=True)
+    slices: dict[str, list[int]] = {s: [] for s in SPLITS}
+    files: dict[str, str] = {}
+    for position, z in enumerate(zs):
+        split = split_of(position, seed)
+        image = resize_image(_square(np.rot90(t1[:, :, z])), size)
+        image = np.clip(image, 0.0, 1.0).astype(np.float32)
+        mask = resize_mask(_square(np.rot90(labels[:, :, z])), size).astype(np.uint8)
+        for kind, array in (("images", image), ("masks", mask)):
+            rel = f"{split}/{kind}/{int(z):04d}.npy"
+            np.save(root / rel, array)
+            files[rel] = _sha256(root / rel)
+        slices[split].append(int(z))
+    meta = {
+        "name": "mni152-brain-tissue",
+        "description": "Axial slices of the MNI ICBM152 2009 T1 template with grey/white-matter "
+                       "labels from its tissue probability maps (argmax where >= 0.5).",
+        "source": {"template": "MNI ICBM152 2009 T1, 1 mm (nilearn.datasets."
+                               "load_mni152_template)",
+                   "labels_from": ["nilearn.datasets.load_mni152_gm_template",
+                                   "nilearn.datasets.load_mni152_wm_template"],
+                   "volume_shape": list(t1.shape), "nilearn_version": nilearn.__version__},
+        "labels": {str(k): v for k, v in LABELS.items()},
+        "num_classes": len(LABELS),
+        "layout": "pairs",
+        "parameters": params,
+        "image_shape": [size, size],
+        "splits": {s: len(slices[s]) for s in SPLITS},
+        "slices": slices,
+        "files": files,
+    }
+    (root / "dataset.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return meta

@@ -1,0 +1,715 @@
+"""What the built-in actions do on every rank (the bodies of ``autocnnp.components.actions``).
+
+Each function reads what it needs from the :class:`~autocnnp.run_manage.context.RankContext`
+and stores what it provides in ``ctx.values`` under the action's binding names:
+
+=========================  ==================  ================================================
+function                   provides            value
+=========================  ==================  ================================================
+init_communicator          ``communicator``    :class:`Communicator` (rank, size, hvd module)
+seed_everything            ``seed``            the seed (int)
+place_device               ``device``          :class:`DevicePlacement`
+allocate_memory            ``memory``          :class:`MemoryPolicy`
+define_task                ``task``            :class:`SegmentationTask`
+inject_hyperparameters     ``hyperparameters``  :class:`HyperparameterValues`
+                           ``lr_schedule``      :class:`~autocnnp.components.lr_policies.LRSchedule`
+build_architecture         ``model``           the ``tf.keras.Model``
+inject_dataset             ``dataset``         :class:`RankDataset` (this rank's shard)
+ring_allreduce             ``optimizer``       ``hvd.DistributedOptimizer`` (legacy optimizer)
+                           ``sync_callbacks``  Keras callbacks that keep ranks in step
+setup_checkpoints          ``checkpoints``     :class:`CheckpointSetup`
+=========================  ==================  ================================================
+
+``ctx.values["callbacks"]`` is a list of extra Keras callbacks that the training loop passes
+to ``fit`` after the synchronisation and checkpoint callbacks. Every function here creates it
+if missing; a plugin adds to it with ``ctx.values.setdefault("callbacks", []).append(cb)``.
+Callbacks run on every rank: a plugin that writes files should do so only when
+``ctx.values["communicator"].rank == 0``.
+
+Order matters and is the generator's job (thesis 4.3.5): TensorFlow's device and thread
+settings only take effect before its runtime starts, so nothing before ``place_device`` and
+``allocate_memory`` may run a TensorFlow op; seeding does not.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from autocnnp.errors import AutocnnpError, DataError, EnvironmentProblemError
+
+#: variables the launcher sets from ``<deployment threads_per_rank>``
+ENV_INTRA_OP = "AUTOCNNP_INTRA_OP_THREADS"
+ENV_INTER_OP = "AUTOCNNP_INTER_OP_THREADS"
+
+#: optimizer names accepted in ``<property name="optimizer">``
+OPTIMIZERS = ("sgd", "adam", "rmsprop")
+
+#: training steps after which the weight guard compares ranks (step 1 is right after
+#: BroadcastGlobalVariablesCallback copies rank 0's weights, so it would prove nothing)
+GUARD_STEPS = (2, 3)
+#: relative tolerance of the weight guard; ring-allreduce gives every rank bit-identical
+#: averages, so identical ranks differ by 0 and diverged ones by orders of magnitude more
+GUARD_RTOL = 1e-5
+
+
+class WeightDivergenceError(AutocnnpError):
+    """Ranks hold different weights: gradients are not averaged across ranks."""
+
+    exit_code = 1
+
+
+# --- values the actions provide --------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Communicator:
+    """This rank's place in the job, and the Horovod module that connects it to the others."""
+
+    rank: int
+    size: int
+    local_rank: int
+    local_size: int
+    hostname: str
+    hvd: Any = field(repr=False, compare=False, default=None)
+
+    @property
+    def is_chief(self) -> bool:
+        return self.rank == 0
+
+
+@dataclass(frozen=True)
+class DevicePlacement:
+    """Where this rank computes: ``GPU`` (one, by local rank) or ``CPU``."""
+
+    kind: str
+    device: str
+    gpu_index: int | None
+    intra_op_threads: int
+    inter_op_threads: int
+
+
+@dataclass(frozen=True)
+class MemoryPolicy:
+    """GPU memory growth and soft placement as set for this rank."""
+
+    growth: bool
+    soft_placement: bool
+
+
+@dataclass(frozen=True)
+class SegmentationTask:
+    """Semantic segmentation: classes, and the image shape the model is built for."""
+
+    classes: tuple[str, ...]
+    input_shape: tuple[int, int, int]
+    name: str = "imaging_segmentation"
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+@dataclass(frozen=True)
+class HyperparameterValues:
+    """The hyperparameters as injected on this rank (learning rates already scaled)."""
+
+    base_lr: float
+    target_lr: float
+    initial_lr: float
+    optimizer: str
+    momentum: float
+    loss_name: str
+    loss: Callable[..., Any] = field(repr=False, compare=False)
+    batch_size: int = 8
+    global_batch_size: int = 8
+    start_epoch: int = 0
+    end_epoch: int = 1
+    workers: int = 1
+
+
+@dataclass
+class RankDataset:
+    """This rank's data: its shard of the training split, and its validation shard.
+
+    Training: the split is permuted with the config's seed (the same permutation on every
+    rank), then cut into contiguous shards (:func:`~autocnnp.components.datasets.
+    shard_indices`), so each rank sees a random, disjoint part. Every rank runs the same
+    ``steps_per_epoch`` (``ceil(smallest shard / batch)``; batches wrap around the shard),
+    because ranks that ran different numbers of steps would wait for each other's allreduce
+    forever.
+
+    Validation: sharded the same way (no permutation) and averaged across ranks by
+    ``MetricAverageCallback``; exact when the shards have equal sizes (otherwise the mean of
+    per-rank means). With fewer validation samples than ranks every rank uses all of them.
+    The test split is not loaded here: rank 0 scores the whole of it after training.
+    """
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_valid: np.ndarray | None
+    y_valid: np.ndarray | None
+    steps_per_epoch: int
+    n_train_total: int
+    n_valid_total: int
+    batch_size: int
+
+    @property
+    def validation_steps(self) -> int | None:
+        if self.x_valid is None:
+            return None
+        return max(1, math.ceil(len(self.x_valid) / self.batch_size))
+
+
+@dataclass
+class CheckpointSetup:
+    """Checkpoint directory and the Keras callbacks that write checkpoints and logs (rank 0)."""
+
+    manager: "CheckpointManager"
+    callbacks: list[Any]
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+def _callbacks(ctx: Any) -> list[Any]:
+    return ctx.values.setdefault("callbacks", [])
+
+
+def _env_int(name: str) -> int:
+    text = os.environ.get(name, "").strip()
+    try:
+        return max(int(text), 0) if text else 0
+    except ValueError:
+        return 0
+
+
+_SPLITS: dict[tuple, Any] = {}
+
+
+def load_split_cached(ctx: Any, which: str, *, keep: bool = True) -> Any | None:
+    """The ``train``/``valid``/``test`` split of the spec's data (None if not configured).
+
+    Cached per process: ``define_task`` reads the training split to learn the image shape,
+    ``inject_dataset`` shards the same arrays. ``keep=False`` drops it from the cache.
+    """
+    from autocnnp.components import datasets
+
+    data = ctx.spec.data
+    path = getattr(data, which)
+    if path is None:
+        return None
+    key = (str(path), data.format, data.num_classes, data.image_size, which)
+    if key not in _SPLITS:
+        _SPLITS[key] = datasets.load_split(Path(path), format=data.format,
+                                           num_classes=data.num_classes,
+                                           image_size=data.image_size, split=which)
+    return _SPLITS[key] if keep else _SPLITS.pop(key)
+
+
+# --- train_env_def ---------------------------------------------------------------------------
+
+def init_communicator(ctx: Any) -> None:
+    """Initialise Horovod and publish this rank's :class:`Communicator`."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        import horovod.tensorflow.keras as hvd
+    except ImportError as exc:
+        raise EnvironmentProblemError(
+            f"Horovod is not importable: {exc}",
+            remedy="HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_MPI=1 pip install "
+                   "--no-build-isolation horovod==0.28.1 (after tensorflow-cpu==2.15.1)") from exc
+    _check_keras_2()
+    hvd.init()
+    comm = Communicator(rank=hvd.rank(), size=hvd.size(), local_rank=hvd.local_rank(),
+                        local_size=hvd.local_size(), hostname=socket.gethostname(), hvd=hvd)
+    ctx.values["communicator"] = comm
+    _callbacks(ctx)
+    expected = ctx.spec.parallelism_degree
+    if expected and expected != comm.size:
+        ctx.log.warning("the config asks for %d workers but %d ranks started; the learning "
+                        "rate is scaled for %d", expected, comm.size, comm.size)
+    ctx.log.info("rank %d/%d (local %d/%d) on %s", comm.rank, comm.size, comm.local_rank,
+                 comm.local_size, comm.hostname)
+
+
+def _check_keras_2() -> None:
+    """Stop before training when tf.keras is Keras 3: there Horovod silently does not average
+    gradients (DESIGN.md section 9)."""
+    import tensorflow as tf
+
+    version = str(getattr(tf.keras, "__version__", "") or "")
+    if version.startswith("3"):
+        raise EnvironmentProblemError(
+            f"tf.keras is Keras {version}: Horovod 0.28's DistributedOptimizer does not average "
+            f"gradients with Keras 3 (each rank would train alone)",
+            remedy="use tensorflow-cpu==2.15.1 (Keras 2.15), or install tf-keras and set "
+                   "TF_USE_LEGACY_KERAS=1")
+
+
+def seed_everything(ctx: Any) -> None:
+    """Seed Python, NumPy and TensorFlow with the config's seed (the same on every rank:
+    identical initial weights, and the same data permutation for sharding)."""
+    import tensorflow as tf
+
+    seed = int(ctx.spec.reproducibility.seed)
+    random.seed(seed)
+    np.random.seed(seed)
+    tf.random.set_seed(seed)  # sets the global seed only; does not start the TF runtime
+    if ctx.spec.reproducibility.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    ctx.values["seed"] = seed
+    _callbacks(ctx)
+
+
+def place_device(ctx: Any, *, gpu: bool = True, intra_op_threads: int = 0,
+                 inter_op_threads: int = 0) -> None:
+    """Pin this rank to the GPU of its local rank (or to the CPU) and set thread counts.
+
+    Thread counts: the action's parameter if non-zero, else ``AUTOCNNP_INTRA_OP_THREADS`` /
+    ``AUTOCNNP_INTER_OP_THREADS`` (set by the launcher from ``threads_per_rank``), else
+    TensorFlow's default (all cores, which oversubscribes when several ranks share a host).
+    """
+    import tensorflow as tf
+
+    comm = ctx.require("communicator")
+    intra = intra_op_threads or _env_int(ENV_INTRA_OP) \
+        or int(ctx.spec.deployment.threads_per_rank or 0)
+    inter = inter_op_threads or _env_int(ENV_INTER_OP)
+    try:
+        if intra:
+            tf.config.threading.set_intra_op_parallelism_threads(intra)
+        if inter:
+            tf.config.threading.set_inter_op_parallelism_threads(inter)
+    except RuntimeError as exc:  # the runtime already started (a plugin ran an op earlier)
+        ctx.log.warning("thread counts not applied: %s", exc)
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpu and gpus:
+        index = comm.local_rank % len(gpus)
+        if comm.local_size > len(gpus):
+            ctx.log.warning("%d ranks share %d GPUs on %s", comm.local_size, len(gpus),
+                            comm.hostname)
+        try:
+            tf.config.set_visible_devices([gpus[index]], "GPU")
+        except RuntimeError as exc:
+            raise EnvironmentProblemError(
+                f"cannot pin rank {comm.rank} to GPU {index}: {exc}",
+                remedy="a plugin or architecture ran a TensorFlow op before device placement; "
+                       "move that code into a later action") from exc
+        placement = DevicePlacement("GPU", f"/GPU:0 (physical {gpus[index].name})", index,
+                                    intra, inter)
+    else:
+        if gpus:
+            try:
+                tf.config.set_visible_devices([], "GPU")
+            except RuntimeError as exc:
+                ctx.log.warning("could not hide GPUs: %s", exc)
+        placement = DevicePlacement("CPU", "/CPU:0", None, intra, inter)
+    ctx.values["device"] = placement
+    _callbacks(ctx)
+    ctx.log.info("device %s, intra-op threads %s, inter-op threads %s", placement.device,
+                 intra or "auto", inter or "auto")
+
+
+def allocate_memory(ctx: Any, *, growth: bool = True, soft_placement: bool = False) -> None:
+    """Set GPU memory growth (grow as needed instead of taking all memory at start) and turn
+    soft placement on when asked (``False`` leaves TensorFlow's default, which is on in
+    eager mode)."""
+    import tensorflow as tf
+
+    for device in tf.config.get_visible_devices("GPU"):
+        try:
+            tf.config.experimental.set_memory_growth(device, growth)
+        except RuntimeError as exc:
+            ctx.log.warning("memory growth not applied to %s: %s", device.name, exc)
+    if soft_placement:
+        tf.config.set_soft_device_placement(True)
+    ctx.values["memory"] = MemoryPolicy(growth=growth, soft_placement=soft_placement)
+    _callbacks(ctx)
+
+
+# --- injection -------------------------------------------------------------------------------
+
+def define_task(ctx: Any) -> None:
+    """Define the segmentation task; reads the training split to learn the image shape."""
+    data = ctx.spec.data
+    train = load_split_cached(ctx, "train")
+    shape = tuple(int(s) for s in train.images.shape[1:])
+    ctx.values["task"] = SegmentationTask(classes=tuple(data.classes), input_shape=shape,
+                                          name=ctx.spec.task)
+    _callbacks(ctx)
+
+
+def inject_hyperparameters(ctx: Any) -> None:
+    """Scale the learning rate for the number of ranks, set the per-rank batch and the loss,
+    and bind the learning-rate schedule."""
+    from autocnnp.components.losses import get_loss
+    from autocnnp.components.lr_policies import LRSchedule
+
+    comm = ctx.require("communicator")
+    ctx.require("task")
+    hp = ctx.spec.hyperparameters
+    optimizer = hp.optimizer.lower()
+    if optimizer not in OPTIMIZERS:
+        raise AutocnnpError(f"unknown optimizer {hp.optimizer!r}; known: {', '.join(OPTIMIZERS)}")
+    if hp.end_epoch <= hp.start_epoch:
+        raise AutocnnpError(f"end_epoch ({hp.end_epoch}) must be greater than start_epoch "
+                            f"({hp.start_epoch})")
+    schedule = LRSchedule(ctx.spec.lr_policy, hp.lr, comm.size, hp.start_epoch, hp.end_epoch)
+    try:
+        loss = get_loss(hp.loss)
+    except ValueError as exc:
+        raise AutocnnpError(str(exc)) from None
+    ctx.values["hyperparameters"] = HyperparameterValues(
+        base_lr=float(hp.lr), target_lr=schedule.target,
+        initial_lr=schedule(hp.start_epoch), optimizer=optimizer, momentum=float(hp.momentum),
+        loss_name=hp.loss, loss=loss, batch_size=int(hp.minibatch_size),
+        global_batch_size=int(hp.minibatch_size) * comm.size, start_epoch=int(hp.start_epoch),
+        end_epoch=int(hp.end_epoch), workers=comm.size)
+    ctx.values["lr_schedule"] = schedule
+    _callbacks(ctx)
+    ctx.log.info("hyperparameters: %s; %r", ctx.values["hyperparameters"], schedule)
+
+
+def build_architecture(ctx: Any) -> None:
+    """Build the configured CNN for the task's image shape."""
+    from autocnnp.components.models import build_model
+
+    task = ctx.require("task")
+    base_dir = Path(ctx.spec.source).parent if ctx.spec.source else None
+    model = build_model(ctx.spec.architecture, task.input_shape, task.num_classes,
+                        base_dir=base_dir)
+    ctx.values["model"] = model
+    _callbacks(ctx)
+    ctx.log.info("model %s: %d parameters", model.name, model.count_params())
+
+
+def inject_dataset(ctx: Any) -> None:
+    """Load the data and keep this rank's shard (see :class:`RankDataset`)."""
+    from autocnnp.components.datasets import shard_indices
+
+    comm = ctx.require("communicator")
+    hp = ctx.require("hyperparameters")
+    ctx.require("task")
+    train = load_split_cached(ctx, "train", keep=False)
+    n = len(train)
+    if n < comm.size:
+        raise DataError(f"{train.source}: the training split has {n} samples, fewer than the "
+                        f"{comm.size} ranks; every rank needs at least one")
+    order = np.random.default_rng(int(ctx.spec.reproducibility.seed)).permutation(n)
+    mine = np.sort(order[shard_indices(n, comm.rank, comm.size)])
+    smallest = n // comm.size
+    steps = max(1, math.ceil(smallest / hp.batch_size))
+    if smallest < hp.batch_size:
+        ctx.log.warning("each rank holds %d training samples, fewer than the batch size %d: "
+                        "batches repeat samples", smallest, hp.batch_size)
+    x_valid = y_valid = None
+    n_valid = 0
+    valid = load_split_cached(ctx, "valid", keep=False)
+    if valid is not None:
+        n_valid = len(valid)
+        if n_valid >= comm.size:
+            vidx = shard_indices(n_valid, comm.rank, comm.size)
+            x_valid, y_valid = valid.images[vidx], valid.masks[vidx]
+        else:
+            x_valid, y_valid = valid.images, valid.masks
+    ctx.values["dataset"] = RankDataset(
+        x_train=np.ascontiguousarray(train.images[mine]),
+        y_train=np.ascontiguousarray(train.masks[mine]), x_valid=x_valid, y_valid=y_valid,
+        steps_per_epoch=steps, n_train_total=n, n_valid_total=n_valid,
+        batch_size=hp.batch_size)
+    _callbacks(ctx)
+    ctx.log.info("data: %d/%d training samples on this rank, %d steps per epoch, %s "
+                 "validation samples", len(mine), n, steps,
+                 len(x_valid) if x_valid is not None else 0)
+
+
+# --- train_strategy_def ----------------------------------------------------------------------
+
+def make_optimizer(name: str, lr: float, momentum: float) -> Any:
+    """A ``tf.keras.optimizers.legacy`` optimizer: Horovod's Keras callbacks and its
+    DistributedOptimizer work with these under Keras 2.15 (DESIGN.md section 9)."""
+    import tensorflow as tf
+
+    legacy = tf.keras.optimizers.legacy
+    if name == "sgd":
+        return legacy.SGD(learning_rate=lr, momentum=momentum)
+    if name == "adam":
+        return legacy.Adam(learning_rate=lr)
+    if name == "rmsprop":
+        return legacy.RMSprop(learning_rate=lr, momentum=momentum)
+    raise AutocnnpError(f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZERS)}")
+
+
+def ring_allreduce(ctx: Any) -> None:
+    """Synchronous data parallelism with Horovod's ring-allreduce.
+
+    Provides the optimizer (a legacy Keras optimizer at the schedule's first learning rate,
+    wrapped in ``hvd.DistributedOptimizer``, which averages gradients over ranks before every
+    update) and the synchronisation callbacks, in this order: broadcast of rank 0's variables
+    after the first step, averaging of the epoch metrics over ranks (before anything reads
+    them), the per-step learning-rate schedule, and the weight-consistency guard.
+    """
+    from autocnnp.components.lr_policies import make_lr_callback
+
+    comm = ctx.require("communicator")
+    hp = ctx.require("hyperparameters")
+    schedule = ctx.require("lr_schedule")
+    ctx.require("model")
+    hvd = comm.hvd
+    optimizer = hvd.DistributedOptimizer(make_optimizer(hp.optimizer, hp.initial_lr,
+                                                        hp.momentum))
+    sync = [hvd.callbacks.BroadcastGlobalVariablesCallback(0),
+            hvd.callbacks.MetricAverageCallback(),
+            make_lr_callback(schedule)]
+    if ctx.spec.monitoring.weight_check:
+        sync.append(make_weight_guard(comm))
+    ctx.values["optimizer"] = optimizer
+    ctx.values["sync_callbacks"] = sync
+    _callbacks(ctx)
+
+
+# --- the weight-consistency guard (DESIGN.md section 9) --------------------------------------
+
+def weight_checksum(model: Any) -> np.ndarray:
+    """Three float64 numbers that change when any weight changes: a position-weighted sum,
+    the sum of absolute values and the sum of squares of every variable of ``model``."""
+    import tensorflow as tf
+
+    weighted, absolute, squares = [], [], []
+    count = max(len(model.weights), 1)
+    for i, var in enumerate(model.weights):
+        value = tf.cast(var, tf.float64)
+        # weights in (0, 1] keep |weighted| <= sum|w|, which then scales the comparison
+        weighted.append(tf.reduce_sum(value) * ((i + 1) / count))
+        absolute.append(tf.reduce_sum(tf.abs(value)))
+        squares.append(tf.reduce_sum(tf.square(value)))
+    if not weighted:
+        return np.zeros(3)
+    return np.array([float(tf.add_n(weighted)), float(tf.add_n(absolute)),
+                     float(tf.add_n(squares))])
+
+
+def divergence_message(where: str, size: int, spread: float) -> str:
+    """The message of :class:`WeightDivergenceError` (kept in one place for the tests)."""
+    return (f"the {size} ranks hold different weights after {where} (weight checksums differ "
+            f"by a relative {spread:.1e}): gradients are not being averaged across ranks, so "
+            f"this is {size} separate trainings rather than one data-parallel training. This "
+            f"usually happens when tf.keras is Keras 3 (TensorFlow >= 2.16), where "
+            f"hvd.DistributedOptimizer wraps the optimizer without error but does not average; "
+            f"when the optimizer is not wrapped in hvd.DistributedOptimizer; or when a plugin "
+            f"replaced dist_strategy and put a plain optimizer in ctx.values['optimizer']")
+
+
+def check_weights_identical(model: Any, comm: Communicator, where: str) -> float:
+    """Compare the weights of all ranks with two small allreduces (max and min of the
+    checksums); raise :class:`WeightDivergenceError` on every rank if they differ.
+
+    Returns the relative spread (0.0 when identical). Every rank must call this at the same
+    point, as with any collective.
+    """
+    if comm.size < 2:
+        return 0.0
+    import horovod.tensorflow as hvd_tf
+    import tensorflow as tf
+
+    local = tf.constant(weight_checksum(model), dtype=tf.float64)
+    high = hvd_tf.allreduce(local, op=hvd_tf.Max, name="autocnnp_weight_guard_max").numpy()
+    low = hvd_tf.allreduce(local, op=hvd_tf.Min, name="autocnnp_weight_guard_min").numpy()
+    scale = np.array([high[1], high[1], high[2]])  # sum|w| bounds the weighted sum
+    spread = float(np.max(np.abs(high - low) / np.maximum(scale, 1e-30)))
+    if spread > GUARD_RTOL:
+        raise WeightDivergenceError(divergence_message(where, comm.size, spread))
+    return spread
+
+
+def make_weight_guard(comm: Communicator, steps: tuple[int, ...] = GUARD_STEPS) -> Any:
+    """A Keras callback that runs :func:`check_weights_identical` after the training steps
+    in ``steps`` (counted from the start of ``fit``) and at the end of every epoch."""
+    import tensorflow as tf
+
+    class WeightConsistencyGuard(tf.keras.callbacks.Callback):
+        """Stops training with an error when ranks stop holding identical weights."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.comm = comm
+            self.steps = set(steps)
+            self.step = 0
+            self.checks = 0
+
+        def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+            self.step += 1
+            if self.step in self.steps:
+                check_weights_identical(self.model, self.comm, f"training step {self.step}")
+                self.checks += 1
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            check_weights_identical(self.model, self.comm, f"epoch {epoch + 1}")
+            self.checks += 1
+
+    return WeightConsistencyGuard()
+
+
+# --- checkpoints and logs (rank 0) -----------------------------------------------------------
+
+class CheckpointManager:
+    """Atomic checkpoints of model and optimizer in ``directory/epoch-NNNNN/``.
+
+    A checkpoint is written to a hidden temporary folder next to its final place and renamed
+    into place (``os.replace``), so a crash mid-write never leaves a half checkpoint that
+    resume would pick up. Only the last ``keep`` checkpoints are kept. ``epoch`` is the number
+    of completed epochs (the Keras epoch to resume at).
+    """
+
+    PREFIX = "epoch-"
+
+    def __init__(self, directory: Path, keep: int = 3) -> None:
+        self.directory = Path(directory)
+        self.keep = max(int(keep), 1)
+
+    def _final(self, epoch: int) -> Path:
+        return self.directory / f"{self.PREFIX}{epoch:05d}"
+
+    def list(self) -> list[tuple[int, Path]]:
+        """Complete checkpoints as (epoch, folder), oldest first."""
+        if not self.directory.is_dir():
+            return []
+        found = []
+        for path in self.directory.iterdir():
+            if path.name.startswith(self.PREFIX) and (path / "state.json").is_file():
+                try:
+                    found.append((int(path.name[len(self.PREFIX):]), path))
+                except ValueError:
+                    continue
+        return sorted(found)
+
+    def latest(self) -> tuple[int, Path] | None:
+        """The newest complete checkpoint, or None."""
+        found = self.list()
+        return found[-1] if found else None
+
+    def save(self, model: Any, optimizer: Any, epoch: int, state: dict[str, Any]) -> Path:
+        """Write a checkpoint for ``epoch`` completed epochs; returns its folder."""
+        import tensorflow as tf
+
+        self.directory.mkdir(parents=True, exist_ok=True)
+        final = self._final(epoch)
+        tmp = self.directory / f".tmp-{final.name}-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        tf.train.Checkpoint(model=model, optimizer=optimizer).write(str(tmp / "ckpt"))
+        (tmp / "state.json").write_text(json.dumps({"epoch": epoch, **state}, indent=1))
+        if final.exists():  # the same epoch again after a resume: swap, then drop the old one
+            old = self.directory / f".old-{final.name}-{os.getpid()}"
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+        for _, path in self.list()[:-self.keep]:
+            shutil.rmtree(path, ignore_errors=True)
+        return final
+
+    @staticmethod
+    def restore(model: Any, optimizer: Any, folder: Path) -> dict[str, Any]:
+        """Load model and optimizer state from ``folder``; returns its ``state.json``.
+
+        The optimizer's slot variables must exist already (see ``training.restore``) so
+        that they are restored now rather than lazily at the first step.
+        """
+        import tensorflow as tf
+
+        tf.train.Checkpoint(model=model, optimizer=optimizer).read(
+            str(Path(folder) / "ckpt")).assert_existing_objects_matched()
+        return json.loads((Path(folder) / "state.json").read_text())
+
+
+def make_checkpoint_callback(manager: CheckpointManager, optimizer: Any, every: int,
+                             end_epoch: int) -> Any:
+    """Keras callback: a checkpoint every ``every`` epochs and after the last one."""
+    import tensorflow as tf
+
+    class AtomicCheckpoint(tf.keras.callbacks.Callback):
+        """Writes :class:`CheckpointManager` checkpoints at epoch ends (rank 0 only)."""
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            done = epoch + 1
+            if done % max(every, 1) == 0 or done == end_epoch:
+                state = {"time": time.time(),
+                         "logs": {k: float(v) for k, v in (logs or {}).items()}}
+                path = manager.save(self.model, optimizer, done, state)
+                self.last_path = path
+
+    return AtomicCheckpoint()
+
+
+def make_epoch_logger(path: Path, global_batch: int) -> Any:
+    """Keras callback: one JSON line per epoch in ``path`` with the averaged metrics, the
+    learning rate, the epoch's wall time, its training time and the training throughput."""
+    import tensorflow as tf
+
+    class EpochMetricsLogger(tf.keras.callbacks.Callback):
+        """Appends ``{"epoch", metrics..., "lr", "time_s", "train_s", "images_per_s"}``."""
+
+        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+            self._start = time.perf_counter()
+            self._train_end: float | None = None
+            self._steps = 0
+
+        def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+            self._steps += 1
+            self._train_end = time.perf_counter()
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            now = time.perf_counter()
+            train_s = (self._train_end or now) - self._start
+            record = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()},
+                      "time_s": round(now - self._start, 4), "train_s": round(train_s, 4),
+                      "images_per_s": round(self._steps * global_batch / max(train_s, 1e-9), 2),
+                      "wall": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(record) + "\n")
+
+    return EpochMetricsLogger()
+
+
+def setup_checkpoints(ctx: Any) -> None:
+    """Periodic atomic checkpoints, TensorBoard and per-epoch JSON-lines metrics, on rank 0.
+
+    Files: ``RUN_DIR/checkpoints/epoch-NNNNN/``, ``RUN_DIR/tensorboard/``,
+    ``RUN_DIR/metrics/epochs.jsonl``. Other ranks get the manager (for resume) and no
+    callbacks.
+    """
+    import tensorflow as tf
+
+    comm = ctx.require("communicator")
+    ctx.require("model")
+    optimizer = ctx.require("optimizer")
+    monitoring = ctx.spec.monitoring
+    hp = ctx.spec.hyperparameters
+    run_dir = Path(ctx.run_dir)
+    manager = CheckpointManager(run_dir / "checkpoints", keep=monitoring.keep_checkpoints)
+    callbacks: list[Any] = []
+    if comm.rank == 0:
+        if monitoring.checkpoint_every > 0:
+            callbacks.append(make_checkpoint_callback(manager, optimizer,
+                                                      monitoring.checkpoint_every,
+                                                      int(hp.end_epoch)))
+        callbacks.append(make_epoch_logger(run_dir / "metrics" / "epochs.jsonl",
+                                           int(hp.minibatch_size) * comm.size))
+        if monitoring.tensorboard:
+            callbacks.append(tf.keras.callbacks.TensorBoard(
+                log_dir=str(run_dir / "tensorboard"), update_freq="epoch", profile_batch=0,
+                write_graph=False))
+    ctx.values["checkpoints"] = CheckpointSetup(manager=manager, callbacks=callbacks)
+    _callbacks(ctx)

@@ -1,0 +1,582 @@
+"""SegEval: segmentation metrics from the confusion matrix, plus HD95 (thesis 3.3.2).
+
+Definitions (``n_ij``: pixels of ground-truth class ``i`` predicted as ``j``; ``t_i = sum_j
+n_ij``; ``TP_i = n_ii``, ``FN_i = t_i - n_ii``, ``FP_i = sum_j n_ji - n_ii``, ``TN_i`` the
+rest):
+
+* Dice_i = 2 n_ii / (2 n_ii + sum_{j!=i} n_ij + sum_{j!=i} n_ji)   (= F1 of class i)
+* IoU_i = n_ii / (t_i + sum_j n_ji - n_ii)                        (= Jaccard of class i)
+* accuracy_i = n_ii / t_i                                          (= sensitivity, recall)
+* sensitivity_i = TP / (TP + FN); specificity_i = TN / (TN + FP)
+* pixel accuracy PA = sum_i n_ii / sum_i t_i
+* mean accuracy MA, mean Dice, mean IoU = the average of the per-class values
+* frequency-weighted IoU = (sum_k t_k)^-1 sum_i t_i IoU_i
+* HD95_i: the 95th percentile of the symmetric surface distances between the class-i regions
+  of prediction and ground truth: surfaces are the voxels removed by one binary erosion
+  (connectivity 1), distances come from ``scipy.ndimage.distance_transform_edt`` with the
+  voxel spacing, so HD95 is in physical units (mm for NIfTI, pixels for 2D files). This is the
+  definition of ``medpy.metric.binary.hd95``.
+
+Empty classes (a class that occurs neither in the ground truth nor in the prediction):
+every per-class value is NaN (undefined, not 0 or 1), and the class is left out of the class
+means (means are ``nanmean`` over the classes). A class that occurs in only one of them scores
+Dice = IoU = 0 and counts in the means. ``accuracy_i``/``sensitivity_i`` need ``t_i > 0``:
+for a class absent from the ground truth they are NaN and MA leaves the class out.
+
+HD95 when one side is empty: HD95 of one item (a slice or a volume) is ``inf`` when exactly
+one of prediction and ground truth holds the class, and NaN when neither does.
+
+Accumulating many items (slices or volumes): the overlap metrics come from the *sum* of the
+confusion matrices (each pixel weighs the same, as in the thesis); HD95 is computed per item
+and per class, then averaged over the items where both sides hold the class. Items where only
+one side holds it (HD95 = inf) are left out of that average and counted in
+``per_class[c]["hd95_missing"]`` (their failure shows in Dice). The mean HD95 is averaged over
+the foreground classes 1..n-1 (background's "surface" is the union of all others).
+
+:meth:`SegEvalResult.to_dict` is JSON-ready: NaN becomes ``null`` and infinity ``"inf"``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from autocnnp.components.datasets import read_mask_file, to_labels, volume_stem
+from autocnnp.errors import DataError
+
+__all__ = ["confusion_matrix", "metrics_from_confusion", "hausdorff_distance",
+           "SegEvalResult", "SegEvaluator", "evaluate_arrays", "evaluate_paths",
+           "iter_mask_pairs", "write_overlays", "write_json", "write_csv", "PER_CLASS_METRICS"]
+
+#: per-class metrics, in table order.
+PER_CLASS_METRICS = ("dice", "iou", "accuracy", "sensitivity", "specificity", "hd95")
+#: summary metrics, in table order.
+MEAN_METRICS = ("pixel_accuracy", "mean_accuracy", "mean_dice", "mean_dice_foreground",
+                "mean_iou", "fw_iou", "mean_sensitivity", "mean_specificity", "mean_hd95")
+
+
+# --- confusion matrix and overlap metrics ---------------------------------------------------
+
+def confusion_matrix(gt: np.ndarray, pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """The ``(num_classes, num_classes)`` int64 matrix ``n_ij`` (rows: truth, columns: prediction).
+
+    Labels must be integers in ``[0, num_classes)``; ValueError otherwise (the path-level
+    functions turn that into a DataError naming the file).
+    """
+    gt = np.asarray(gt)
+    pred = np.asarray(pred)
+    if gt.shape != pred.shape:
+        raise ValueError(f"ground truth shape {gt.shape} != prediction shape {pred.shape}")
+    g = gt.ravel().astype(np.int64, copy=False)
+    p = pred.ravel().astype(np.int64, copy=False)
+    if g.size and (min(g.min(), p.min()) < 0 or max(g.max(), p.max()) >= num_classes):
+        bad = sorted({int(v) for v in np.unique(np.concatenate([g, p]))
+                      if v < 0 or v >= num_classes})
+        raise ValueError(f"labels {bad} outside 0..{num_classes - 1}")
+    counts = np.bincount(g * num_classes + p, minlength=num_classes * num_classes)
+    return counts.reshape(num_classes, num_classes)
+
+
+def _div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    num = np.asarray(num, dtype=np.float64)
+    den = np.asarray(den, dtype=np.float64)
+    out = np.full(np.broadcast(num, den).shape, np.nan)
+    np.divide(num, den, out=out, where=den > 0)
+    return out
+
+
+def _nanmean(values: np.ndarray) -> float:
+    values = np.asarray(values, dtype=np.float64)
+    values = values[~np.isnan(values)]
+    return float(values.mean()) if values.size else math.nan
+
+
+def metrics_from_confusion(cm: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Per-class arrays and summary values of the overlap metrics (module docstring formulas)."""
+    cm = np.asarray(cm, dtype=np.float64)
+    tp = np.diag(cm)
+    t = cm.sum(axis=1)          # t_i: ground-truth pixels of class i
+    predicted = cm.sum(axis=0)  # sum_j n_ji
+    fn, fp = t - tp, predicted - tp
+    total = cm.sum()
+    tn = total - tp - fn - fp
+    iou = _div(tp, t + predicted - tp)
+    per = {
+        "dice": _div(2 * tp, 2 * tp + fn + fp),
+        "iou": iou,
+        "accuracy": _div(tp, t),
+        "sensitivity": _div(tp, tp + fn),
+        "specificity": _div(tn, tn + fp),
+        "support": t,
+    }
+    fw = float(np.sum(t[t > 0] * iou[t > 0]) / total) if total > 0 else math.nan
+    means = {
+        "pixel_accuracy": float(tp.sum() / total) if total > 0 else math.nan,
+        "mean_accuracy": _nanmean(per["accuracy"]),
+        "mean_dice": _nanmean(per["dice"]),
+        "mean_dice_foreground": _nanmean(per["dice"][1:]) if len(tp) > 1 else math.nan,
+        "mean_iou": _nanmean(iou),
+        "fw_iou": fw,
+        "mean_sensitivity": _nanmean(per["sensitivity"]),
+        "mean_specificity": _nanmean(per["specificity"]),
+    }
+    return per, means
+
+
+# --- Hausdorff distance ----------------------------------------------------------------------
+
+def _surface(mask: np.ndarray) -> np.ndarray:
+    from scipy.ndimage import binary_erosion, generate_binary_structure
+    footprint = generate_binary_structure(mask.ndim, 1)
+    return mask ^ binary_erosion(mask, structure=footprint, iterations=1)
+
+
+def _surface_distances(a: np.ndarray, b: np.ndarray,
+                       spacing: Sequence[float] | None) -> tuple[np.ndarray, np.ndarray]:
+    from scipy.ndimage import distance_transform_edt
+    # Crop to the union's bounding box plus one voxel: erosion and the distance transform
+    # give the same values there (every surface voxel is inside), at a fraction of the cost.
+    union = np.argwhere(a | b)
+    lo = np.maximum(union.min(axis=0) - 1, 0)
+    hi = np.minimum(union.max(axis=0) + 2, a.shape)
+    box = tuple(slice(int(l), int(h)) for l, h in zip(lo, hi))
+    sa, sb = _surface(a[box]), _surface(b[box])
+    sampling = None if spacing is None else np.asarray(spacing, dtype=np.float64)
+    d_ab = distance_transform_edt(~sb, sampling=sampling)[sa]
+    d_ba = distance_transform_edt(~sa, sampling=sampling)[sb]
+    return d_ab, d_ba
+
+
+def hausdorff_distance(a: np.ndarray, b: np.ndarray, spacing: Sequence[float] | None = None,
+                       percentile: float = 95.0) -> float:
+    """Symmetric surface Hausdorff distance between two binary masks at ``percentile``.
+
+    ``percentile=95`` is HD95 (as ``medpy.metric.binary.hd95``), ``100`` the classic Hausdorff
+    distance. ``spacing`` is the voxel size per axis (physical units); default 1. Returns NaN
+    when both masks are empty and ``inf`` when exactly one is.
+    """
+    a = np.asarray(a, dtype=bool)
+    b = np.asarray(b, dtype=bool)
+    if a.shape != b.shape:
+        raise ValueError(f"mask shapes differ: {a.shape} vs {b.shape}")
+    if spacing is not None and len(spacing) != a.ndim:
+        raise ValueError(f"spacing {tuple(spacing)} has {len(spacing)} values for a "
+                         f"{a.ndim}D mask")
+    has_a, has_b = bool(a.any()), bool(b.any())
+    if not has_a and not has_b:
+        return math.nan
+    if has_a != has_b:
+        return math.inf
+    d_ab, d_ba = _surface_distances(a, b, spacing)
+    return float(np.percentile(np.hstack((d_ab, d_ba)), percentile))
+
+
+# --- results and accumulation ----------------------------------------------------------------
+
+def _json_number(value: float) -> float | str | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, float) and math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return value
+
+
+@dataclass
+class SegEvalResult:
+    """Metrics of one evaluation.
+
+    Attributes:
+        num_classes: classes scored (0..num_classes-1).
+        confusion: the summed confusion matrix ``n_ij``.
+        per_class: class index -> {dice, iou, accuracy, sensitivity, specificity, hd95,
+            hd95_missing, support}; NaN where undefined (see the module docstring).
+        means: pixel_accuracy, mean_accuracy, mean_dice, mean_dice_foreground, mean_iou,
+            fw_iou, mean_sensitivity, mean_specificity, mean_hd95.
+        items: how many slices/volumes were accumulated.
+        class_names: optional display names.
+    """
+
+    num_classes: int
+    confusion: np.ndarray
+    per_class: dict[int, dict[str, float]]
+    means: dict[str, float]
+    items: int = 1
+    class_names: dict[int, str] = field(default_factory=dict)
+
+    def name(self, c: int) -> str:
+        """Display name of class ``c``."""
+        return self.class_names.get(c, str(c))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (NaN -> null, inf -> "inf")."""
+        return {
+            "num_classes": self.num_classes,
+            "items": self.items,
+            "means": {k: _json_number(v) for k, v in self.means.items()},
+            "per_class": {str(c): {"name": self.name(c),
+                                   **{k: _json_number(v) for k, v in vals.items()}}
+                          for c, vals in self.per_class.items()},
+            "confusion_matrix": self.confusion.astype(int).tolist(),
+        }
+
+    def table(self) -> str:
+        """A plain-text table: one row per class, then the means."""
+        header = ["class", *PER_CLASS_METRICS, "support"]
+        rows = [[self.name(c), *(_fmt(v[m]) for m in PER_CLASS_METRICS), str(int(v["support"]))]
+                for c, v in self.per_class.items()]
+        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+        lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
+        lines += ["  ".join(x.ljust(w) for x, w in zip(r, widths)) for r in rows]
+        lines.append("")
+        key_width = max(len(k) for k in self.means)
+        lines += [f"{k.ljust(key_width)}  {_fmt(v)}" for k, v in self.means.items()]
+        return "\n".join(lines)
+
+
+def _fmt(value: float) -> str:
+    if value is None or math.isnan(value):
+        return "n/a"
+    if math.isinf(value):
+        return "inf"
+    return f"{value:.4f}"
+
+
+class SegEvaluator:
+    """Accumulates slices or volumes and produces one :class:`SegEvalResult`.
+
+    Args:
+        num_classes: classes to score; ``None`` infers ``max label + 1`` over everything added.
+        hd95: compute HD95 (the expensive part; off gives overlap metrics only).
+        class_names: optional display names by class index.
+    """
+
+    def __init__(self, num_classes: int | None = None, *, hd95: bool = True,
+                 class_names: dict[int, str] | None = None) -> None:
+        self.num_classes = num_classes
+        self.hd95 = hd95
+        self.class_names = dict(class_names or {})
+        self._cm = np.zeros((num_classes or 1,) * 2, dtype=np.int64)
+        self._hd: dict[int, list[float]] = {}
+        self._hd_missing: dict[int, int] = {}
+        self.items = 0
+
+    def add(self, gt: np.ndarray, pred: np.ndarray, spacing: Sequence[float] | None = None,
+            name: str | None = None) -> None:
+        """Add one item (a 2D slice or a 3D volume) of integer labels.
+
+        Raises DataError (naming ``name`` when given) for shape mismatches and labels outside
+        ``[0, num_classes)``.
+        """
+        where = name or "prediction"
+        gt, pred = np.asarray(gt), np.asarray(pred)
+        if gt.shape != pred.shape:
+            raise DataError(f"{where}: prediction shape {pred.shape} does not match ground "
+                            f"truth shape {gt.shape}")
+        gt, pred = to_labels(gt, where), to_labels(pred, where)
+        if gt.size == 0:
+            raise DataError(f"{where}: empty mask")
+        top = int(max(gt.max(), pred.max()))
+        low = int(min(gt.min(), pred.min()))
+        if low < 0 or (self.num_classes is not None and top >= self.num_classes):
+            limit = self.num_classes if self.num_classes is not None else top + 1
+            bad = sorted({int(v) for v in np.union1d(np.unique(gt), np.unique(pred))
+                          if v < 0 or v >= limit})
+            raise DataError(f"{where}: labels {bad} outside the declared classes "
+                            f"0..{limit - 1}",
+                            remedy="pass --classes N with the right number of classes")
+        n = self.num_classes if self.num_classes is not None else max(top + 1, self._cm.shape[0])
+        if n > self._cm.shape[0]:
+            grown = np.zeros((n, n), dtype=np.int64)
+            grown[: self._cm.shape[0], : self._cm.shape[1]] = self._cm
+            self._cm = grown
+        self._cm += confusion_matrix(gt, pred, n)
+        if self.hd95:
+            for c in np.union1d(np.unique(gt), np.unique(pred)):
+                d = hausdorff_distance(gt == c, pred == c, spacing)
+                if math.isinf(d):
+                    self._hd_missing[int(c)] = self._hd_missing.get(int(c), 0) + 1
+                else:
+                    self._hd.setdefault(int(c), []).append(d)
+        self.items += 1
+
+    def result(self) -> SegEvalResult:
+        """The metrics of everything added so far."""
+        if self.items == 0:
+            raise DataError("nothing to evaluate: no masks were added")
+        n = self._cm.shape[0]
+        per, means = metrics_from_confusion(self._cm)
+        per_class: dict[int, dict[str, float]] = {}
+        hd_means = np.full(n, math.nan)
+        for c in range(n):
+            values = self._hd.get(c, [])
+            if values:
+                hd_means[c] = float(np.mean(values))
+            elif self._hd_missing.get(c):
+                hd_means[c] = math.inf
+            if not self.hd95:
+                hd_means[c] = math.nan
+            per_class[c] = {m: float(per[m][c]) for m in PER_CLASS_METRICS if m != "hd95"}
+            per_class[c]["hd95"] = float(hd_means[c])
+            per_class[c]["hd95_missing"] = int(self._hd_missing.get(c, 0))
+            per_class[c]["support"] = int(per["support"][c])
+        foreground = hd_means[1:] if n > 1 else hd_means
+        finite = foreground[np.isfinite(foreground)]
+        means["mean_hd95"] = float(finite.mean()) if finite.size else math.nan
+        return SegEvalResult(num_classes=n, confusion=self._cm.copy(), per_class=per_class,
+                             means={k: means[k] for k in MEAN_METRICS}, items=self.items,
+                             class_names=self.class_names)
+
+
+def evaluate_arrays(gt: np.ndarray, pred: np.ndarray, num_classes: int,
+                    spacing: Sequence[float] | None = None, *, hd95: bool = True) -> SegEvalResult:
+    """Score one prediction (a 2D slice or 3D volume of labels) against its ground truth.
+
+    ``spacing`` is the voxel size per axis for HD95 (default 1 per axis).
+    """
+    evaluator = SegEvaluator(num_classes, hd95=hd95)
+    evaluator.add(gt, pred, spacing)
+    return evaluator.result()
+
+
+def evaluate_batch(gts: Sequence[np.ndarray], preds: Sequence[np.ndarray], num_classes: int,
+                   spacing: Sequence[float] | None = None, *,
+                   hd95: bool = True) -> SegEvalResult:
+    """Score many items (e.g. ``(N, H, W)`` stacks of slices) accumulated as one evaluation."""
+    if len(gts) != len(preds):
+        raise DataError(f"{len(preds)} predictions for {len(gts)} ground-truth masks")
+    evaluator = SegEvaluator(num_classes, hd95=hd95)
+    for i, (g, p) in enumerate(zip(gts, preds)):
+        evaluator.add(g, p, spacing, name=f"item {i}")
+    return evaluator.result()
+
+
+# --- reading masks from disk -----------------------------------------------------------------
+
+_MASK_2D = (".png", ".npy")
+_NIFTI = (".nii", ".nii.gz")
+
+
+def _is_nifti(path: Path) -> bool:
+    return path.name.lower().endswith(_NIFTI)
+
+
+def _read_item(path: Path) -> tuple[np.ndarray, tuple[float, ...] | None]:
+    if _is_nifti(path):
+        from autocnnp.components.datasets import load_volume
+        data, zooms = load_volume(path, channel=None, what="mask")
+        if np.asarray(data).ndim == 4:
+            raise DataError(f"{path}: a mask volume must be 3D")
+        return to_labels(np.asarray(data), path), zooms
+    if path.suffix.lower() == ".npy":
+        try:
+            data = np.load(path, allow_pickle=False)
+        except Exception as exc:
+            raise DataError(f"{path}: cannot read mask: {exc}") from exc
+        return to_labels(data, path), None
+    return read_mask_file(path), None
+
+
+def _mask_folder(folder: Path) -> Path:
+    return folder / "masks" if (folder / "masks").is_dir() else folder
+
+
+def _mask_files(folder: Path) -> dict[str, Path]:
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
+                   and p.name.lower().endswith(_MASK_2D + _NIFTI))
+    return {volume_stem(p): p for p in files}
+
+
+def _check_labels(mask: np.ndarray, path: Path, num_classes: int | None) -> None:
+    low, top = int(mask.min()), int(mask.max())
+    if low >= 0 and (num_classes is None or top < num_classes):
+        return
+    limit = num_classes if num_classes is not None else top + 1
+    bad = [int(v) for v in np.unique(mask) if v < 0 or v >= limit]
+    raise DataError(f"{path}: labels {bad} outside the declared classes 0..{limit - 1}",
+                    remedy="pass --classes N with the right number of classes"
+                    if max(bad) >= limit else "class labels must not be negative")
+
+
+def iter_mask_pairs(pred_path: Path, gt_path: Path, num_classes: int | None = None
+                    ) -> Iterator[tuple[str, np.ndarray, np.ndarray, tuple[float, ...] | None]]:
+    """Yield ``(name, gt, pred, spacing)`` for every ground-truth mask and its prediction.
+
+    Both paths are files (two 2D masks or two NIfTI volumes) or folders matched by file stem
+    (a folder holding ``masks/`` uses that subfolder). ``spacing`` comes from the NIfTI header
+    (None for 2D files); ``name`` is the ground-truth file's path. Raises DataError naming the
+    file for missing predictions, shape or spacing mismatches, unreadable files, non-integer
+    masks and labels outside ``[0, num_classes)`` (negative labels even without it).
+    """
+    pred_path, gt_path = Path(pred_path), Path(gt_path)
+    for p in (pred_path, gt_path):
+        if not p.exists():
+            raise DataError(f"{p}: no such file or folder")
+    if pred_path.is_dir() != gt_path.is_dir():
+        raise DataError(f"{pred_path} and {gt_path}: compare a file with a file or a folder with "
+                        "a folder")
+    if pred_path.is_dir():
+        gt_files = _mask_files(_mask_folder(gt_path))
+        pred_files = _mask_files(_mask_folder(pred_path))
+        if not gt_files:
+            raise DataError(f"{_mask_folder(gt_path)}: empty folder: no .png, .npy, .nii or "
+                            ".nii.gz masks found")
+        pairs = []
+        for stem, gt_file in gt_files.items():
+            pred_file = pred_files.get(stem)
+            if pred_file is None:
+                raise DataError(f"{gt_file}: no prediction named {stem}.* in "
+                                f"{_mask_folder(pred_path)}",
+                                remedy="predictions must have the ground-truth file names")
+            pairs.append((pred_file, gt_file))
+    else:
+        pairs = [(pred_path, gt_path)]
+    for pred_file, gt_file in pairs:
+        gt, gt_spacing = _read_item(gt_file)
+        pred, pred_spacing = _read_item(pred_file)
+        if gt.size == 0 or pred.size == 0:
+            raise DataError(f"{gt_file if gt.size == 0 else pred_file}: empty mask")
+        _check_labels(gt, gt_file, num_classes)
+        _check_labels(pred, pred_file, num_classes)
+        if gt.shape != pred.shape:
+            raise DataError(f"{pred_file}: prediction shape {pred.shape} does not match ground "
+                            f"truth {gt_file} shape {gt.shape}")
+        if gt_spacing and pred_spacing and not np.allclose(gt_spacing, pred_spacing,
+                                                           rtol=1e-3, atol=1e-5):
+            raise DataError(f"{pred_file}: voxel spacing {pred_spacing} does not match ground "
+                            f"truth {gt_file} spacing {gt_spacing}",
+                            remedy="resample the prediction onto the ground-truth grid")
+        yield str(gt_file), gt, pred, gt_spacing or pred_spacing
+
+
+def evaluate_paths(pred_path: Path, gt_path: Path, num_classes: int | None = None, *,
+                   hd95: bool = True, class_names: dict[int, str] | None = None
+                   ) -> SegEvalResult:
+    """Score predicted masks on disk against ground truth on disk (see :func:`iter_mask_pairs`).
+
+    ``num_classes=None`` infers ``max label + 1``; given, a label ``>= num_classes`` is a
+    DataError naming the file.
+    """
+    evaluator = SegEvaluator(num_classes, hd95=hd95, class_names=class_names)
+    for name, gt, pred, spacing in iter_mask_pairs(pred_path, gt_path, num_classes):
+        evaluator.add(gt, pred, spacing, name=name)
+    return evaluator.result()
+
+
+# --- writing results -------------------------------------------------------------------------
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(result: SegEvalResult, path: Path) -> None:
+    """Write ``result.to_dict()`` as JSON, atomically (temp file then rename)."""
+    _atomic_write(Path(path), (json.dumps(result.to_dict(), indent=2) + "\n").encode())
+
+
+def write_csv(result: SegEvalResult, path: Path) -> None:
+    """Write one row per class plus a ``mean`` row, atomically."""
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["class", "name", *PER_CLASS_METRICS, "support"])
+    for c, vals in result.per_class.items():
+        writer.writerow([c, result.name(c), *(_csv_number(vals[m]) for m in PER_CLASS_METRICS),
+                         vals["support"]])
+    m = result.means
+    writer.writerow(["mean", "", _csv_number(m["mean_dice"]), _csv_number(m["mean_iou"]),
+                     _csv_number(m["mean_accuracy"]), _csv_number(m["mean_sensitivity"]),
+                     _csv_number(m["mean_specificity"]), _csv_number(m["mean_hd95"]),
+                     int(result.confusion.sum())])
+    _atomic_write(Path(path), buf.getvalue().encode())
+
+
+def _csv_number(value: float) -> str:
+    if math.isnan(value):
+        return ""
+    return "inf" if math.isinf(value) else repr(float(value))
+
+
+# --- overlays --------------------------------------------------------------------------------
+
+#: overlay colours (RGB): correct foreground, false positive, false negative, wrong class.
+OVERLAY_COLORS = {"tp": (0, 200, 0), "fp": (230, 30, 30), "fn": (40, 90, 255),
+                  "wrong_class": (255, 210, 0)}
+
+
+def write_overlays(pred: np.ndarray, gt: np.ndarray, image: np.ndarray | None, out_dir: Path,
+                   max_slices: int = 8, *, axis: int = 0, prefix: str = "overlay") -> list[Path]:
+    """Write PNG overlays of a prediction against its ground truth.
+
+    Colours: green = foreground predicted with the right class (TP), red = foreground predicted
+    on background (FP), blue = foreground predicted as background (FN), yellow = foreground
+    predicted as another foreground class. Background is the image (grey) or black.
+
+    Args:
+        pred, gt: a 2D mask or a stack of 2D masks (3D), integer labels.
+        image: the matching image (same shape, optionally with a trailing channel) or None.
+        out_dir: folder to write ``{prefix}_{k:04d}.png`` into (created).
+        max_slices: at most this many slices of a 3D input, evenly spaced over the slices that
+            hold foreground in either mask.
+        axis: the slice axis of 3D inputs (0 for ``(N, H, W)`` stacks, 2 for NIfTI volumes).
+
+    Returns the written paths.
+    """
+    from PIL import Image
+
+    pred, gt = np.asarray(pred), np.asarray(gt)
+    if pred.shape != gt.shape:
+        raise DataError(f"overlay: prediction shape {pred.shape} does not match ground truth "
+                        f"shape {gt.shape}")
+    if gt.ndim == 2:
+        gt, pred = gt[None], pred[None]
+        image = None if image is None else np.asarray(image)[None]
+        axis = 0
+    gt, pred = np.moveaxis(gt, axis, 0), np.moveaxis(pred, axis, 0)
+    if image is not None:
+        image = np.asarray(image, dtype=np.float64)
+        if image.ndim == gt.ndim + 1:
+            image = image[..., 0]
+        image = np.moveaxis(image, axis, 0)
+    busy = np.flatnonzero((gt > 0).any(axis=(1, 2)) | (pred > 0).any(axis=(1, 2)))
+    candidates = busy if busy.size else np.arange(gt.shape[0])
+    picks = candidates[np.unique(np.linspace(0, candidates.size - 1,
+                                             min(max_slices, candidates.size)).astype(int))]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for k in picks:
+        g, p = gt[k], pred[k]
+        if image is not None:
+            im = image[k]
+            lo, hi = float(im.min()), float(im.max())
+            grey = ((im - lo) / (hi - lo) * 255 if hi > lo else np.zeros_like(im)).astype(np.uint8)
+        else:
+            grey = np.zeros(g.shape, dtype=np.uint8)
+        rgb = np.repeat(grey[..., None], 3, axis=2).astype(np.float64)
+        classes = {"tp": (g > 0) & (p == g), "fp": (g == 0) & (p > 0),
+                   "fn": (g > 0) & (p == 0), "wrong_class": (g > 0) & (p > 0) & (p != g)}
+        for key, where in classes.items():
+            rgb[where] = 0.4 * rgb[where] + 0.6 * np.asarray(OVERLAY_COLORS[key], dtype=float)
+        buf = io.BytesIO()
+        Image.fromarray(rgb.clip(0, 255).astype(np.uint8), mode="RGB").save(buf, format="PNG")
+        path = out_dir / f"{prefix}_{int(k):04d}.png"
+        _atomic_write(path, buf.getvalue())
+        written.append(path)
+    return written

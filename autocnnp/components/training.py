@@ -1,0 +1,260 @@
+"""The training loop that runs after the generator's actions, and the final evaluation.
+
+:func:`train` compiles the model with the distributed optimizer, restores the latest
+checkpoint when resuming, makes every rank start from rank 0's variables, and calls ``fit``
+with the callbacks of every action and plugin, in this order:
+
+1. ``ctx.values["sync_callbacks"]`` (dist_strategy: broadcast, metric averaging, learning
+   rate, weight guard) - first, so that everything after sees averaged metrics and the lr;
+2. ``ctx.values["checkpoints"].callbacks`` (rank 0: checkpoints, JSON-lines metrics,
+   TensorBoard);
+3. ``ctx.values["callbacks"]`` (plugins);
+4. the progress printer (rank 0), one line per epoch on stdout::
+
+       epoch 3/30  loss 0.41  val_dice 0.80  lr 2.0e-03  12.1s  eta 4m10s
+
+After ``fit`` every rank checks that all ranks hold identical weights, and rank 0 saves the
+final model to ``RUN_DIR/model/`` (a SavedModel, plus ``autocnnp.json`` describing its input).
+:func:`evaluate` then scores it on the test split with SegEval on rank 0 and writes
+``RUN_DIR/test_metrics.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+#: written next to the SavedModel: what ``autocnnp predict`` needs to prepare inputs
+MODEL_META = "autocnnp.json"
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What :func:`train` did on this rank."""
+
+    initial_epoch: int
+    end_epoch: int
+    seconds: float
+    images_per_s: float
+    history: dict[str, list[float]]
+
+
+def format_duration(seconds: float) -> str:
+    """``4m10s``, ``1h02m``, ``12s``: compact for the progress line."""
+    seconds = max(0, int(round(seconds)))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds}s"
+
+
+def format_progress(epoch: int, end_epoch: int, logs: dict[str, float], seconds: float,
+                    eta_s: float) -> str:
+    """One progress line; ``val_dice`` when there is validation data, else ``dice``."""
+    parts = [f"epoch {epoch}/{end_epoch}"]
+    if "loss" in logs:
+        parts.append(f"loss {logs['loss']:.3f}")
+    if "val_dice" in logs:
+        parts.append(f"val_dice {logs['val_dice']:.3f}")
+    elif "dice" in logs:
+        parts.append(f"dice {logs['dice']:.3f}")
+    if "lr" in logs:
+        parts.append(f"lr {logs['lr']:.1e}")
+    parts.append(f"{seconds:.1f}s")
+    parts.append(f"eta {format_duration(eta_s)}")
+    return "  ".join(parts)
+
+
+def make_progress_callback(end_epoch: int, stream: TextIO | None = None) -> Any:
+    """Keras callback printing :func:`format_progress` lines (used on rank 0 only)."""
+    import tensorflow as tf
+
+    class Progress(tf.keras.callbacks.Callback):
+        """Prints one concise line per epoch; the ETA uses the mean epoch time so far."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.durations: list[float] = []
+
+        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+            self._start = time.perf_counter()
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            took = time.perf_counter() - self._start
+            self.durations.append(took)
+            eta = (end_epoch - epoch - 1) * sum(self.durations) / len(self.durations)
+            out = stream or sys.stdout
+            out.write(format_progress(epoch + 1, end_epoch, dict(logs or {}), took, eta) + "\n")
+            out.flush()
+
+    return Progress()
+
+
+def make_datasets(ctx: Any) -> tuple[Any, Any]:
+    """tf.data pipelines of this rank's shard: an endless shuffled training stream (batches
+    cross epoch ends so every rank runs exactly ``steps_per_epoch`` steps) and the validation
+    shard."""
+    import tensorflow as tf
+
+    data = ctx.require("dataset")
+    comm = ctx.require("communicator")
+    seed = int(ctx.spec.reproducibility.seed) + comm.rank
+    train = (tf.data.Dataset.from_tensor_slices((data.x_train, data.y_train))
+             .shuffle(len(data.x_train), seed=seed, reshuffle_each_iteration=True)
+             .repeat()
+             .batch(data.batch_size, drop_remainder=True)
+             .prefetch(tf.data.AUTOTUNE))
+    valid = None
+    if data.x_valid is not None:
+        valid = (tf.data.Dataset.from_tensor_slices((data.x_valid, data.y_valid))
+                 .batch(data.batch_size)
+                 .prefetch(tf.data.AUTOTUNE))
+    return train, valid
+
+
+def callbacks_for_fit(ctx: Any, *, progress: bool = True) -> list[Any]:
+    """Every callback of the actions and plugins, in the order the module docstring gives."""
+    comm = ctx.require("communicator")
+    callbacks = list(ctx.require("sync_callbacks"))
+    callbacks += list(ctx.require("checkpoints").callbacks)
+    callbacks += list(ctx.values.get("callbacks", []))
+    if progress and comm.rank == 0:
+        callbacks.append(make_progress_callback(ctx.require("hyperparameters").end_epoch))
+    return callbacks
+
+
+def restore(ctx: Any) -> int:
+    """Resume: rank 0 loads the latest checkpoint, then every rank takes rank 0's variables
+    (model and optimizer). Returns the epoch to continue at (the config's start epoch when
+    there is no checkpoint or when not resuming)."""
+    import horovod.tensorflow as hvd_tf
+
+    comm = ctx.require("communicator")
+    model = ctx.require("model")
+    optimizer = ctx.require("optimizer")
+    hp = ctx.require("hyperparameters")
+    # slots (Adam moments, momentum) exist only after the first update; create them now so
+    # that a checkpoint restores them at once and the broadcast covers them
+    optimizer._create_all_weights(model.trainable_variables)
+    epoch = hp.start_epoch
+    if ctx.resume:
+        found = ctx.require("checkpoints").manager.latest() if comm.rank == 0 else None
+        if found is not None:
+            state = ctx.require("checkpoints").manager.restore(model, optimizer, found[1])
+            epoch = int(state["epoch"])
+            ctx.log.info("resuming from %s (epoch %d)", found[1], epoch)
+        elif comm.rank == 0:
+            ctx.log.warning("--resume: no checkpoint in %s; starting at epoch %d",
+                            ctx.require("checkpoints").manager.directory, epoch)
+        epoch = int(hvd_tf.broadcast_object(epoch, root_rank=0, name="autocnnp_resume_epoch"))
+    # every rank starts from rank 0's variables, whatever the architecture's initialisers do
+    hvd_tf.broadcast_variables(model.variables + optimizer.variables(), root_rank=0)
+    return epoch
+
+
+def train(ctx: Any) -> TrainResult:
+    """Compile, resume if asked, fit, check weights across ranks, save the model (rank 0)."""
+    from autocnnp.components.losses import dice_metric
+    from autocnnp.components.rank_runtime import check_weights_identical
+
+    comm = ctx.require("communicator")
+    model = ctx.require("model")
+    hp = ctx.require("hyperparameters")
+    data = ctx.require("dataset")
+    model.compile(optimizer=ctx.require("optimizer"), loss=hp.loss, metrics=[dice_metric])
+    initial_epoch = restore(ctx)
+    train_ds, valid_ds = make_datasets(ctx)
+    start = time.perf_counter()
+    history: dict[str, list[float]] = {}
+    if initial_epoch < hp.end_epoch:
+        result = model.fit(train_ds, epochs=hp.end_epoch, initial_epoch=initial_epoch,
+                           steps_per_epoch=data.steps_per_epoch, validation_data=valid_ds,
+                           validation_steps=data.validation_steps,
+                           callbacks=callbacks_for_fit(ctx), verbose=0)
+        history = {k: [float(v) for v in vals] for k, vals in result.history.items()}
+    seconds = time.perf_counter() - start
+    epochs = max(hp.end_epoch - initial_epoch, 0)
+    images = epochs * data.steps_per_epoch * hp.global_batch_size
+    check_weights_identical(model, comm, "training")
+    if comm.rank == 0:
+        save_model(ctx)
+    return TrainResult(initial_epoch=initial_epoch, end_epoch=hp.end_epoch, seconds=seconds,
+                       images_per_s=images / seconds if seconds > 0 else 0.0, history=history)
+
+
+def save_model(ctx: Any) -> Path:
+    """Save the trained model to ``RUN_DIR/model/`` atomically (temp folder, then rename)."""
+    model = ctx.require("model")
+    task = ctx.require("task")
+    run_dir = Path(ctx.run_dir)
+    final = run_dir / "model"
+    tmp = run_dir / f".tmp-model-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save(str(tmp), include_optimizer=False, save_format="tf")
+    data = ctx.spec.data
+    meta = {"classes": list(task.classes), "num_classes": task.num_classes,
+            "input_shape": list(task.input_shape), "image_size": data.image_size,
+            "format": data.format, "architecture": ctx.spec.architecture.label,
+            "epochs": ctx.spec.hyperparameters.end_epoch}
+    (tmp / MODEL_META).write_text(json.dumps(meta, indent=1))
+    if final.exists():
+        old = run_dir / f".old-model-{os.getpid()}"
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+    return final
+
+
+def predict_labels(model: Any, images: np.ndarray, batch_size: int = 8) -> np.ndarray:
+    """Class index per pixel, ``(N, H, W)`` int32, for ``(N, H, W, C)`` images."""
+    probs = model.predict(images, batch_size=batch_size, verbose=0)
+    return np.argmax(probs, axis=-1).astype(np.int32)
+
+
+def evaluate(ctx: Any) -> dict[str, Any] | None:
+    """Score the trained model on the whole test split (rank 0 only) with SegEval.
+
+    Writes ``RUN_DIR/test_metrics.json`` and prints one summary line. Returns the metrics
+    dict on rank 0, None elsewhere or when the config has no test split.
+    """
+    from autocnnp.components.rank_runtime import load_split_cached
+    from autocnnp.components.segeval import SegEvaluator
+
+    comm = ctx.require("communicator")
+    if comm.rank != 0 or ctx.spec.data.test is None:
+        return None
+    task = ctx.require("task")
+    test = load_split_cached(ctx, "test", keep=False)
+    start = time.perf_counter()
+    pred = predict_labels(ctx.require("model"), test.images,
+                          ctx.require("hyperparameters").batch_size)
+    evaluator = SegEvaluator(task.num_classes,
+                             class_names={i: n for i, n in enumerate(task.classes)})
+    for i in range(len(test)):
+        evaluator.add(test.masks[i], pred[i], name=test.names[i])
+    result = evaluator.result()
+    metrics = {"split": "test", "source": str(test.source), "samples": len(test),
+               "seconds": round(time.perf_counter() - start, 3), **result.to_dict()}
+    path = Path(ctx.run_dir) / "test_metrics.json"
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(metrics, indent=1))
+    os.replace(tmp, path)
+    fg = result.means.get("mean_dice_foreground", float("nan"))
+    per_class = ", ".join(f"{result.name(c)} {result.per_class[c]['dice']:.3f}"
+                          for c in range(1, task.num_classes)
+                          if not math.isnan(result.per_class[c]["dice"]))
+    print(f"test dice {fg:.3f} ({per_class})  mean IoU {result.means['mean_iou']:.3f}  "
+          f"-> {path}", flush=True)
+    return metrics

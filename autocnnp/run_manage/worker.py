@@ -1,0 +1,210 @@
+"""The program every rank runs: ``python -m autocnnp.run_manage.worker RUN_DIR [--resume]``.
+
+It reads ``RUN_DIR/spec.json`` (written by the launcher), assembles the
+CNN-Parallelism-Generator with its plugins, runs the actions in binding order, trains, and
+evaluates (rank 0). Output:
+
+* stdout: only rank 0's progress lines and its final test line;
+* ``RUN_DIR/logs/rank-K.log``: this rank's log (actions, settings, warnings);
+* ``RUN_DIR/errors/rank-K.json`` when the rank fails: ``{rank, host, pid, type, message,
+  traceback, time}``, read by the launcher to report the first failure;
+* ``RUN_DIR/metrics/train_summary.json`` (rank 0): training time and throughput.
+
+Exit status: 0 on success; a user error (bad data, bad architecture file, diverging ranks...)
+prints one line on stderr and exits with its ``exit_code`` (2 for data and config problems);
+a bug prints its traceback and exits 1; SIGTERM (the launcher stopping the job) exits 143 at
+once, even while the rank waits in an allreduce.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+#: environment variables that hold the rank before Horovod is initialised, by launcher
+RANK_VARIABLES = ("HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK")
+
+#: exit status after SIGTERM (128 + 15, what a shell reports)
+SIGTERM_EXIT = 143
+
+#: the running rank's context, so that a failure is recorded under the rank Horovod assigned
+_CURRENT: dict[str, Any] = {}
+
+
+def rank_from_env() -> int:
+    """This process's rank as the launcher announced it (0 when started alone)."""
+    for name in RANK_VARIABLES:
+        value = os.environ.get(name, "").strip()
+        if value.isdigit():
+            return int(value)
+    return 0
+
+
+def quiet_frameworks() -> None:
+    """Keep TensorFlow's and Horovod's chatter off stdout/stderr (set before importing TF)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # also silences its banner
+    os.environ.setdefault("HOROVOD_LOG_LEVEL", "warning")
+    os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
+
+
+def setup_logging(run_dir: Path, rank: int) -> logging.Logger:
+    """Send every log record (and Python warnings) of this process to ``logs/rank-K.log``."""
+    log_dir = run_dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(log_dir / f"rank-{rank}.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter(
+        f"%(asctime)s rank {rank} %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    logging.captureWarnings(True)
+    return logging.getLogger("autocnnp.worker")
+
+
+def _tame_tensorflow_logger() -> None:
+    # tf's own logger prints INFO lines ("Assets written to ...") to stderr through absl
+    tf_logger = logging.getLogger("tensorflow")
+    tf_logger.setLevel(logging.ERROR)
+    tf_logger.propagate = True
+    for handler in list(tf_logger.handlers):
+        tf_logger.removeHandler(handler)
+
+
+def install_sigterm_handler(log: logging.Logger) -> None:
+    """Exit with status 143 as soon as SIGTERM arrives.
+
+    A Python signal handler runs only when the main thread executes Python code, which it
+    does not while it waits inside a Horovod allreduce for a rank that died. So SIGTERM is
+    blocked in this thread (and therefore in every thread TensorFlow and Horovod start later)
+    and a small thread waits for it with ``sigwait``.
+    """
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+
+    def wait() -> None:
+        signal.sigwait({signal.SIGTERM})
+        log.warning("SIGTERM received: stopping this rank")
+        logging.shutdown()
+        os._exit(SIGTERM_EXIT)
+
+    threading.Thread(target=wait, name="autocnnp-sigterm", daemon=True).start()
+
+
+def load_run_spec(run_dir: Path) -> Any:
+    """The :class:`~autocnnp.engine.spec.TrainingSpec` the launcher wrote to ``spec.json``."""
+    from autocnnp.engine.spec import spec_from_dict
+    from autocnnp.errors import AutocnnpError
+
+    path = run_dir / "spec.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise AutocnnpError(f"{path}: no such file; is {run_dir} a run directory?",
+                            remedy="start jobs with `autocnnp run CONFIG`") from None
+    except ValueError as exc:
+        raise AutocnnpError(f"{path}: not valid JSON: {exc}") from None
+    return spec_from_dict(data)
+
+
+def write_error(run_dir: Path, rank: int, exc: BaseException) -> Path:
+    """Record ``exc`` in ``RUN_DIR/errors/rank-K.json`` (atomically); returns the path."""
+    err_dir = run_dir / "errors"
+    err_dir.mkdir(parents=True, exist_ok=True)
+    record = {"rank": rank, "host": socket.gethostname(), "pid": os.getpid(),
+              "type": type(exc).__name__, "message": str(exc),
+              "traceback": "".join(traceback.format_exception(type(exc), exc,
+                                                              exc.__traceback__)),
+              "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    path = err_dir / f"rank-{rank}.json"
+    tmp = err_dir / f".rank-{rank}.json.tmp"
+    tmp.write_text(json.dumps(record, indent=1), encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def run(run_dir: Path, resume: bool, log: logging.Logger) -> tuple[int, Any]:
+    """Assemble, run the actions, train and evaluate on this rank. Returns (0, ctx)."""
+    from autocnnp.components import training
+    from autocnnp.generator.assembly import assemble, run_actions
+    from autocnnp.run_manage.context import RankContext
+
+    spec = load_run_spec(run_dir)
+    generator = assemble(spec, load_plugins=True)
+    ctx = RankContext(spec=spec, run_dir=run_dir, resume=resume, log=log)
+    _CURRENT["ctx"] = ctx
+    run_actions(generator, ctx)
+    _tame_tensorflow_logger()
+    result = training.train(ctx)
+    if ctx.rank == 0:
+        summary = {"initial_epoch": result.initial_epoch, "end_epoch": result.end_epoch,
+                   "seconds": round(result.seconds, 3),
+                   "images_per_s": round(result.images_per_s, 2),
+                   "ranks": ctx.require("communicator").size}
+        path = run_dir / "metrics" / "train_summary.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(summary, indent=1))
+    training.evaluate(ctx)
+    log.info("rank finished")
+    return 0, ctx
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m autocnnp.run_manage.worker",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_dir", type=Path, help="the run directory holding spec.json")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the latest checkpoint in RUN_DIR/checkpoints")
+    args = parser.parse_args(argv)
+    run_dir = args.run_dir.resolve()
+    quiet_frameworks()
+    rank = rank_from_env()
+    log = setup_logging(run_dir, rank)
+    install_sigterm_handler(log)
+    try:
+        code, _ = run(run_dir, args.resume, log)
+        logging.shutdown()
+        return code
+    except BaseException as exc:  # noqa: BLE001 - every failure must be recorded
+        if isinstance(exc, SystemExit) and not exc.code:
+            return 0
+        ctx = _CURRENT.get("ctx")
+        if ctx is not None and "communicator" in ctx.values:
+            rank = ctx.rank
+        from autocnnp.errors import AutocnnpError
+        try:
+            write_error(run_dir, rank, exc)
+        except OSError as write_exc:
+            print(f"rank {rank}: could not write the error record: {write_exc}",
+                  file=sys.stderr)
+        log.error("failed: %s: %s", type(exc).__name__, exc, exc_info=exc)
+        if isinstance(exc, AutocnnpError):
+            print(f"rank {rank}: error: {exc}", file=sys.stderr)
+            code = exc.exit_code
+        elif isinstance(exc, KeyboardInterrupt):
+            print(f"rank {rank}: interrupted", file=sys.stderr)
+            code = 130
+        else:
+            traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+            code = 1
+        sys.stderr.flush()
+        sys.stdout.flush()
+        logging.shutdown()
+        # skip interpreter teardown: Horovod's atexit shutdown can wait forever for ranks
+        # that are still inside a collective this rank will never join
+        os._exit(code)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
