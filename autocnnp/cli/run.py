@@ -25,20 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def format_metrics(metrics: dict) -> str:
-    """A plain table of test metrics: one row per class, then the mean."""
-    per_class = metrics.get("per_class") or {}
-    means = metrics.get("mean") or {}
-    names = [k for k in means if isinstance(means.get(k), (int, float))]
-    if not names:
-        return "\n".join(f"{k}: {v}" for k, v in metrics.items() if not isinstance(v, (dict, list)))
-    width = max([len("class")] + [len(str(c)) for c in per_class] + [len("mean")])
-    lines = [f"{'class':<{width}}  " + "  ".join(f"{n:>14}" for n in names)]
-    for cls, values in per_class.items():
-        lines.append(f"{cls:<{width}}  " + "  ".join(
-            f"{values.get(n, float('nan')):>14.4f}" if isinstance(values.get(n), (int, float))
-            else f"{'-':>14}" for n in names))
-    lines.append(f"{'mean':<{width}}  " + "  ".join(f"{means[n]:>14.4f}" for n in names))
-    return "\n".join(lines)
+    """The SegEval table of a run's test metrics."""
+    from autocnnp.components.segeval import SegEvalResult
+
+    return SegEvalResult.from_dict(metrics).table()
 
 
 def run(args: argparse.Namespace) -> int:

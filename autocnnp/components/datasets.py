@@ -53,6 +53,9 @@ __all__ = ["Split", "FORMATS", "detect_format", "load_split", "shard_indices", "
 
 #: the layouts :func:`load_split` reads.
 FORMATS = ("pairs", "msd", "nifti")
+#: other names a config may use for a layout.
+FORMAT_ALIASES = {"png": "pairs", "npy": "pairs", "nii": "nifti", "nii.gz": "nifti",
+                  "decathlon": "msd"}
 
 _PAIR_SUFFIXES = (".png", ".npy")
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -407,7 +410,8 @@ def load_split(path: Path, *, format: str = "auto", num_classes: int,
 
     Args:
         path: the split's folder (or a dataset root holding ``<split>/``).
-        format: ``"auto"`` (see :func:`detect_format`), ``"pairs"``, ``"msd"`` or ``"nifti"``.
+        format: ``"auto"`` (see :func:`detect_format`), ``"pairs"``, ``"msd"`` or ``"nifti"``
+            (aliases: ``png``/``npy`` for pairs, ``nii``/``nii.gz`` for nifti, ``decathlon``).
         num_classes: classes declared in the config; every mask label must be below it.
         image_size: resize every slice to this square size; ``None`` keeps the file's size
             (then every sample must have the same size).
@@ -418,7 +422,7 @@ def load_split(path: Path, *, format: str = "auto", num_classes: int,
     Raises DataError for anything that would make training fail or lie.
     """
     root = _resolve(Path(path), split)
-    fmt = detect_format(root) if format == "auto" else format
+    fmt = detect_format(root) if format == "auto" else FORMAT_ALIASES.get(format, format)
     if fmt not in _LOADERS:
         raise DataError(f"{root}: unknown data format {format!r}; known: auto, "
                         f"{', '.join(FORMATS)}")

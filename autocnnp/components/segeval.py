@@ -228,6 +228,20 @@ class SegEvalResult:
             "confusion_matrix": self.confusion.astype(int).tolist(),
         }
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "SegEvalResult":
+        """Rebuild a result from :meth:`to_dict` output (e.g. a run's test_metrics.json)."""
+        def number(v: Any) -> float:
+            return float("nan") if v is None else float(v)
+
+        per_class = {int(c): {k: number(v) for k, v in vals.items() if k != "name"}
+                     for c, vals in data["per_class"].items()}
+        names = {int(c): vals["name"] for c, vals in data["per_class"].items() if "name" in vals}
+        return cls(num_classes=int(data["num_classes"]),
+                   confusion=np.asarray(data.get("confusion_matrix", [[0]]), dtype=np.int64),
+                   per_class=per_class, means={k: number(v) for k, v in data["means"].items()},
+                   items=int(data.get("items", 1)), class_names=names)
+
     def table(self) -> str:
         """A plain-text table: one row per class, then the means."""
         header = ["class", *PER_CLASS_METRICS, "support"]

@@ -5,11 +5,15 @@ checkpoint when resuming, makes every rank start from rank 0's variables, and ca
 with the callbacks of every action and plugin, in this order:
 
 1. ``ctx.values["sync_callbacks"]`` (dist_strategy: broadcast, metric averaging, learning
-   rate, weight guard) - first, so that everything after sees averaged metrics and the lr;
-2. ``ctx.values["checkpoints"].callbacks`` (rank 0: checkpoints, JSON-lines metrics,
+   rate) - first, so that everything after sees averaged metrics and the lr;
+2. the weight-consistency guard (unless ``<monitoring weight_check="false">``): all ranks
+   compare weight checksums after training steps 2 and 3 and at every epoch end, and stop
+   with :class:`~autocnnp.components.rank_runtime.WeightDivergenceError` if they differ. It
+   is added here rather than by ``dist_strategy`` so that a replacing plugin keeps it;
+3. ``ctx.values["checkpoints"].callbacks`` (rank 0: checkpoints, JSON-lines metrics,
    TensorBoard);
-3. ``ctx.values["callbacks"]`` (plugins);
-4. the progress printer (rank 0), one line per epoch on stdout::
+4. ``ctx.values["callbacks"]`` (plugins);
+5. the progress printer (rank 0), one line per epoch on stdout::
 
        epoch 3/30  loss 0.41  val_dice 0.80  lr 2.0e-03  12.1s  eta 4m10s
 
@@ -124,8 +128,12 @@ def make_datasets(ctx: Any) -> tuple[Any, Any]:
 
 def callbacks_for_fit(ctx: Any, *, progress: bool = True) -> list[Any]:
     """Every callback of the actions and plugins, in the order the module docstring gives."""
+    from autocnnp.components.rank_runtime import make_weight_guard
+
     comm = ctx.require("communicator")
     callbacks = list(ctx.require("sync_callbacks"))
+    if ctx.spec.monitoring.weight_check:
+        callbacks.append(make_weight_guard(comm))
     callbacks += list(ctx.require("checkpoints").callbacks)
     callbacks += list(ctx.values.get("callbacks", []))
     if progress and comm.rank == 0:
@@ -145,7 +153,10 @@ def restore(ctx: Any) -> int:
     hp = ctx.require("hyperparameters")
     # slots (Adam moments, momentum) exist only after the first update; create them now so
     # that a checkpoint restores them at once and the broadcast covers them
-    optimizer._create_all_weights(model.trainable_variables)
+    if hasattr(optimizer, "_create_all_weights"):  # legacy optimizers (the built-in path)
+        optimizer._create_all_weights(model.trainable_variables)
+    elif hasattr(optimizer, "build"):  # a plugin's new-style Keras optimizer
+        optimizer.build(model.trainable_variables)
     epoch = hp.start_epoch
     if ctx.resume:
         found = ctx.require("checkpoints").manager.latest() if comm.rank == 0 else None
@@ -158,7 +169,8 @@ def restore(ctx: Any) -> int:
                             ctx.require("checkpoints").manager.directory, epoch)
         epoch = int(hvd_tf.broadcast_object(epoch, root_rank=0, name="autocnnp_resume_epoch"))
     # every rank starts from rank 0's variables, whatever the architecture's initialisers do
-    hvd_tf.broadcast_variables(model.variables + optimizer.variables(), root_rank=0)
+    opt_vars = optimizer.variables() if callable(optimizer.variables) else optimizer.variables
+    hvd_tf.broadcast_variables(list(model.variables) + list(opt_vars), root_rank=0)
     return epoch
 
 
@@ -185,7 +197,8 @@ def train(ctx: Any) -> TrainResult:
     seconds = time.perf_counter() - start
     epochs = max(hp.end_epoch - initial_epoch, 0)
     images = epochs * data.steps_per_epoch * hp.global_batch_size
-    check_weights_identical(model, comm, "training")
+    if ctx.spec.monitoring.weight_check:
+        check_weights_identical(model, comm, "training")
     if comm.rank == 0:
         save_model(ctx)
     return TrainResult(initial_epoch=initial_epoch, end_epoch=hp.end_epoch, seconds=seconds,

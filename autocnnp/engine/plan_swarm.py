@@ -119,6 +119,7 @@ class NetworkSpec:
     driver: str = "overlay"
     attachable: bool = False
     labels: tuple[tuple[str, str], ...] = ()
+    external: bool = False          # the config names an existing network: used, never removed
 
 
 @dataclass(frozen=True)
@@ -185,7 +186,8 @@ class SwarmPlan:
             f"image:     {self.image}",
             f"ranks:     {self.world_size}, {gpu}; placement {placed}",
             f"run dir:   {self.run_dir}" + ("  (resume)" if self.resume else ""),
-            f"network:   {self.network.name} ({self.network.driver})",
+            f"network:   {self.network.name} ({self.network.driver}"
+            + (", existing: not created or removed)" if self.network.external else ")"),
             "secrets:   " + ", ".join(f"{s.name} -> /run/secrets/{s.target} ({s.purpose})"
                                       for s in self.secrets),
             f"shared:    {self.shared_volume or 'none (bind mounts: ranks on one node)'}",
@@ -406,7 +408,8 @@ def build_swarm_plan(spec: TrainingSpec, run_dir: Path, job_id: str,
     gpus_per_rank = dep.gpus_per_rank
     prefix = resource_prefix(job_id)
     labels = ((JOB_LABEL, job_id),)
-    network = NetworkSpec(name=prefix, labels=labels)
+    network = (NetworkSpec(name=dep.network, labels=(), external=True) if dep.network
+               else NetworkSpec(name=prefix, labels=labels))
     secret = SecretSpec(name=f"{prefix}-token", target=SECRET_TARGET,
                         purpose="per-job token; ranks check the run directory belongs to the job",
                         labels=labels)
@@ -563,8 +566,10 @@ def to_stack_dict(plan: SwarmPlan) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "version": "3.9",
         "services": services,
-        "networks": {plan.network.name: {"driver": plan.network.driver, "name": plan.network.name,
-                                         "labels": dict(plan.network.labels)}},
+        "networks": {plan.network.name: (
+            {"external": True, "name": plan.network.name} if plan.network.external else
+            {"driver": plan.network.driver, "name": plan.network.name,
+             "labels": dict(plan.network.labels)})},
     }
     if secret_key:
         doc["secrets"] = {secret_key: {"file": f"./{secret_key}",

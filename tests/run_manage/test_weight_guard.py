@@ -1,0 +1,51 @@
+"""The weight-consistency guard (DESIGN.md section 9) on real MPI ranks.
+
+A dist_strategy plugin that uses a plain optimizer (no gradient averaging) must be stopped
+after the first checked steps, on every rank, with the error that explains the usual causes;
+the same job with the built-in ring_allreduce passes the guard (see test_data_parallel.py for
+that side, where the guard is active and the ranks end bit-identical).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mpi_runs import HERE, launch, mpirun_available, plugin, write_run
+
+from autocnnp.components.demo_data import build_demo_dataset
+from autocnnp.components.rank_runtime import divergence_message
+
+pytestmark = [pytest.mark.slow, pytest.mark.mpi,
+              pytest.mark.skipif(not mpirun_available(), reason="needs mpirun (openmpi-bin)")]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("guard") / "mni"
+    build_demo_dataset(out, size=32, n_slices=20)
+    return out
+
+
+def test_guard_stops_ranks_that_do_not_average(demo: Path, tmp_path: Path) -> None:
+    wrong = plugin("dist_strategy", HERE / "plain_optimizer.py", "PlainOptimizer",
+                   mode="replace", implementation="ring_allreduce")
+    # 12 slices, batch 3 per rank: 2 steps per epoch, 3 epochs (the guard checks at step 2)
+    run_dir = write_run(tmp_path / "run", demo, lr=0.05, batch=3, epochs=3, ranks=2,
+                        plugins=(wrong,), checkpoint_every=1)
+    proc = launch(run_dir, 2)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "gradients are not being averaged across ranks" in proc.stderr
+    assert "Traceback" not in proc.stderr  # a user-facing error: one line per rank
+    for rank in (0, 1):
+        record = json.loads((run_dir / "errors" / f"rank-{rank}.json").read_text())
+        assert record["type"] == "WeightDivergenceError"
+        assert record["rank"] == rank
+        spread = float(record["message"].split("by a relative ")[1].split(")")[0])
+        assert record["message"] == divergence_message("training step 2", 2, spread)
+        assert spread > 1e-7  # far above the guard's tolerance (GUARD_RTOL = 1e-9)
+    # stopped inside epoch 1: no epoch finished, no checkpoint, no final model
+    assert not (run_dir / "checkpoints").exists()
+    assert not (run_dir / "model").exists()
