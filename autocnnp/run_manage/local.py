@@ -69,8 +69,9 @@ def first_failure(run_dir: Path, launcher_output: str) -> JobFailedError:
     killed = _MPI_SIGNAL.search(launcher_output)
     if killed and not reports:
         rank, pid, host, signum, name = killed.groups()
+        who = f"rank {rank} (pid {pid})" if pid != "0" else f"rank {rank}"  # Open MPI 4 may say PID 0
         return JobFailedError(
-            f"rank {rank} (pid {pid}) on {host} was killed by signal {signum} ({name}); "
+            f"{who} on {host} was killed by signal {signum} ({name}); "
             f"the other ranks were stopped", rank=int(rank), host=host, remedy=resume)
     if reports:
         reports.sort(key=lambda r: r.get("time", ""))
