@@ -53,16 +53,17 @@ if ! .venv/bin/python -c 'import autocnnp, tensorflow, lxml, nibabel, docker, py
 fi
 stamp "python stack ready ($(( $(date +%s) - t0 ))s)"
 
-if ! .venv/bin/python -c 'import horovod.tensorflow.keras as hvd; from horovod.common.util import mpi_built, gloo_built; assert mpi_built() and gloo_built()' >/dev/null 2>&1; then
+if ! TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/python -c 'import horovod.tensorflow.keras as hvd; from horovod.common.util import mpi_built, gloo_built; assert mpi_built() and gloo_built()' >/dev/null 2>&1; then
   stamp "building horovod 0.28.1 with MPI and Gloo (first time on this machine: ~6 min)"
   HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_MPI=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_PYTORCH=1 \
   HOROVOD_WITHOUT_MXNET=1 MAKEFLAGS="-j$(nproc)" \
     "${PIP[@]}" install -q --no-build-isolation -c constraints.txt horovod==0.28.1
 fi
-.venv/bin/python - <<'PY'
-import horovod.tensorflow.keras as hvd
+TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/python - <<'PY'
+import horovod
+import horovod.tensorflow.keras  # noqa: F401  (fails here if the TensorFlow op library is broken)
 from horovod.common.util import gloo_built, mpi_built
 import tensorflow as tf
-print(f"[setup] tensorflow {tf.__version__}, horovod {hvd.__version__} (mpi={mpi_built()}, gloo={gloo_built()})")
+print(f"[setup] tensorflow {tf.__version__}, horovod {horovod.__version__} (mpi={mpi_built()}, gloo={gloo_built()})")
 PY
 stamp "done in $(( $(date +%s) - t0 ))s"
