@@ -99,7 +99,10 @@ class ServiceSpec:
     command: tuple[str, ...]
     env: tuple[tuple[str, str], ...]
     replicas: int
-    mode: str = "replicated-job"               # tasks run to completion
+    # "replicated" with restart condition none: tasks run once, to completion. Not
+    # "replicated-job": Docker 20.10's swarmkit numbers job slots from 0 and renders slot 0's
+    # {{.Task.Slot}} as the node ID (measured here), which breaks rank = slot - 1.
+    mode: str = "replicated"
     hostname: str = ""
     constraints: tuple[str, ...] = ()
     generic_resources: tuple[tuple[str, int], ...] = ()
@@ -516,7 +519,7 @@ def build_swarm_plan(spec: TrainingSpec, run_dir: Path, job_id: str,
                  "--port", str(rendezvous_port)),
         env=(("AUTOCNNP_HOST_PLAN", json.dumps(host_plan, separators=(",", ":"))),
              ("AUTOCNNP_JOB_ID", job_id), ("PYTHONUNBUFFERED", "1")),
-        replicas=1, mode="replicated", hostname=rdv_name,
+        replicas=1, hostname=rdv_name,
         constraints=("node.role==manager",), secrets=(secret.name,),
         labels=labels + ((ROLE_LABEL, "rendezvous"),))
 
@@ -589,6 +592,6 @@ def to_stack_yaml(plan: SwarmPlan) -> str:
         f"#   docker stack deploy -c this-file.yml {resource_prefix(plan.job_id)}\n"
         f"# The run directory ({plan.run_dir}) must exist and hold spec.json "
         f"(autocnnp run prepares it).\n"
-        f"# replicated-job services need Docker >= 23 for docker stack deploy.\n")
+        f"# When the ranks' tasks are complete, remove the stack: docker stack rm STACK\n")
     return header + yaml.safe_dump(to_stack_dict(plan), sort_keys=False, default_flow_style=False,
                                    width=100)

@@ -11,7 +11,7 @@ from lxml import etree
 
 from autocnnp.errors import ConfigProblem
 
-SCHEMA_PATH = Path(__file__).with_name("schema") / "autocnnp.xsd"
+SCHEMA_PATH = Path(__file__).with_name("xsd") / "autocnnp.xsd"
 ROOT = "system_config"
 
 

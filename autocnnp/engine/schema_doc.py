@@ -92,7 +92,7 @@ def reference_markdown() -> str:
     for top in tree.getroot().findall(f"{XS}element"):
         walk(top, "", True)
     header = ("# Config reference\n\n"
-              "Generated from `autocnnp/engine/schema/autocnnp.xsd` by `autocnnp schema --reference`;"
+              "Generated from `autocnnp/engine/xsd/autocnnp.xsd` by `autocnnp schema --reference`;"
               " do not edit by hand.\n\n"
               "Rules: relative paths resolve against the config file's folder; modules and actions"
               " not written take their defaults (`autocnnp components`); the thesis spellings"
