@@ -42,8 +42,6 @@ import csv
 import io
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -51,6 +49,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from autocnnp.components.datasets import read_mask_file, to_labels, volume_stem
+from autocnnp.atomic import atomic_write
 from autocnnp.errors import DataError
 
 __all__ = ["confusion_matrix", "metrics_from_confusion", "hausdorff_distance",
@@ -487,22 +486,11 @@ def evaluate_paths(pred_path: Path, gt_path: Path, num_classes: int | None = Non
 
 # --- writing results -------------------------------------------------------------------------
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_json(result: SegEvalResult, path: Path) -> None:
     """Write ``result.to_dict()`` as JSON, atomically (temp file then rename)."""
-    _atomic_write(Path(path), (json.dumps(result.to_dict(), indent=2) + "\n").encode())
+    atomic_write(Path(path), (json.dumps(result.to_dict(), indent=2) + "\n").encode())
 
 
 def write_csv(result: SegEvalResult, path: Path) -> None:
@@ -518,7 +506,7 @@ def write_csv(result: SegEvalResult, path: Path) -> None:
                      _csv_number(m["mean_accuracy"]), _csv_number(m["mean_sensitivity"]),
                      _csv_number(m["mean_specificity"]), _csv_number(m["mean_hd95"]),
                      int(result.confusion.sum())])
-    _atomic_write(Path(path), buf.getvalue().encode())
+    atomic_write(Path(path), buf.getvalue().encode())
 
 
 def _csv_number(value: float) -> str:
@@ -591,6 +579,6 @@ def write_overlays(pred: np.ndarray, gt: np.ndarray, image: np.ndarray | None, o
         buf = io.BytesIO()
         Image.fromarray(rgb.clip(0, 255).astype(np.uint8), mode="RGB").save(buf, format="PNG")
         path = out_dir / f"{prefix}_{int(k):04d}.png"
-        _atomic_write(path, buf.getvalue())
+        atomic_write(path, buf.getvalue())
         written.append(path)
     return written

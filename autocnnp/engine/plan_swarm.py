@@ -110,6 +110,8 @@ class ServiceSpec:
     secrets: tuple[str, ...] = ()
     endpoint_mode: str = "dnsrr"               # the VIP mode fails here ("No route to host")
     restart_condition: str = "none"            # a Gloo ring cannot take a restarted rank back
+    init: bool = True                          # tini as PID 1: SIGTERM reaches the worker
+    stop_grace_s: int = 5                      # then SIGKILL; checkpoints are written atomically
     labels: tuple[tuple[str, str], ...] = ()
 
     def env_dict(self) -> dict[str, str]:
@@ -260,7 +262,7 @@ def _describe_nodes(nodes: Iterable[NodeInfo]) -> str:
     parts = []
     for n in nodes:
         state = "" if n.ready else " (not ready)"
-        parts.append(f"{n.name} {n.gpus}{state}")
+        parts.append(f"{n.name}: {n.gpus}{state}")
     return ", ".join(parts) or "none"
 
 
@@ -280,9 +282,9 @@ def placement_problems(*, world_size: int, gpus_per_rank: int, constraints: tupl
         capacity = sum(n.gpus // gpus_per_rank for n in eligible)
         if capacity < world_size:
             msg = (f"{world_size} ranks x {gpus_per_rank} {gpu_resource_kind} need {need} GPUs on "
-                   f"ready nodes{where}, but the swarm has {have}: {_describe_nodes(eligible)}")
+                   f"ready nodes{where}, but the swarm has {have} ({_describe_nodes(eligible)})")
             if capacity * gpus_per_rank != have:
-                msg += f" (room for {capacity} ranks of {gpus_per_rank} GPUs)"
+                msg += f", room for {capacity} ranks of {gpus_per_rank} GPUs"
             missing = need - capacity * gpus_per_rank
             problems.append(f"{msg}; missing {missing} GPU{'s' if missing != 1 else ''}")
     if pinned:
@@ -556,6 +558,8 @@ def to_stack_dict(plan: SwarmPlan) -> dict[str, Any]:
             "image": svc.image,
             "command": list(svc.command),
             "hostname": svc.hostname,
+            "init": svc.init,
+            "stop_grace_period": f"{svc.stop_grace_s}s",
             "environment": dict(svc.env),
             "networks": [plan.network.name],
             "deploy": deploy,
@@ -589,6 +593,7 @@ def to_stack_yaml(plan: SwarmPlan) -> str:
         f"# autocnnp swarm job {plan.job_id}: {plan.world_size} ranks, image {plan.image}\n"
         f"# Deploy with:\n"
         f"#   head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n' > {SECRET_TARGET}\n"
+        f"#   sha256sum < {SECRET_TARGET} | cut -d ' ' -f 1 > {plan.run_dir}/swarm-token.sha256\n"
         f"#   docker stack deploy -c this-file.yml {resource_prefix(plan.job_id)}\n"
         f"# The run directory ({plan.run_dir}) must exist and hold spec.json "
         f"(autocnnp run prepares it).\n"

@@ -34,13 +34,13 @@ def _say(out: TextIO, text: str) -> None:
 
 def prepare_run_dir(spec: TrainingSpec, run_dir: Path) -> None:
     """Create the run directory with the config copy and the spec every rank reads."""
-    from autocnnp.run_manage.records import write_json_atomic
+    from autocnnp.atomic import atomic_write_json
 
     run_dir.mkdir(parents=True, exist_ok=False)
     for sub in (rundir.LOGS, rundir.ERRORS, rundir.CHECKPOINTS):
         (run_dir / sub).mkdir()
     shutil.copy2(spec.source, run_dir / rundir.CONFIG_COPY)
-    write_json_atomic(run_dir / rundir.SPEC_FILE, spec_to_dict(spec))
+    atomic_write_json(run_dir / rundir.SPEC_FILE, spec_to_dict(spec))
 
 
 def ensure_data(spec: TrainingSpec, out: TextIO) -> None:
@@ -84,7 +84,8 @@ def run_job(config: Path | None = None, *, resume_dir: Path | None = None,
     from autocnnp.engine.plan import build_plan
     from autocnnp.generator.assembly import assemble
     from autocnnp.run_manage.machine import detect_machine
-    from autocnnp.run_manage.records import build_manifest, write_json_atomic
+    from autocnnp.atomic import atomic_write_json
+    from autocnnp.run_manage.records import build_manifest
 
     if resume_dir is not None:
         run_dir = resume_dir.resolve()
@@ -116,21 +117,21 @@ def run_job(config: Path | None = None, *, resume_dir: Path | None = None,
     assemble(spec, load_plugins=True)  # import plugin files now: fail before any rank starts
     if resume_dir is None:
         prepare_run_dir(spec, run_dir)
-    write_json_atomic(run_dir / rundir.MANIFEST_FILE, build_manifest(spec, argv or sys.argv))
+    atomic_write_json(run_dir / rundir.MANIFEST_FILE, build_manifest(spec, argv or sys.argv))
 
     if spec.deployment.backend is Backend.SWARM:
         from autocnnp.engine.plan_swarm import build_swarm_plan
         from autocnnp.run_manage.swarm import SwarmBackend
 
         plan = build_swarm_plan(spec, run_dir, job_id=run_dir.name)
-        write_json_atomic(run_dir / rundir.PLAN_FILE, plan.to_dict())
+        atomic_write_json(run_dir / rundir.PLAN_FILE, plan.to_dict())
         _say(out, f"run dir: {run_dir}\n{plan}")
         SwarmBackend().launch(spec, plan, run_dir, resume=resume_dir is not None)
     else:
         from autocnnp.run_manage.local import launch
 
         plan = build_plan(spec, run_dir, detect_machine(), resume=resume_dir is not None)
-        write_json_atomic(run_dir / rundir.PLAN_FILE, plan.to_dict())
+        atomic_write_json(run_dir / rundir.PLAN_FILE, plan.to_dict())
         _say(out, f"run dir: {run_dir}")
         _say(out, f"launching {plan.size} rank(s): {' '.join(plan.command[:4])} ...")
         launch(plan, run_dir, out=out)

@@ -19,6 +19,7 @@ from typing import Any, Callable
 from lxml import etree
 
 from autocnnp.engine import spec as S
+from autocnnp.engine.values import parse_bool
 from autocnnp.engine.schema import check_schema, did_you_mean, unknown
 from autocnnp.engine.xml_loader import load_xml
 from autocnnp.errors import BindingError, ConfigError, ConfigProblem
@@ -99,13 +100,7 @@ def _choice(*options: str) -> Callable[[str], str]:
     return parse
 
 
-def _bool(text: str) -> bool:
-    value = text.strip().lower()
-    if value in ("true", "1", "yes", "on"):
-        return True
-    if value in ("false", "0", "no", "off"):
-        return False
-    raise ValueError(f"expected true or false, got {text!r}")
+_bool = parse_bool
 
 
 def _number(text: str) -> float:

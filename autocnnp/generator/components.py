@@ -18,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Iterator
 
+from autocnnp.engine.values import parse_bool
+
 
 @dataclass(frozen=True)
 class Param:
@@ -31,12 +33,7 @@ class Param:
     def parse(self, text: str) -> Any:
         """Convert the config's text to this parameter's type; raises ValueError."""
         if self.type is bool:
-            lowered = text.strip().lower()
-            if lowered in ("true", "1", "yes", "on"):
-                return True
-            if lowered in ("false", "0", "no", "off"):
-                return False
-            raise ValueError(f"expected true or false, got {text!r}")
+            return parse_bool(text)
         value = self.type(text.strip())
         if self.choices and value not in self.choices:
             raise ValueError(f"expected one of {', '.join(self.choices)}, got {text!r}")

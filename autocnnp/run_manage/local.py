@@ -23,7 +23,7 @@ from typing import TextIO
 from autocnnp.engine import rundir
 from autocnnp.engine.plan import JobPlan
 from autocnnp.errors import EnvironmentProblemError, JobFailedError
-from autocnnp.run_manage.records import write_json_atomic
+from autocnnp.atomic import atomic_write_json
 
 _MPI_SIGNAL = re.compile(r"process rank (\d+) with PID (\d+) on node (\S+) exited on signal (\d+) \(([^)]+)\)")
 _MPI_EXIT = re.compile(r"Process name: \[\[\d+,\d+\],(\d+)\]\s+Exit code:\s+(\d+)")
@@ -54,7 +54,7 @@ def _state(run_dir: Path, **fields) -> None:
     path = run_dir / rundir.STATE_FILE
     current = json.loads(path.read_text()) if path.exists() else {}
     current.update(fields)
-    write_json_atomic(path, current)
+    atomic_write_json(path, current)
 
 
 def first_failure(run_dir: Path, launcher_output: str) -> JobFailedError:

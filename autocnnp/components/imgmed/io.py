@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import io as _io
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from autocnnp.components.datasets import load_volume, volume_stem
+from autocnnp.atomic import atomic_write
 from autocnnp.errors import DataError
 
 __all__ = ["IMAGE_FORMATS", "MASK_FORMATS", "NIFTI_SUFFIXES", "is_nifti", "list_volumes",
@@ -108,15 +107,3 @@ def encode_mask(mask: np.ndarray, fmt: str) -> bytes:
     return buf.getvalue()
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same folder and an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
