@@ -35,7 +35,8 @@ def job_plan(spec, run_dir: Path, resume: bool = False):
     """The plan of ``spec`` for its backend (local/hosts JobPlan or SwarmPlan)."""
     if spec.deployment.backend is Backend.SWARM:
         from autocnnp.engine.plan_swarm import build_swarm_plan
-        return build_swarm_plan(spec, run_dir, job_id=run_dir.name)
+        from autocnnp.run_manage.swarm import discover_nodes
+        return build_swarm_plan(spec, run_dir, job_id=run_dir.name, nodes=discover_nodes())
     return build_plan(spec, run_dir, detect_machine(), resume=resume)
 
 

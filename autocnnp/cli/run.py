@@ -22,6 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", type=Path, nargs="?", help="the XML training config")
     parser.add_argument("--resume", type=Path, metavar="RUN_DIR",
                         help="continue the run in RUN_DIR from its last checkpoint")
+    parser.add_argument("--init", action="store_true",
+                        help="swarm backend: make this machine a one-node swarm if it is in none")
 
 
 def format_metrics(metrics: dict) -> str:
@@ -34,7 +36,7 @@ def format_metrics(metrics: dict) -> str:
 def run(args: argparse.Namespace) -> int:
     if (args.config is None) == (args.resume is None):
         raise AutocnnpError("give a CONFIG to start a run, or --resume RUN_DIR to continue one")
-    result = run_job(args.config, resume_dir=args.resume)
+    result = run_job(args.config, resume_dir=args.resume, init_swarm=args.init)
     print()
     if result.test_metrics:
         print("Test metrics")

@@ -79,7 +79,8 @@ def check_data(spec: TrainingSpec) -> None:
 
 def run_job(config: Path | None = None, *, resume_dir: Path | None = None,
             out: TextIO = sys.stdout, argv: list[str] | None = None,
-            configure: Callable[[TrainingSpec], TrainingSpec] | None = None) -> RunResult:
+            configure: Callable[[TrainingSpec], TrainingSpec] | None = None,
+            init_swarm: bool = False) -> RunResult:
     """Run a training job from ``config`` (or resume the one in ``resume_dir``)."""
     from autocnnp.engine.plan import build_plan
     from autocnnp.generator.assembly import assemble
@@ -126,7 +127,7 @@ def run_job(config: Path | None = None, *, resume_dir: Path | None = None,
         plan = build_swarm_plan(spec, run_dir, job_id=run_dir.name)
         atomic_write_json(run_dir / rundir.PLAN_FILE, plan.to_dict())
         _say(out, f"run dir: {run_dir}\n{plan}")
-        SwarmBackend().launch(spec, plan, run_dir, resume=resume_dir is not None)
+        SwarmBackend(init=init_swarm or None).launch(spec, plan, run_dir, resume=resume_dir is not None)
     else:
         from autocnnp.run_manage.local import launch
 

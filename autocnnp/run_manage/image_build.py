@@ -301,6 +301,7 @@ def build_image(plan: ImageBuildPlan, client, progress: Progress = print) -> Ima
                 remedy=("load it first (docker load -i FILE) or pass --base IMAGE"
                         if plan.flavour == "gpu" else
                         "omit --base to make one with debootstrap, or docker load one")) from exc
+    previous = _image_id(client, plan.tag)
     with tempfile.TemporaryDirectory(prefix="autocnnp-image-") as tmp:
         context = Path(tmp)
         prepare_context(plan, context)
@@ -332,9 +333,22 @@ def build_image(plan: ImageBuildPlan, client, progress: Progress = print) -> Ima
         image_id = client.images.get(plan.tag).id
     if horovod_source == "unknown":
         horovod_source = _read_horovod_source(client, plan.tag)
+    if previous and previous != image_id:
+        try:  # the image this tag named before: dangling now, 2 GB each on a small disk
+            client.images.remove(previous)
+            progress(f"removed the previous {plan.tag} ({previous[:19]})")
+        except Exception:
+            pass  # still used by a container or another tag
     return ImageBuildResult(tag=plan.tag, image_id=image_id,
                             seconds=time.monotonic() - started, base_seconds=base_seconds,
                             horovod_source=horovod_source)
+
+
+def _image_id(client, name: str) -> str | None:
+    try:
+        return client.images.get(name).id
+    except Exception:
+        return None
 
 
 def _read_horovod_source(client, tag: str) -> str:

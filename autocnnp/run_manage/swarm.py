@@ -55,9 +55,9 @@ def _now() -> str:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    from autocnnp.run_manage.records import write_json_atomic
+    from autocnnp.atomic import atomic_write_json
 
-    write_json_atomic(path, data)
+    atomic_write_json(path, data)
 
 
 def _update_json(path: Path, **fields: Any) -> None:
@@ -168,14 +168,14 @@ class SwarmBackend:
                     remedy="build it: autocnnp image build" +
                            (" --gpu" if plan.gpus_per_rank else "")) from None
         if remote:
-            missing = self._probe_image(plan, [by_name[name] for name in remote if name in by_name])
+            missing = self.probe_image(plan, [by_name[name] for name in remote if name in by_name])
             if missing:
                 raise EnvironmentProblemError(
                     f"image {plan.image} cannot start on node(s): " + "; ".join(missing),
                     remedy="push it to a registry the nodes can pull from, or copy it: "
                            f"docker save {plan.image} | ssh NODE docker load")
 
-    def _probe_image(self, plan: SwarmPlan, nodes: list[NodeInfo], timeout_s: float = 120) -> list[str]:
+    def probe_image(self, plan: SwarmPlan, nodes: list[NodeInfo], timeout_s: float = 120) -> list[str]:
         """Run ``true`` from the image on each remote node (a one-task job per node)."""
         import docker.types
 
@@ -185,7 +185,7 @@ class SwarmBackend:
             for i, node in enumerate(nodes):
                 probes.append((node, self.client.services.create(
                     plan.image, args=["true"], name=f"{plan.rendezvous.name[:-4]}-probe{i}",
-                    constraints=[f"node.id=={node.id}"], labels=labels,
+                    constraints=[f"node.id=={node.id}"], labels=labels, container_labels=labels,
                     mode=docker.types.ServiceMode("replicated-job", replicas=1),
                     restart_policy=docker.types.RestartPolicy(condition="none"))))
             missing: dict[str, str] = {}
@@ -210,6 +210,12 @@ class SwarmBackend:
                     svc.remove()
                 except Exception:
                     pass
+            for container in self.client.containers.list(all=True, filters={"label": [
+                    f"{JOB_LABEL}={plan.job_id}", "autocnnp.role=probe"]}):
+                try:
+                    container.remove(force=True)
+                except Exception:
+                    pass
 
     # ------------------------------------------------------------------ launch
     def launch(self, spec: TrainingSpec, plan: SwarmPlan, run_dir: Path, resume: bool = False) -> int:
@@ -228,6 +234,9 @@ class SwarmBackend:
                      job_id=plan.job_id, pid=os.getpid(), started=_now())
         self.say(f"swarm job {plan.job_id}: {plan.world_size} rank(s) on "
                  f"{', '.join(plan.nodes) or 'the swarm'}; image {plan.image}")
+        for slot in plan.ranks:
+            self.say(f"  rank {slot.rank} -> node {slot.node or '(scheduler)'}, task "
+                     f"{slot.service}.{slot.slot}" + (f", {slot.gpus} GPU" if slot.gpus else ""))
         started = time.monotonic()
         state = "failed"
         streams: list[threading.Thread] = []
@@ -240,17 +249,26 @@ class SwarmBackend:
                      f"run directory: {run_dir}")
             return 0
         except JobFailedError as failure:
-            _update_json(run_dir / rundir.STATE_FILE, failure=failure.message,
-                         failed_rank=failure.rank, failed_host=failure.host)
-            state = "stopped" if "stopped" in failure.message else "failed"
+            # say it now: removing the services takes a few seconds more
+            stopped = json.loads(record.read_text()).get("stop_requested") is not None
+            state = "stopped" if stopped else "failed"
+            if stopped:
+                self.say(f"swarm job {plan.job_id} stopped after {time.monotonic() - started:.0f} s")
+            else:
+                # say it now: removing the services takes a moment more
+                self.say(f"swarm job {plan.job_id} failed after {time.monotonic() - started:.0f} s: "
+                         f"{failure.message.splitlines()[0]}; removing its services")
+                _update_json(run_dir / rundir.STATE_FILE, failure=failure.message,
+                             failed_rank=failure.rank, failed_host=failure.host)
             raise
         except BaseException:
             state = "stopped"
             raise
         finally:
             removed = self.cleanup(plan.job_id)
+            flushed = time.monotonic() + 2.0  # log streams end with their services
             for thread in streams:
-                thread.join(timeout=5)
+                thread.join(timeout=max(0.0, flushed - time.monotonic()))
             _update_json(record, ended=_now(), state=state, removed=removed)
             _update_json(run_dir / rundir.STATE_FILE, state=state, ended=_now(),
                          seconds=round(time.monotonic() - started, 1))
@@ -295,7 +313,8 @@ class SwarmBackend:
                         for m in svc.mounts],
                 secrets=[secret_refs[s] for s in svc.secrets if s in secret_refs],
                 resources=resources, labels=dict(svc.labels),
-                container_labels=dict(svc.labels))
+                container_labels=dict(svc.labels), init=svc.init,
+                stop_grace_period=svc.stop_grace_s * 1_000_000_000)
             remember("services", svc.name)
             self.say(f"  created service {svc.name} ({svc.role}, {svc.replicas} task(s))")
 
@@ -377,8 +396,20 @@ class SwarmBackend:
     def _watch(self, plan: SwarmPlan) -> None:
         deadline_start = time.monotonic() + plan.rendezvous_timeout_s
         resume = f"continue from the last checkpoint with: autocnnp run --resume {plan.run_dir}"
+        record = plan.run_dir / SWARM_FILE
+
+        def check_stopped() -> None:
+            if json.loads(record.read_text()).get("stop_requested"):
+                raise JobFailedError(f"swarm job {plan.job_id} was stopped (autocnnp stop)",
+                                     remedy=resume)
+
         while True:
+            check_stopped()
             tasks = self._tasks(plan)
+            if tasks is None or any(t["Status"]["State"] in _FAILED | _ENDED_BY_SWARM
+                                    for t in (tasks or {}).values()):
+                time.sleep(0.2)   # `autocnnp stop` removes what it kills; let its flag be seen
+                check_stopped()
             if tasks is None:
                 raise JobFailedError(f"swarm job {plan.job_id} was stopped (its services were "
                                      f"removed)", remedy=resume)
@@ -446,17 +477,36 @@ class SwarmBackend:
         """Remove every service, network, secret and config labelled with ``job_id``."""
         import docker.errors
 
+        began = time.monotonic()
         label = {"label": f"{JOB_LABEL}={job_id}"}
         removed: list[str] = []
-        for svc in self.client.services.list(filters=label):
+        services = self.client.services.list(filters=label)
+        for container in self.client.containers.list(filters=label):
+            try:  # this node's tasks: no stop grace period, the job is over
+                container.kill()
+            except docker.errors.APIError:
+                pass
+        for svc in services:
             try:
                 svc.remove()
                 removed.append(f"service {svc.name}")
             except docker.errors.NotFound:
                 pass
-        # Containers of removed services go away asynchronously; the network is in use until then.
+        # The swarm agent removes the containers of removed services asynchronously, and on
+        # Docker 20.10 sometimes not at all (exited and never-started task containers stay);
+        # the network is in use until they are gone, so remove this node's ones ourselves.
         deadline = time.monotonic() + timeout_s
-        while self.client.containers.list(all=True, filters=label) and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            left = self.client.containers.list(all=True, filters=label)
+            if not left:
+                break
+            for container in left:
+                try:
+                    container.remove(force=True)
+                except docker.errors.NotFound:
+                    pass
+                except docker.errors.APIError:
+                    pass  # "removal already in progress"
             time.sleep(0.5)
         for kind, collection in (("secret", self.client.secrets), ("config", self.client.configs)):
             for item in collection.list(filters=label):
@@ -478,7 +528,7 @@ class SwarmBackend:
                         raise
                     time.sleep(0.5)
         if removed and not quiet:
-            self.say(f"removed {', '.join(removed)}")
+            self.say(f"removed {', '.join(removed)} ({time.monotonic() - began:.1f} s)")
         return removed
 
     # ------------------------------------------------------------------ status / logs / stop
@@ -524,10 +574,25 @@ class SwarmBackend:
     def stop(self, run_dir: Path) -> str:
         """Remove everything the job created; its launcher then reports it stopped."""
         job_id = self._job_id(run_dir)
+        _update_json(run_dir / SWARM_FILE, stop_requested=_now())  # the launcher reads it first
         removed = self.cleanup(job_id, quiet=True)
         _update_json(run_dir / rundir.STATE_FILE, state="stopped", ended=_now())
         what = ", ".join(removed) if removed else "nothing was left to remove"
         return f"stopped swarm job {job_id} ({what}); resume with: autocnnp run --resume {run_dir}"
+
+
+def discover_nodes(kind: str = GPU_RESOURCE_KIND) -> list[NodeInfo] | None:
+    """The nodes of the swarm this machine manages, or None when there is none to ask
+    (no docker SDK, no daemon, not a swarm manager). For ``autocnnp plan``: with nodes the
+    plan shows which rank goes to which node and GPU."""
+    try:
+        backend = SwarmBackend()
+        state = backend.swarm_state()
+        if state.get("LocalNodeState") != "active" or not state.get("ControlAvailable"):
+            return None
+        return backend.nodes(kind)
+    except Exception:
+        return None
 
 
 # ---------------------------------------------------------------------- rendezvous service

@@ -1,0 +1,264 @@
+"""The swarm plan (pure): rank layout, constraints, GPU resources, NCCL/MPI settings, mounts,
+placement refusals and the stack file. The docker side is in tests/docker/."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from autocnnp.engine.plan_swarm import (Mount, NetworkSpec, NodeInfo, RankSlot, SecretSpec,
+                                        ServiceSpec, SwarmPlan, build_swarm_plan,
+                                        check_placement, to_stack_dict, to_stack_yaml)
+from autocnnp.engine.spec import (ArchitectureSpec, Backend, DataSpec, DeploymentSpec,
+                                  TrainingSpec)
+from autocnnp.errors import EnvironmentProblemError
+
+REPO = Path(__file__).resolve().parents[2]
+RUN_DIR = Path("/shared/runs/unet-6gpu")
+
+
+def gpu_spec(ranks: int = 6, **deployment) -> TrainingSpec:
+    dep = dict(backend=Backend.SWARM, gpus_per_rank=1, image="registry.lab/autocnnp:gpu",
+               node_constraints=("node.labels.gpu==true",), shared_volume="/shared",
+               rendezvous_timeout_s=300)
+    dep.update(deployment)
+    return TrainingSpec(
+        source=Path("/shared/configs/unet.xml"), task="imaging_segmentation",
+        parallelism_degree=ranks, architecture=ArchitectureSpec(name="unet"),
+        data=DataSpec(train=Path("/shared/data/brats/train"), valid=Path("/shared/data/brats/valid"),
+                      test=Path("/shared/data/brats/test")),
+        deployment=DeploymentSpec(**dep))
+
+
+def three_gpu_nodes() -> list[NodeInfo]:
+    """A manager without GPUs and three workers with 2 GPUs each."""
+    return [
+        NodeInfo("manager", {}, gpus=0, role="manager", id="m0", is_self=True),
+        NodeInfo("gpu-c", {"gpu": "true"}, gpus=2, id="c3"),
+        NodeInfo("gpu-a", {"gpu": "true"}, gpus=2, id="a1"),
+        NodeInfo("gpu-b", {"gpu": "true"}, gpus=2, id="b2"),
+    ]
+
+
+COMMON_GPU_ENV = {
+    "AUTOCNNP_GPU_RESOURCE": "NVIDIA-GPU",
+    "AUTOCNNP_JOB_ID": "unet-6gpu",
+    "AUTOCNNP_RUN_DIR": "/shared/runs/unet-6gpu",
+    "AUTOCNNP_TASK_NODE": "{{.Node.Hostname}}",
+    "AUTOCNNP_TASK_SLOT": "{{.Task.Slot}}",
+    "AUTOCNNP_WORLD_SIZE": "6",
+    "HOROVOD_CONTROLLER": "gloo",
+    "HOROVOD_CPU_OPERATIONS": "gloo",
+    "HOROVOD_GLOO_IFACE": "eth0",
+    "HOROVOD_GLOO_RENDEZVOUS_ADDR": "autocnnp-unet-6gpu-rdv",
+    "HOROVOD_GLOO_RENDEZVOUS_PORT": "29400",
+    "HOROVOD_GLOO_TIMEOUT_SECONDS": "300",
+    "HOROVOD_GPU_OPERATIONS": "NCCL",
+    "NCCL_DEBUG": "WARN",
+    "NCCL_IB_DISABLE": "1",
+    "NCCL_SOCKET_IFNAME": "eth0",
+    "OMPI_MCA_btl_tcp_if_include": "eth0",
+    "OMPI_MCA_oob_tcp_if_include": "eth0",
+    "PYTHONUNBUFFERED": "1",
+    "TF_CPP_MIN_LOG_LEVEL": "2",
+    "TF_FORCE_GPU_ALLOW_GROWTH": "true",
+}
+
+
+def test_plan_for_three_nodes_with_two_gpus_each():
+    plan = build_swarm_plan(gpu_spec(), RUN_DIR, "unet-6gpu", three_gpu_nodes())
+
+    labels = (("autocnnp.job", "unet-6gpu"),)
+    worker = ("python", "-m", "autocnnp.run_manage.worker", "/shared/runs/unet-6gpu")
+    ranks = []
+    services = []
+    for index, (node, node_id) in enumerate([("gpu-a", "a1"), ("gpu-b", "b2"), ("gpu-c", "c3")]):
+        service = f"autocnnp-unet-6gpu-n{index}"
+        mine = [RankSlot(rank=2 * index + local, service=service, slot=local + 1, node=node,
+                         local_rank=local, local_size=2, cross_rank=index, cross_size=3,
+                         horovod_hostname=node, gpus=1) for local in (0, 1)]
+        ranks += mine
+        table = f"{2 * index}:0:2:{index}:3:{node};{2 * index + 1}:1:2:{index}:3:{node}"
+        services.append(ServiceSpec(
+            name=service, role="ranks", image="registry.lab/autocnnp:gpu", command=worker,
+            env=tuple(sorted((COMMON_GPU_ENV | {"AUTOCNNP_RANK_TABLE": table}).items())),
+            replicas=2, mode="replicated", hostname=f"{service}-{{{{.Task.Slot}}}}",
+            constraints=("node.labels.gpu==true", f"node.id=={node_id}"),
+            generic_resources=(("NVIDIA-GPU", 1),),
+            mounts=(Mount("/shared", "/shared"),), secrets=("autocnnp-unet-6gpu-token",),
+            endpoint_mode="dnsrr", restart_condition="none",
+            labels=labels + (("autocnnp.role", "ranks"),)))
+    host_plan = [[r.horovod_hostname, r.rank, r.local_rank, r.cross_rank, 6, 2, 3] for r in ranks]
+    expected = SwarmPlan(
+        job_id="unet-6gpu", run_dir=RUN_DIR, image="registry.lab/autocnnp:gpu", world_size=6,
+        gpus_per_rank=1, gpu_resource_kind="NVIDIA-GPU", placement="nodes",
+        network=NetworkSpec("autocnnp-unet-6gpu", "overlay", False, labels),
+        secrets=(SecretSpec("autocnnp-unet-6gpu-token", "autocnnp_job_token",
+                            "per-job token; ranks check the run directory belongs to the job",
+                            labels),),
+        rendezvous=ServiceSpec(
+            name="autocnnp-unet-6gpu-rdv", role="rendezvous", image="registry.lab/autocnnp:gpu",
+            command=("python", "-m", "autocnnp.run_manage.swarm", "rendezvous", "--port", "29400"),
+            env=(("AUTOCNNP_HOST_PLAN", json.dumps(host_plan, separators=(",", ":"))),
+                 ("AUTOCNNP_JOB_ID", "unet-6gpu"), ("PYTHONUNBUFFERED", "1")),
+            replicas=1, mode="replicated", hostname="autocnnp-unet-6gpu-rdv",
+            constraints=("node.role==manager",), secrets=("autocnnp-unet-6gpu-token",),
+            labels=labels + (("autocnnp.role", "rendezvous"),)),
+        rank_services=tuple(services), ranks=tuple(ranks),
+        constraints=("node.labels.gpu==true",), shared_volume="/shared",
+        rendezvous_timeout_s=300, resume=False)
+    assert plan == expected
+    assert plan.nodes == ("gpu-a", "gpu-b", "gpu-c")
+    check_placement(plan, three_gpu_nodes())  # fits: no exception
+
+    text = str(plan)
+    assert "rank   5  node gpu-c  local 1/2  cross 2/3, 1 GPU  task autocnnp-unet-6gpu-n2.2" in text
+    assert "  reserves:    NVIDIA-GPU=1" in text
+
+
+def test_resume_adds_the_flag_to_the_worker_command():
+    plan = build_swarm_plan(gpu_spec(), RUN_DIR, "unet-6gpu", three_gpu_nodes(), resume=True)
+    assert {svc.command for svc in plan.rank_services} == {
+        ("python", "-m", "autocnnp.run_manage.worker", "/shared/runs/unet-6gpu", "--resume")}
+
+
+def test_uneven_nodes_fill_the_largest_first_with_per_local_rank_cross_sizes():
+    nodes = [NodeInfo("big", {"gpu": "true"}, gpus=4, id="b"),
+             NodeInfo("small", {"gpu": "true"}, gpus=2, id="s")]
+    plan = build_swarm_plan(gpu_spec(ranks=5), RUN_DIR, "j", nodes)
+    layout = [(r.rank, r.node, r.local_rank, r.local_size, r.cross_rank, r.cross_size)
+              for r in plan.ranks]
+    assert layout == [(0, "big", 0, 4, 0, 2), (1, "big", 1, 4, 0, 1), (2, "big", 2, 4, 0, 1),
+                      (3, "big", 3, 4, 0, 1), (4, "small", 0, 1, 1, 2)]
+
+
+def test_more_gpus_than_the_swarm_has_is_refused_saying_what_is_missing():
+    with pytest.raises(EnvironmentProblemError) as refused:
+        build_swarm_plan(gpu_spec(ranks=8), RUN_DIR, "unet-8gpu", three_gpu_nodes())
+    assert str(refused.value) == (
+        "cannot place swarm job unet-8gpu: 8 ranks x 1 NVIDIA-GPU need 8 GPUs on ready nodes "
+        "matching node.labels.gpu==true, but the swarm has 6 (gpu-c: 2, gpu-a: 2, gpu-b: 2); "
+        "missing 2 GPUs\n"
+        "  remedy: add GPU nodes to the swarm (declare their GPUs as NVIDIA-GPU generic resources "
+        "in /etc/docker/daemon.json and label them, see containers/README.md), or lower "
+        "parallelism_degree to 6")
+
+
+def test_a_plan_made_offline_is_checked_against_the_swarm_before_launch():
+    plan = build_swarm_plan(gpu_spec(ranks=6), RUN_DIR, "unet-6gpu")  # no nodes: scheduler
+    assert plan.placement == "scheduler"
+    nodes = three_gpu_nodes()
+    nodes[1] = NodeInfo("gpu-c", {"gpu": "true"}, gpus=2, ready=False, id="c3")
+    with pytest.raises(EnvironmentProblemError) as refused:
+        check_placement(plan, nodes)
+    assert refused.value.message == (
+        "cannot place swarm job unet-6gpu: 6 ranks x 1 NVIDIA-GPU need 6 GPUs on ready nodes "
+        "matching node.labels.gpu==true, but the swarm has 4 (gpu-a: 2, gpu-b: 2); missing 2 GPUs")
+
+
+def test_two_gpus_per_rank_leave_an_odd_gpu_unused():
+    nodes = [NodeInfo("a", {}, gpus=3, id="a"), NodeInfo("b", {}, gpus=3, id="b")]
+    with pytest.raises(EnvironmentProblemError) as refused:
+        build_swarm_plan(gpu_spec(ranks=3, gpus_per_rank=2, node_constraints=()), RUN_DIR, "j", nodes)
+    assert refused.value.message == (
+        "cannot place swarm job j: 3 ranks x 2 NVIDIA-GPU need 6 GPUs on ready nodes, but the "
+        "swarm has 6 (a: 3, b: 3), room for 2 ranks of 2 GPUs; missing 2 GPUs")
+
+
+def test_no_matching_node_is_refused():
+    with pytest.raises(EnvironmentProblemError) as refused:
+        build_swarm_plan(gpu_spec(node_constraints=("node.labels.gpu==a100",)), RUN_DIR, "j",
+                         three_gpu_nodes())
+    assert refused.value.message == (
+        "cannot place swarm job j: no ready swarm node matching node.labels.gpu==a100 "
+        "(nodes: manager, gpu-c, gpu-a, gpu-b)")
+
+
+def cpu_spec(tmp: Path, **deployment) -> TrainingSpec:
+    dep = dict(backend=Backend.SWARM, image="autocnnp:cpu", threads_per_rank=1)
+    dep.update(deployment)
+    return TrainingSpec(
+        source=tmp / "cfg" / "small.xml", task="imaging_segmentation", parallelism_degree=2,
+        architecture=ArchitectureSpec(name="unet"),
+        data=DataSpec(train=Path("data/train"), valid=Path("data/valid"), test=None),
+        deployment=DeploymentSpec(**dep))
+
+
+def test_cpu_ranks_on_a_one_node_swarm_use_bind_mounts_at_the_same_paths(tmp_path):
+    nodes = [NodeInfo("vm", {}, gpus=0, role="manager", id="n1", is_self=True)]
+    plan = build_swarm_plan(cpu_spec(tmp_path), tmp_path / "runs" / "r1", "small-1", nodes)
+    (svc,) = plan.rank_services
+    assert svc.generic_resources == ()
+    assert svc.constraints == ("node.id==n1",)
+    assert svc.mounts == (Mount(str(tmp_path / "cfg/data/train"), str(tmp_path / "cfg/data/train"), read_only=True),
+                          Mount(str(tmp_path / "cfg/data/valid"), str(tmp_path / "cfg/data/valid"), read_only=True),
+                          Mount(str(tmp_path / "runs/r1"), str(tmp_path / "runs/r1")))
+    env = svc.env_dict()
+    assert "HOROVOD_GPU_OPERATIONS" not in env and "NCCL_SOCKET_IFNAME" not in env
+    assert (env["OMP_NUM_THREADS"], env["AUTOCNNP_RANK_TABLE"]) == ("1", "0:0:2:0:1:vm;1:1:2:0:1:vm")
+
+
+def test_cpu_ranks_on_several_nodes_need_a_shared_volume(tmp_path):
+    nodes = [NodeInfo("a", {}, id="a", is_self=True), NodeInfo("b", {}, id="b")]
+    plan = build_swarm_plan(cpu_spec(tmp_path), tmp_path / "runs" / "r1", "j", nodes)
+    assert plan.nodes == ("a",)  # without a shared volume everything stays on the launcher's node
+    with pytest.raises(EnvironmentProblemError) as refused:
+        build_swarm_plan(cpu_spec(tmp_path, shared_volume="/nfs"), tmp_path / "runs" / "r1", "j", nodes)
+    assert refused.value.message.startswith(
+        f"cannot plan swarm job j: {tmp_path / 'runs/r1'} is not under the shared volume /nfs: "
+        f"ranks on other nodes cannot read it")
+
+
+def test_stack_yaml_round_trips_and_says_the_same_as_the_plan():
+    plan = build_swarm_plan(gpu_spec(), RUN_DIR, "unet-6gpu", three_gpu_nodes())
+    text = to_stack_yaml(plan)
+    loaded = yaml.safe_load(text)
+    assert loaded == to_stack_dict(plan)
+    assert list(loaded["services"]) == ["autocnnp-unet-6gpu-rdv", "autocnnp-unet-6gpu-n0",
+                                        "autocnnp-unet-6gpu-n1", "autocnnp-unet-6gpu-n2"]
+    n1 = loaded["services"]["autocnnp-unet-6gpu-n1"]
+    assert n1["deploy"] == {
+        "mode": "replicated", "endpoint_mode": "dnsrr", "restart_policy": {"condition": "none"},
+        "labels": {"autocnnp.job": "unet-6gpu", "autocnnp.role": "ranks"}, "replicas": 2,
+        "placement": {"constraints": ["node.labels.gpu==true", "node.id==b2"]},
+        "resources": {"reservations": {"generic_resources": [
+            {"discrete_resource_spec": {"kind": "NVIDIA-GPU", "value": 1}}]}}}
+    assert n1["command"] == ["python", "-m", "autocnnp.run_manage.worker", "/shared/runs/unet-6gpu"]
+    assert n1["environment"]["AUTOCNNP_RANK_TABLE"] == "2:0:2:1:3:gpu-b;3:1:2:1:3:gpu-b"
+    assert n1["volumes"] == [{"type": "bind", "source": "/shared", "target": "/shared", "read_only": False}]
+    assert n1["secrets"] == [{"source": "autocnnp_job_token", "target": "autocnnp_job_token"}]
+    assert loaded["networks"] == {"autocnnp-unet-6gpu": {
+        "driver": "overlay", "name": "autocnnp-unet-6gpu", "labels": {"autocnnp.job": "unet-6gpu"}}}
+    assert loaded["secrets"]["autocnnp_job_token"]["name"] == "autocnnp-unet-6gpu-token"
+
+
+def test_entrypoint_turns_each_task_slot_into_the_planned_rank_and_pins_its_gpu(tmp_path):
+    """Run containers/entrypoint.sh (no docker needed) for every task of the 3-node plan."""
+    plan = build_swarm_plan(gpu_spec(), RUN_DIR, "unet-6gpu", three_gpu_nodes())
+    seen = []
+    for slot in plan.ranks:
+        svc = next(s for s in plan.rank_services if s.name == slot.service)
+        env = {k: v for k, v in svc.env_dict().items() if not k.startswith("HOROVOD_GLOO_RENDEZVOUS")}
+        env |= {"PATH": os.environ["PATH"], "AUTOCNNP_TASK_SLOT": str(slot.slot),
+                "DOCKER_RESOURCE_NVIDIA-GPU": f"GPU-uuid-{slot.rank}"}
+        out = subprocess.run(["sh", str(REPO / "containers" / "entrypoint.sh"), "env"], env=env,
+                             capture_output=True, text=True, check=True).stdout
+        got = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+        seen.append((int(got["HOROVOD_RANK"]), int(got["HOROVOD_SIZE"]), int(got["HOROVOD_LOCAL_RANK"]),
+                     int(got["HOROVOD_LOCAL_SIZE"]), int(got["HOROVOD_CROSS_RANK"]),
+                     int(got["HOROVOD_CROSS_SIZE"]), got["HOROVOD_HOSTNAME"], got["CUDA_VISIBLE_DEVICES"]))
+    assert seen == [(r.rank, 6, r.local_rank, r.local_size, r.cross_rank, r.cross_size,
+                     r.horovod_hostname, f"GPU-uuid-{r.rank}") for r in plan.ranks]
+
+
+def test_the_stack_file_example_in_containers_is_what_the_plan_writes():
+    plan = build_swarm_plan(gpu_spec(), RUN_DIR, "unet-6gpu", three_gpu_nodes())
+    example = (REPO / "containers" / "stack.example.yml").read_text()
+    header = ("# Example: `autocnnp plan --format stack` for 6 GPU ranks on 3 nodes with 2 GPUs each\n"
+              "# (regenerated and checked by tests/engine/test_plan_swarm.py).\n")
+    assert example == header + to_stack_yaml(plan)
