@@ -1,11 +1,13 @@
 """The baseline of ``bench_training``: a plain Horovod Keras script, written by hand.
 
 It trains the same model on the same data as an autocnnp run directory describes
-(``spec.json``): the U-Net, the training split cut in per-rank shards, Adam (or SGD) with the
-learning rate times the number of ranks in ``hvd.DistributedOptimizer``, broadcast of the
-initial variables and metric averaging - the textbook Horovod recipe, nothing else (no
-checkpoints, no validation, no weight guard). It reports images/s of the training steps
-(epoch 1, which includes graph tracing, is left out) on stdout as one JSON line from rank 0.
+(``spec.json``): the U-Net, the training split cut in per-rank shards, the same loss and
+Dice metric, Adam (or SGD) with the learning rate times the number of ranks in
+``hvd.DistributedOptimizer``, broadcast of the initial variables, metric averaging and a
+``ModelCheckpoint`` on rank 0 every epoch - the recipe of Horovod's Keras example, nothing
+else (no validation, no LR schedule callback, no weight guard). It prints one JSON line
+from rank 0 with the time of every epoch after the first (which includes graph tracing) and
+the images/s over them.
 
     mpirun -np 2 python benchmarks/handwritten_horovod.py RUN_DIR [--epochs 5] [--threads 1]
 """
@@ -41,7 +43,7 @@ def main() -> None:
     tf.keras.utils.set_random_seed(spec["reproducibility"]["seed"])
 
     from autocnnp.components.datasets import load_split
-    from autocnnp.components.losses import get_loss
+    from autocnnp.components.losses import dice_metric, get_loss
     from autocnnp.components.models.unet import build_unet
 
     train = load_split(Path(data["train"]), num_classes=len(data["classes"]),
@@ -59,7 +61,8 @@ def main() -> None:
     base = tf.keras.optimizers.legacy.Adam(hp["lr"] * hvd.size()) \
         if hp["optimizer"].lower() == "adam" \
         else tf.keras.optimizers.legacy.SGD(hp["lr"] * hvd.size(), momentum=hp["momentum"])
-    model.compile(optimizer=hvd.DistributedOptimizer(base), loss=get_loss(hp["loss"]))
+    model.compile(optimizer=hvd.DistributedOptimizer(base), loss=get_loss(hp["loss"]),
+                  metrics=[dice_metric])
 
     class Timer(tf.keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
@@ -69,14 +72,22 @@ def main() -> None:
             self.times = getattr(self, "times", []) + [time.perf_counter() - self.start]
 
     timer = Timer()
-    model.fit(ds, steps_per_epoch=steps, epochs=args.epochs, verbose=0,
-              callbacks=[hvd.callbacks.BroadcastGlobalVariablesCallback(0),
-                         hvd.callbacks.MetricAverageCallback(), timer])
+    callbacks = [hvd.callbacks.BroadcastGlobalVariablesCallback(0),
+                 hvd.callbacks.MetricAverageCallback()]
+    if hvd.rank() == 0:  # "save checkpoints only on worker 0" (Horovod's Keras example)
+        ckpt_dir = args.run_dir / "handwritten-checkpoints"
+        ckpt_dir.mkdir(exist_ok=True)
+        callbacks.append(tf.keras.callbacks.ModelCheckpoint(
+            str(ckpt_dir / "checkpoint-{epoch}.h5"), save_weights_only=True))
+    callbacks.append(timer)  # last: its epoch time includes the checkpoint
+    model.fit(ds, steps_per_epoch=steps, epochs=args.epochs, verbose=0, callbacks=callbacks)
     timed = timer.times[1:] or timer.times
     images = steps * batch * hvd.size() * len(timed)
     if hvd.rank() == 0:
-        print(json.dumps({"ranks": hvd.size(), "steps_per_epoch": steps, "epochs_timed": len(timed),
-                          "seconds": sum(timed), "images_per_s": images / sum(timed)}), flush=True)
+        print(json.dumps({"ranks": hvd.size(), "steps_per_epoch": steps,
+                          "images_per_epoch": steps * batch * hvd.size(),
+                          "epoch_seconds": timed, "images_per_s": images / sum(timed)}),
+              flush=True)
 
 
 if __name__ == "__main__":

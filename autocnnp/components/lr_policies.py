@@ -38,12 +38,9 @@ workers and ``t = b * N`` the target of the linear scaling rule.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from autocnnp.engine.spec import LRPolicyName, LRPolicySpec
-
-if TYPE_CHECKING:  # pragma: no cover
-    import tensorflow as tf
 
 __all__ = ["lr_at", "target_lr", "grescale_stages", "LRSchedule", "make_lr_callback"]
 

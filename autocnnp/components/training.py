@@ -67,11 +67,11 @@ def format_progress(epoch: int, end_epoch: int, logs: dict[str, float], seconds:
     """One progress line; ``val_dice`` when there is validation data, else ``dice``."""
     parts = [f"epoch {epoch}/{end_epoch}"]
     if "loss" in logs:
-        parts.append(f"loss {logs['loss']:.3f}")
+        parts.append(f"loss {logs['loss']:.3g}")  # 3 digits: crossentropy gets small
     if "val_dice" in logs:
-        parts.append(f"val_dice {logs['val_dice']:.3f}")
+        parts.append(f"val_dice {logs['val_dice']:.2f}")
     elif "dice" in logs:
-        parts.append(f"dice {logs['dice']:.3f}")
+        parts.append(f"dice {logs['dice']:.2f}")
     if "lr" in logs:
         parts.append(f"lr {logs['lr']:.1e}")
     parts.append(f"{seconds:.1f}s")

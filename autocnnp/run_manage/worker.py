@@ -53,9 +53,7 @@ def rank_from_env() -> int:
 def quiet_frameworks() -> None:
     """Keep TensorFlow's and Horovod's chatter off stdout/stderr (set before importing TF)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # also silences its banner
     os.environ.setdefault("HOROVOD_LOG_LEVEL", "warning")
-    os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
 
 
 def setup_logging(run_dir: Path, rank: int) -> logging.Logger:
@@ -77,7 +75,7 @@ def setup_logging(run_dir: Path, rank: int) -> logging.Logger:
 def _tame_tensorflow_logger() -> None:
     # tf's own logger prints INFO lines ("Assets written to ...") to stderr through absl
     tf_logger = logging.getLogger("tensorflow")
-    tf_logger.setLevel(logging.ERROR)
+    tf_logger.setLevel(logging.WARNING)
     tf_logger.propagate = True
     for handler in list(tf_logger.handlers):
         tf_logger.removeHandler(handler)
@@ -144,8 +142,8 @@ def run(run_dir: Path, resume: bool, log: logging.Logger) -> tuple[int, Any]:
     generator = assemble(spec, load_plugins=True)
     ctx = RankContext(spec=spec, run_dir=run_dir, resume=resume, log=log)
     _CURRENT["ctx"] = ctx
-    run_actions(generator, ctx)
     _tame_tensorflow_logger()
+    run_actions(generator, ctx)
     result = training.train(ctx)
     if ctx.rank == 0:
         summary = {"initial_epoch": result.initial_epoch, "end_epoch": result.end_epoch,
@@ -190,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
         log.error("failed: %s: %s", type(exc).__name__, exc, exc_info=exc)
         if isinstance(exc, AutocnnpError):
+            if os.environ.get("AUTOCNNP_FULL_ERROR") == "1":
+                traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
             print(f"rank {rank}: error: {exc}", file=sys.stderr)
             code = exc.exit_code
         elif isinstance(exc, KeyboardInterrupt):

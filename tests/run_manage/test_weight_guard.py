@@ -49,3 +49,21 @@ def test_guard_stops_ranks_that_do_not_average(demo: Path, tmp_path: Path) -> No
     # stopped inside epoch 1: no epoch finished, no checkpoint, no final model
     assert not (run_dir / "checkpoints").exists()
     assert not (run_dir / "model").exists()
+
+
+def test_user_errors_stop_every_rank_with_one_line_and_a_record(demo: Path,
+                                                                 tmp_path: Path) -> None:
+    """Failures go through the same path as the guard's: a user error (here a data folder
+    that does not exist) exits 2 with one line per rank and an errors/rank-K.json record."""
+    run_dir = write_run(tmp_path / "run", demo / "nowhere", lr=0.05, batch=3, ranks=2)
+    proc = launch(run_dir, 2)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    missing = demo / "nowhere" / "train"
+    for rank in (0, 1):
+        assert f"rank {rank}: error: {missing}: no such data folder" in proc.stderr
+        record = json.loads((run_dir / "errors" / f"rank-{rank}.json").read_text())
+        assert set(record) == {"rank", "host", "pid", "type", "message", "traceback", "time"}
+        assert record["type"] == "DataError"
+        assert "Traceback" in record["traceback"]
+    assert proc.stdout == ""

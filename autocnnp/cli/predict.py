@@ -1,0 +1,201 @@
+"""Apply the trained model of a run to new images or NIfTI volumes.
+
+RUN_DIR is a finished run (it holds model/, written at the end of training). INPUT is one
+file or a folder (a folder holding images/ uses it) of 2D images (.png, .npy) or NIfTI
+volumes (.nii, .nii.gz). OUT is a folder that receives one mask per input, with the same
+name, format and geometry:
+
+* 2D image -> a mask of the same height and width (.png as 8-bit labels, .npy as uint8 or
+  int32 labels);
+* NIfTI volume -> a NIfTI label volume with the same shape (the first three axes) and the
+  same affine, predicted slice by slice along the last spatial axis, as the data loader
+  cuts volumes for training (4D volumes: channel --channel, default 0).
+
+Images are prepared exactly as for training: intensities min-max normalised to [0, 1] per
+image (per volume for NIfTI; float images already in [0, 1] kept), resized to the model's
+input size, and the predicted labels resized back by nearest neighbour.
+
+Examples:
+  autocnnp predict runs/quickstart data/mni152/test/images preds/
+  autocnnp predict runs/brats case_001.nii.gz preds/ --batch-size 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from autocnnp.errors import AutocnnpError, DataError
+
+HELP = "apply a trained model to images or NIfTI volumes"
+
+IMAGE_SUFFIXES = (".png", ".npy")
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare RUN_DIR, INPUT, OUT and the options."""
+    parser.add_argument("run_dir", metavar="RUN_DIR", type=Path,
+                        help="a finished run directory (holds model/)")
+    parser.add_argument("input", metavar="INPUT", type=Path,
+                        help="an image or volume, or a folder of them")
+    parser.add_argument("out", metavar="OUT", type=Path, help="folder for the predicted masks")
+    parser.add_argument("--batch-size", type=int, default=8, metavar="N",
+                        help="slices per forward pass (default 8)")
+    parser.add_argument("--channel", type=int, default=0, metavar="C",
+                        help="channel of 4D NIfTI volumes to use (default 0, as in training)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+# --- inputs ----------------------------------------------------------------------------------
+
+def _kind(path: Path) -> str | None:
+    name = path.name.lower()
+    if name.endswith(NIFTI_SUFFIXES):
+        return "nifti"
+    if name.endswith(IMAGE_SUFFIXES):
+        return "image"
+    return None
+
+
+def find_inputs(path: Path) -> list[Path]:
+    """The files to predict: ``path`` itself, or the images in a folder (or its images/)."""
+    if path.is_file():
+        if _kind(path) is None:
+            raise DataError(f"{path}: not a .png, .npy, .nii or .nii.gz file")
+        return [path]
+    if not path.is_dir():
+        raise DataError(f"{path}: no such file or folder")
+    folder = path / "images" if (path / "images").is_dir() else path
+    files = sorted(p for p in folder.iterdir()
+                   if p.is_file() and not p.name.startswith(".") and _kind(p) is not None)
+    if not files:
+        raise DataError(f"{folder}: no .png, .npy, .nii or .nii.gz files to predict")
+    return files
+
+
+def output_path(source: Path, out_dir: Path) -> Path:
+    """Same file name as the input, in ``out_dir``."""
+    return out_dir / source.name
+
+
+# --- the model -------------------------------------------------------------------------------
+
+def load_run_model(run_dir: Path) -> tuple[Any, dict[str, Any]]:
+    """The run's trained Keras model and its ``autocnnp.json`` (input shape, classes)."""
+    from autocnnp.components.training import MODEL_META
+
+    model_dir = run_dir / "model"
+    meta_file = model_dir / MODEL_META
+    if not meta_file.is_file():
+        raise AutocnnpError(f"{model_dir}: no trained model in this run directory",
+                            remedy="predict from a run that finished training "
+                                   "(`autocnnp status RUN_DIR`)")
+    meta = json.loads(meta_file.read_text())
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    tf.get_logger().setLevel("ERROR")
+    model = tf.keras.models.load_model(str(model_dir), compile=False)
+    return model, meta
+
+
+def _prepare(image: np.ndarray, shape: tuple[int, int, int], where: Path) -> np.ndarray:
+    """``(H, W)``/``(H, W, C)`` in [0, 1] -> the model's ``(h, w, c)``."""
+    from autocnnp.components.datasets import resize_image
+
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.shape[-1] != shape[2]:
+        raise DataError(f"{where}: has {image.shape[-1]} channel(s) but the model was trained "
+                        f"on {shape[2]}")
+    return resize_image(image.astype(np.float32), (shape[0], shape[1]))
+
+
+def predict_slices(model: Any, slices: np.ndarray, batch_size: int) -> np.ndarray:
+    """Labels ``(N, h, w)`` for prepared slices ``(N, h, w, c)``."""
+    probs = model.predict(slices, batch_size=batch_size, verbose=0)
+    return np.argmax(probs, axis=-1).astype(np.int32)
+
+
+def _labels_dtype(num_classes: int) -> type:
+    return np.uint8 if num_classes <= 256 else np.int32
+
+
+# --- one file --------------------------------------------------------------------------------
+
+def predict_image(model: Any, meta: dict[str, Any], source: Path, target: Path,
+                  batch_size: int) -> tuple[int, ...]:
+    """Predict a 2D image file into ``target``; returns the mask's shape."""
+    from autocnnp.components.datasets import normalize_unit, read_image_file, resize_mask
+
+    shape = tuple(meta["input_shape"])
+    image = normalize_unit(read_image_file(source), source)
+    height, width = image.shape[:2]
+    labels = predict_slices(model, _prepare(image, shape, source)[None], batch_size)[0]
+    mask = resize_mask(labels, (height, width)).astype(_labels_dtype(meta["num_classes"]))
+    if target.suffix.lower() == ".npy":
+        np.save(target, mask)
+    else:
+        from PIL import Image
+        Image.fromarray(mask.astype(np.uint8)).save(target)
+    return mask.shape
+
+
+def predict_volume(model: Any, meta: dict[str, Any], source: Path, target: Path,
+                   batch_size: int, channel: int = 0) -> tuple[int, ...]:
+    """Predict a NIfTI volume slice by slice (last spatial axis) into a NIfTI label volume
+    with the input's affine; returns the volume's shape."""
+    import nibabel as nib
+
+    from autocnnp.components.datasets import load_volume, normalize_unit, resize_mask
+
+    shape = tuple(meta["input_shape"])
+    volume, _ = load_volume(source, channel=channel)
+    volume = normalize_unit(volume, source)
+    depth = volume.shape[2]
+    labels = np.zeros(volume.shape, dtype=_labels_dtype(meta["num_classes"]))
+    for start in range(0, depth, batch_size):
+        ks = range(start, min(start + batch_size, depth))
+        batch = np.stack([_prepare(volume[:, :, k], shape, source) for k in ks])
+        for k, pred in zip(ks, predict_slices(model, batch, batch_size)):
+            labels[:, :, k] = resize_mask(pred, volume.shape[:2])
+    original = nib.load(str(source))
+    out = nib.Nifti1Image(labels, original.affine)
+    out.header.set_xyzt_units(*original.header.get_xyzt_units())
+    nib.save(out, str(target))
+    return labels.shape
+
+
+def _progress(enabled: bool) -> Any:
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeRemainingColumn)
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeRemainingColumn(), disable=not enabled, transient=False)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Predict every input; prints where the masks went."""
+    if args.batch_size < 1:
+        raise AutocnnpError(f"--batch-size must be at least 1, got {args.batch_size}")
+    inputs = find_inputs(args.input)
+    model, meta = load_run_model(args.run_dir)
+    args.out.mkdir(parents=True, exist_ok=True)
+    with _progress(not args.no_progress) as progress:
+        task = progress.add_task("predicting", total=len(inputs))
+        for source in inputs:
+            target = output_path(source, args.out)
+            progress.update(task, description=f"predicting {source.name}")
+            if _kind(source) == "nifti":
+                predict_volume(model, meta, source, target, args.batch_size, args.channel)
+            else:
+                predict_image(model, meta, source, target, args.batch_size)
+            progress.advance(task)
+    print(f"{len(inputs)} mask(s) written to {args.out}")
+    return 0
