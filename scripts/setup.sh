@@ -51,6 +51,7 @@ if ! .venv/bin/python -c 'import autocnnp, tensorflow, lxml, nibabel, docker, py
   "${PIP[@]}" install -q -c constraints.txt --config-settings editable_mode=compat -e ".[train,swarm,test]"
   cp constraints.txt .venv/.constraints-installed
 fi
+.venv/bin/python -m compileall -q autocnnp >/dev/null  # byte-code up front: `validate` stays fast
 stamp "python stack ready ($(( $(date +%s) - t0 ))s)"
 
 if ! TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/python -c 'import horovod.tensorflow.keras as hvd; from horovod.common.util import mpi_built, gloo_built; assert mpi_built() and gloo_built()' >/dev/null 2>&1; then

@@ -11,7 +11,6 @@ import argparse
 import importlib
 import os
 import sys
-import traceback
 
 from autocnnp import __version__
 from autocnnp.errors import AutocnnpError
@@ -83,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(module.run(args) or 0)
     except AutocnnpError as exc:
         if os.environ.get("AUTOCNNP_FULL_ERROR") == "1":
+            import traceback
             traceback.print_exc()
         print(f"autocnnp {args.command}: error: {exc}" if not hasattr(exc, "problems") else str(exc),
               file=sys.stderr)

@@ -10,7 +10,6 @@ interface on the live class.
 from __future__ import annotations
 
 import difflib
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -33,6 +32,7 @@ def _base_name(node) -> str:
 def check_plugin_file(path: Path, class_name: str, action_type: str) -> list[str]:
     """Problems with the plugin ``class_name`` in ``path``, found without running it."""
     import ast
+    import importlib.util
 
     if not path.is_file():
         return [f"plugin file {path} not found"]
@@ -105,6 +105,8 @@ def validate_plugin_class(cls: object, plugin: str, action_type: str) -> type:
 
 def load_plugin_file(path: Path, class_name: str, action_type: str) -> type:
     """Import ``path`` and return its validated plugin class ``class_name``."""
+    import importlib.util
+
     plugin = f"{path}:{class_name}"
     module_name = f"autocnnp_plugin_{abs(hash(str(path.resolve())))}"
     spec = importlib.util.spec_from_file_location(module_name, path)

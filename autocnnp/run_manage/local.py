@@ -80,7 +80,7 @@ def first_failure(run_dir: Path, launcher_output: str) -> JobFailedError:
         return JobFailedError(
             f"rank {r.get('rank')} on {r.get('host')} failed: {r.get('type')}: {r.get('message')}"
             f"\n  log: {log}", rank=r.get("rank"), host=r.get("host"),
-            remedy=r.get("remedy") or resume)
+            remedy=r.get("remedy") or (None if r.get("user_error") else resume))
     exited = _MPI_EXIT.search(launcher_output)
     if exited:
         return JobFailedError(f"rank {exited.group(1)} exited with code {exited.group(2)} "

@@ -120,8 +120,12 @@ def write_error(run_dir: Path, rank: int, exc: BaseException) -> Path:
     """Record ``exc`` in ``RUN_DIR/errors/rank-K.json`` (atomically); returns the path."""
     err_dir = run_dir / "errors"
     err_dir.mkdir(parents=True, exist_ok=True)
+    from autocnnp.errors import AutocnnpError
+
+    user_error = isinstance(exc, AutocnnpError)
     record = {"rank": rank, "host": socket.gethostname(), "pid": os.getpid(),
-              "type": type(exc).__name__, "message": str(exc),
+              "type": type(exc).__name__, "message": exc.message if user_error else str(exc),
+              "remedy": exc.remedy if user_error else None, "user_error": user_error,
               "traceback": "".join(traceback.format_exception(type(exc), exc,
                                                               exc.__traceback__)),
               "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
