@@ -29,14 +29,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", type=Path, help="the XML training config")
     parser.add_argument("--format", choices=("text", "json", "stack"), default="text",
                         help="text (default), json for tools, stack: Docker stack YAML (swarm)")
+    parser.add_argument("--assume-nodes", metavar="NxG",
+                        help="swarm: plan for N ready nodes with G GPUs each (e.g. 3x2) carrying the "
+                             "labels the config's constraints ask for, instead of asking this "
+                             "machine's swarm")
 
 
-def job_plan(spec, run_dir: Path, resume: bool = False):
+def assumed_nodes(text: str, constraints: tuple[str, ...]):
+    """``NxG`` -> N hypothetical ready nodes with G GPUs and the labels ``constraints`` need."""
+    from autocnnp.engine.plan_swarm import NodeInfo
+
+    count, sep, gpus = text.lower().partition("x")
+    if not (sep and count.isdigit() and gpus.isdigit() and int(count) > 0):
+        raise AutocnnpError(f"--assume-nodes {text!r}: expected NxG, e.g. 3x2 (3 nodes, 2 GPUs each)")
+    labels = {}
+    for constraint in constraints:
+        key, eq, value = constraint.partition("==")
+        if eq and key.strip().startswith("node.labels."):
+            labels[key.strip().removeprefix("node.labels.")] = value.strip()
+    return [NodeInfo(name=f"node{i + 1}", labels=labels, gpus=int(gpus), id=f"node{i + 1}",
+                     role="manager" if i == 0 else "worker", is_self=i == 0)
+            for i in range(int(count))]
+
+
+def job_plan(spec, run_dir: Path, resume: bool = False, assume: str | None = None):
     """The plan of ``spec`` for its backend (local/hosts JobPlan or SwarmPlan)."""
     if spec.deployment.backend is Backend.SWARM:
         from autocnnp.engine.plan_swarm import build_swarm_plan
-        from autocnnp.run_manage.swarm import discover_nodes
-        return build_swarm_plan(spec, run_dir, job_id=run_dir.name, nodes=discover_nodes())
+        if assume:
+            nodes = assumed_nodes(assume, spec.deployment.node_constraints)
+        else:
+            from autocnnp.run_manage.swarm import discover_nodes
+            nodes = discover_nodes()
+        return build_swarm_plan(spec, run_dir, job_id=run_dir.name, nodes=nodes)
     return build_plan(spec, run_dir, detect_machine(), resume=resume)
 
 
@@ -46,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     generator = assemble(spec, load_plugins=False)
-    plan = job_plan(spec, new_run_dir(spec))
+    plan = job_plan(spec, new_run_dir(spec), assume=args.assume_nodes)
     if args.format == "stack":
         if spec.deployment.backend is not Backend.SWARM:
             raise AutocnnpError("--format stack is for swarm configs (<deployment backend=\"swarm\">)")

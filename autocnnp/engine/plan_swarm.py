@@ -326,7 +326,7 @@ def _refusal(job_id: str, problems: list[str], gpus_per_rank: int, kind: str,
         remedy = (f"add GPU nodes to the swarm (declare their GPUs as {kind} generic resources "
                   f"in /etc/docker/daemon.json and label them, see containers/README.md)")
         if capacity:
-            remedy += f", or lower parallelism_degree to {capacity}"
+            remedy += f", or lower parallelism-degree to {capacity}"
     else:
         remedy = "join a node (docker swarm join) or fix the node constraints of the config"
     return EnvironmentProblemError(f"cannot place swarm job {job_id}: " + "; ".join(problems),

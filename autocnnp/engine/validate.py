@@ -261,7 +261,9 @@ def _auto_type(text: str) -> Any:
     return text
 
 
-def _data(check: Checker, element: etree._Element | None) -> S.DataSpec:
+def _data(check: Checker, element: etree._Element | None,
+          produced: Path | None = None) -> S.DataSpec:
+    """The <data> block; paths under ``produced`` (the preprocessing output) may not exist yet."""
     if element is None:
         return S.DataSpec(train=check.source.parent)
     demo = element.get("demo")
@@ -269,7 +271,12 @@ def _data(check: Checker, element: etree._Element | None) -> S.DataSpec:
     for split in ("train", "valid", "test"):
         holder = element.find(split)
         path_el = holder.find("path") if holder is not None else None
-        splits[split] = check.path(path_el, f"{split}/path", must_exist=demo is None)
+        path = check.path(path_el, f"{split}/path", must_exist=False)
+        pending = demo is not None or (produced is not None and path is not None
+                                       and path.is_relative_to(produced))
+        if path is not None and not pending and not path.exists():
+            check.path(path_el, f"{split}/path")  # reports the missing path
+        splits[split] = path
     classes_el = element.find("classes")
     classes = _list(classes_el.text or "") if classes_el is not None else ("background", "foreground")
     if len(classes) < 2:
@@ -410,7 +417,8 @@ def build_spec(tree: etree._ElementTree, source: Path, check: Checker) -> S.Trai
     return S.TrainingSpec(
         source=source, task=TASKS.get(task_name, task_name), parallelism_degree=degree,
         architecture=_architecture(check, task.find("CNN_archi")),
-        data=_data(check, task.find("data")), hyperparameters=hyper,
+        data=_data(check, task.find("data"), preprocessing.output if preprocessing else None),
+        hyperparameters=hyper,
         generator=_generator(check, task.find("CNN-Parallelism-Generator")),
         lr_policy=policy, deployment=deployment,
         reproducibility=_section(check, task, "reproducibility", REPRODUCIBILITY, S.ReproducibilitySpec),

@@ -141,3 +141,19 @@ def test_reference_example_validates(tmp_path):
     (tmp_path / "c.xml").write_text(EXAMPLE)
     spec = load_spec(tmp_path / "c.xml")
     assert spec.lr_policy.name.value == "grescale"
+
+
+def test_gpu_swarm_plan_on_paper(capsys):
+    config = ROOT / "configs" / "swarm-gpu.xml"
+    assert main(["plan", str(config), "--assume-nodes", "3x2"]) == 0
+    out = capsys.readouterr().out
+    for rank, node, local, cross in [(0, 1, 0, 0), (1, 1, 1, 0), (2, 2, 0, 1), (3, 2, 1, 1), (4, 3, 0, 2), (5, 3, 1, 2)]:
+        assert f"rank   {rank}  node node{node}  local {local}/2  cross {cross}/3, 1 GPU" in out
+    assert out.count("reserves:    NVIDIA-GPU=1") == 3
+    assert "constraints: node.labels.gpu==true, node.id==node2" in out
+
+
+def test_gpu_swarm_plan_refuses_too_few_gpus(capsys):
+    config = ROOT / "configs" / "swarm-gpu.xml"
+    assert main(["plan", str(config), "--assume-nodes", "2x2"]) == 3
+    assert "6 ranks x 1 NVIDIA-GPU need 6 GPUs on ready n" in capsys.readouterr().err
