@@ -146,7 +146,7 @@ def test_more_gpus_than_the_swarm_has_is_refused_saying_what_is_missing():
         "missing 2 GPUs\n"
         "  remedy: add GPU nodes to the swarm (declare their GPUs as NVIDIA-GPU generic resources "
         "in /etc/docker/daemon.json and label them, see containers/README.md), or lower "
-        "parallelism_degree to 6")
+        "parallelism-degree to 6")
 
 
 def test_a_plan_made_offline_is_checked_against_the_swarm_before_launch():
