@@ -102,6 +102,8 @@ def build_plan(spec: TrainingSpec, run_dir: Path, machine: MachineInfo, *,
         raise ValueError("swarm jobs are planned by autocnnp.engine.plan_swarm")
     ranks = _slots(spec, machine)
     n = len(ranks)
+    if n != spec.parallelism_degree:
+        raise ValueError(f"hosts offer {n} slots for {spec.parallelism_degree} ranks")
     threads = threads_per_rank(spec, machine)
     env = {
         "AUTOCNNP_INTRA_OP_THREADS": str(threads),
@@ -118,7 +120,9 @@ def build_plan(spec: TrainingSpec, run_dir: Path, machine: MachineInfo, *,
     for slot in ranks:
         hosts[slot.host] = hosts.get(slot.host, 0) + 1
     host_list = ",".join(f"{h}:{c}" for h, c in hosts.items())
-    oversubscribe = spec.deployment.backend is Backend.LOCAL and n > machine.cpus
+    # Open MPI counts physical cores as slots: a 2-vCPU machine may offer a single slot, so the
+    # local backend always allows more ranks than slots (threads per rank are set explicitly).
+    oversubscribe = spec.deployment.backend is Backend.LOCAL
     if spec.deployment.launcher is Launcher.HOROVODRUN:
         mpi_args = "--bind-to none" + (" --oversubscribe" if oversubscribe else "")
         command = ["horovodrun", "-np", str(n), "-H", host_list, "--mpi",

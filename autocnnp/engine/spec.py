@@ -138,7 +138,8 @@ class MonitoringSpec:
 class EvaluationSpec:
     """SegEval metrics computed on the test split after training."""
 
-    metrics: tuple[str, ...] = ("dice", "pixel_accuracy", "mean_accuracy", "mean_iou", "fw_iou")
+    metrics: tuple[str, ...] = ("dice", "pixel_accuracy", "mean_accuracy", "mean_iou", "fw_iou",
+                                "sensitivity", "specificity", "hd95")
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from autocnnp.engine.spec import ActionChoice, TrainingSpec
-from autocnnp.errors import BindingError, ConfigError, ConfigProblem
+from autocnnp.errors import BindingError, ConfigError, ConfigProblem, PluginError
 from autocnnp.generator import registry
 from autocnnp.generator.components import (ActionNode, Binding, Composite, Generator, Module,
                                            PluginNode)
@@ -40,10 +40,17 @@ def _build_action(module: str, choice: ActionChoice | None, action_type: str, de
         problems.append(ConfigProblem(where, line, f'action type="{action_type}"',
                                       unknown(f"{action_type} implementation", impl, known)))
         return ActionNode(action_type, impl, None)
-    cls = reg.load()
+    try:
+        cls = reg.load()
+    except PluginError as exc:
+        problems.append(ConfigProblem(where, line, f'action type="{action_type}"', str(exc)))
+        return ActionNode(action_type, impl, None)
     options: dict[str, Any] = {}
+    has_plugin = bool(choice and choice.plugin_path)
     for key, text in (choice.params.items() if choice else ()):
         param = cls.params.get(key)
+        if param is None and has_plugin:
+            continue  # a parameter of the plugin: it reads its own options
         if param is None:
             known = ", ".join(sorted(cls.params)) or "none"
             problems.append(ConfigProblem(where, line, f'action type="{action_type}"',

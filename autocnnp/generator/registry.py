@@ -82,11 +82,11 @@ def module_names() -> list[str]:
 
 
 def is_extensible(action_type: str) -> bool:
-    """Whether the default implementation of ``action_type`` accepts plugins."""
+    """Whether ``action_type`` accepts plugins (its built-in default is extensible)."""
     module = module_of(action_type)
     default = dict(DEFAULT_TREE_BY_MODULE[module])[action_type] if module else None
-    reg = lookup(action_type, default) if default else None
-    return bool(reg and reg.load().extensible)
+    target = BUILTIN_ACTIONS.get((action_type, default)) if default else None
+    return bool(target and Registration(action_type, default, target, "builtin").load().extensible)
 
 
 @dataclass(frozen=True)
@@ -99,14 +99,38 @@ class Registration:
     origin: str
 
     def load(self) -> type:
+        """Import the class; an installed plugin is checked against the action interface."""
         module_name, _, attr = self.target.partition(":")
+        plugin = f"{self.type}.{self.name} ({self.origin}: {self.target})"
         try:
             module = importlib.import_module(module_name)
-            return getattr(module, attr)
-        except (ImportError, AttributeError, SyntaxError) as exc:
-            raise PluginError(f"{self.type}.{self.name} ({self.origin})",
-                              f"cannot load {self.target}: {type(exc).__name__}: {exc}",
+            cls = getattr(module, attr)
+        except Exception as exc:  # the package's code: report it, never crash validation
+            raise PluginError(plugin, f"cannot be loaded: {type(exc).__name__}: {exc}",
                               remedy="reinstall the package that provides it") from exc
+        if self.origin != "builtin":
+            _check_installed_action(cls, self, plugin)
+        return cls
+
+
+def _check_installed_action(cls: object, reg: "Registration", plugin: str) -> None:
+    """An entry-point implementation must be an ExtensibleAction of an extensible type."""
+    import inspect
+
+    from autocnnp.generator.components import ExtensibleAction
+
+    if not (inspect.isclass(cls) and issubclass(cls, ExtensibleAction)):
+        raise PluginError(plugin, "must be a class that subclasses autocnnp.generator.ExtensibleAction")
+    if reg.type not in action_types():
+        raise PluginError(plugin, f"names unknown action type {reg.type!r}; known: {', '.join(action_types())}")
+    if not is_extensible(reg.type):
+        raise PluginError(plugin, f"{reg.type} is not extensible: only extensible actions "
+                                  f"(dist_strategy, checkpoint) take installed implementations")
+    if cls.type != reg.type:
+        raise PluginError(plugin, f"declares type {cls.type!r} but is registered for {reg.type!r}")
+    params = [p.name for p in inspect.signature(cls.run).parameters.values()]
+    if cls.run is ExtensibleAction.run or params != ["self", "ctx"]:
+        raise PluginError(plugin, "must implement run(self, ctx)")
 
 
 def _any_distribution_declares_plugins() -> bool:

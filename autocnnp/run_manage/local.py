@@ -38,12 +38,12 @@ def check_launcher(plan: JobPlan) -> None:
         raise EnvironmentProblemError(
             f"{exe} not found on PATH: ranks cannot be started",
             remedy="install Open MPI (apt-get install openmpi-bin libopenmpi-dev) or run "
-                   "`bash .ci/setup.sh`, which installs the whole stack")
+                   "`bash scripts/setup.sh`, which installs the whole stack")
     import importlib.util
     if importlib.util.find_spec("horovod") is None:
         raise EnvironmentProblemError(
             "Horovod is not installed in this Python environment",
-            remedy="run `bash .ci/setup.sh` (builds horovod==0.28.1 with MPI and Gloo)")
+            remedy="run `bash scripts/setup.sh` (builds horovod==0.28.1 with MPI and Gloo)")
 
 
 def _now() -> str:

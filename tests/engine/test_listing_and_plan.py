@@ -70,7 +70,7 @@ def test_local_plan_is_exact():
     assert plan == JobPlan(
         backend=Backend.LOCAL, launcher=Launcher.MPIRUN,
         ranks=(RankSlot(0, "localhost", 0), RankSlot(1, "localhost", 1)), threads_per_rank=1,
-        command=("mpirun", "-np", "2", "--bind-to", "none", "--map-by", "slot",
+        command=("mpirun", "-np", "2", "--bind-to", "none", "--map-by", "slot", "--oversubscribe",
                  *[a for k in sorted(env) for a in ("-x", k)],
                  "py", "-m", "autocnnp.run_manage.worker", "/runs/q"),
         env=tuple(sorted(env.items())), run_dir=Path("/runs/q"))
