@@ -36,7 +36,6 @@ def prepare_run_dir(spec: TrainingSpec, run_dir: Path) -> None:
     """Create the run directory with the config copy and the spec every rank reads."""
     from autocnnp.atomic import atomic_write_json
 
-    run_dir.mkdir(parents=True, exist_ok=False)
     for sub in (rundir.LOGS, rundir.ERRORS, rundir.CHECKPOINTS):
         (run_dir / sub).mkdir()
     shutil.copy2(spec.source, run_dir / rundir.CONFIG_COPY)
@@ -88,12 +87,17 @@ def run_job(config: Path | None = None, *, resume_dir: Path | None = None,
     from autocnnp.atomic import atomic_write_json
     from autocnnp.run_manage.records import build_manifest
 
+    created: Path | None = None
     if resume_dir is not None:
-        run_dir = resume_dir.resolve()
+        from autocnnp.run_manage.jobs import resolve_run
+
+        run_dir = resolve_run(resume_dir)
         spec_file = run_dir / rundir.SPEC_FILE
-        if not spec_file.exists():
-            raise AutocnnpError(f"{run_dir} is not a run directory (no {rundir.SPEC_FILE})")
-        spec = spec_from_dict(json.loads(spec_file.read_text()))
+        try:
+            spec = spec_from_dict(rundir.read_run_json(spec_file))
+        except (TypeError, KeyError, ValueError) as exc:
+            raise AutocnnpError(f"{spec_file}: not a spec this version of autocnnp can read "
+                                f"({type(exc).__name__}: {exc})") from None
         if not any((run_dir / rundir.CHECKPOINTS).glob("*")):
             _say(out, f"no checkpoint in {run_dir / rundir.CHECKPOINTS}: starting from epoch "
                       f"{spec.hyperparameters.start_epoch}")
@@ -107,17 +111,18 @@ def run_job(config: Path | None = None, *, resume_dir: Path | None = None,
             _say(sys.stderr, f"warning: {warning}")
         if configure is not None:
             spec = configure(spec)
-        run_dir = rundir.new_run_dir(spec)
-        n = 1
-        while run_dir.exists():
-            run_dir = run_dir.with_name(f"{run_dir.name.rsplit('.', 1)[0]}.{n}")
-            n += 1
+        run_dir = created = rundir.create_run_dir(spec)
 
-    ensure_data(spec, out)
-    check_data(spec)
-    assemble(spec, load_plugins=True)  # import plugin files now: fail before any rank starts
-    if resume_dir is None:
-        prepare_run_dir(spec, run_dir)
+    try:
+        ensure_data(spec, out)
+        check_data(spec)
+        assemble(spec, load_plugins=True)  # import plugin files now: fail before any rank starts
+        if created is not None:
+            prepare_run_dir(spec, run_dir)
+    except BaseException:
+        if created is not None:  # nothing ran yet: leave no empty run directory behind
+            shutil.rmtree(created, ignore_errors=True)
+        raise
     atomic_write_json(run_dir / rundir.MANIFEST_FILE, build_manifest(spec, argv or sys.argv))
 
     if spec.deployment.backend is Backend.SWARM:

@@ -17,13 +17,13 @@ def resolve_run(run: str | Path, root: Path | None = None) -> Path:
     candidate = (root or Path.cwd() / "runs") / str(run)
     if (candidate / rundir.SPEC_FILE).exists():
         return candidate.resolve()
-    raise AutocnnpError(f"no run directory {run!r} (looked for {rundir.SPEC_FILE} in {path} "
-                        f"and {candidate})")
+    looked = f"{path}" if path.is_absolute() else f"{path} and {candidate}"
+    raise AutocnnpError(f"no run directory {run!r} (looked for {rundir.SPEC_FILE} in {looked})")
 
 
 def read_state(run_dir: Path) -> dict:
     path = run_dir / rundir.STATE_FILE
-    return json.loads(path.read_text()) if path.exists() else {"state": "prepared"}
+    return rundir.read_run_json(path) if path.exists() else {"state": "prepared"}
 
 
 def _alive(pid: int | None) -> bool:
@@ -50,8 +50,11 @@ def status(run_dir: Path) -> dict:
     epochs = run_dir / "metrics" / "epochs.jsonl"
     if epochs.exists():
         lines = [l for l in epochs.read_text().splitlines() if l.strip()]
-        if lines:
-            state["last_epoch"] = json.loads(lines[-1])
+        try:
+            if lines:
+                state["last_epoch"] = json.loads(lines[-1])
+        except ValueError:
+            state["last_epoch"] = f"unreadable last line of {epochs}"
     ckpts = sorted(p.name for p in (run_dir / rundir.CHECKPOINTS).glob("*") if not p.name.startswith("."))
     state["checkpoints"] = ckpts
     return state
@@ -79,7 +82,7 @@ def stop(run_dir: Path) -> str:
         return SwarmBackend().stop(run_dir)
     if state.get("state") != "running" or not _alive(state.get("pgid")):
         return f"{run_dir.name} is not running (state: {state.get('state')})"
-    from autocnnp.run_manage.local import _state, _now, stop_group
+    from autocnnp.run_manage.local import record_state, stop_group
+    record_state(run_dir, stop_requested=True)  # the launcher reports "stopped", not "failed"
     stop_group(int(state["pgid"]))
-    _state(run_dir, state="stopped", ended=_now())
     return f"stopped {run_dir.name}; resume with: autocnnp run --resume {run_dir}"

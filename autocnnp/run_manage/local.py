@@ -50,11 +50,13 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _state(run_dir: Path, **fields) -> None:
+def record_state(run_dir: Path, **fields) -> dict:
+    """Merge ``fields`` into RUN_DIR/state.json; return the new state."""
     path = run_dir / rundir.STATE_FILE
-    current = json.loads(path.read_text()) if path.exists() else {}
+    current = rundir.read_run_json(path) if path.exists() else {}
     current.update(fields)
     atomic_write_json(path, current)
+    return current
 
 
 def first_failure(run_dir: Path, launcher_output: str) -> JobFailedError:
@@ -103,7 +105,8 @@ def launch(plan: JobPlan, run_dir: Path, *, out: TextIO = sys.stdout) -> None:
         proc = subprocess.Popen(plan.command, env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, bufsize=1,
                                 start_new_session=True)
-        _state(run_dir, state="running", pid=proc.pid, pgid=proc.pid, backend=plan.backend.value,
+        record_state(run_dir, state="running", pid=proc.pid, pgid=proc.pid, backend=plan.backend.value,
+                     stop_requested=False, failure=None, failed_rank=None, failed_host=None,
                started=_now(), command=list(plan.command))
         output: list[str] = []
         try:
@@ -118,14 +121,18 @@ def launch(plan: JobPlan, run_dir: Path, *, out: TextIO = sys.stdout) -> None:
             code = proc.wait()
         except BaseException:
             stop_group(proc.pid)
-            _state(run_dir, state="stopped", ended=_now())
+            record_state(run_dir, state="stopped", ended=_now())
             raise
     elapsed = time.monotonic() - started
+    if code != 0 and rundir.read_run_json(run_dir / rundir.STATE_FILE).get("stop_requested"):
+        record_state(run_dir, state="stopped", ended=_now(), seconds=round(elapsed, 1), exit_code=code)
+        raise JobFailedError("the job was stopped on request (autocnnp stop); finished checkpoints "
+                             "are intact", remedy=f"continue with: autocnnp run --resume {run_dir}")
     if code == 0:
-        _state(run_dir, state="finished", ended=_now(), seconds=round(elapsed, 1), exit_code=0)
+        record_state(run_dir, state="finished", ended=_now(), seconds=round(elapsed, 1), exit_code=0)
         return
     failure = first_failure(run_dir, "".join(output))
-    _state(run_dir, state="failed", ended=_now(), seconds=round(elapsed, 1), exit_code=code,
+    record_state(run_dir, state="failed", ended=_now(), seconds=round(elapsed, 1), exit_code=code,
            failure=failure.message, failed_rank=failure.rank, failed_host=failure.host)
     raise failure
 

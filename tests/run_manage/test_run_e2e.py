@@ -123,3 +123,32 @@ def test_killed_rank_fails_fast_and_resume_finishes(small_config, cli_env, tmp_p
     assert epochs[len(done_before):] == list(range(resumed_from + 1, 13))
     assert (run_dir / "test_metrics.json").is_file()
     assert json.loads((run_dir / "state.json").read_text())["state"] == "finished"
+
+
+def test_stop_ends_every_rank_keeps_checkpoints_and_says_stopped(small_config, cli_env, tmp_path):
+    config = small_config(ranks=2, epochs=40, keep=2)
+    proc = subprocess.Popen([sys.executable, "-m", "autocnnp", "run", str(config)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=cli_env)
+    runs = tmp_path / "runs"
+    deadline = time.monotonic() + 240
+    run_dir = None
+    while time.monotonic() < deadline:
+        dirs = list(runs.glob("small-*")) if runs.exists() else []
+        if dirs and len(epochs_done(dirs[0])) >= 2:
+            run_dir = dirs[0]
+            break
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.2)
+    assert run_dir is not None
+    running = autocnnp("status", str(run_dir), env=cli_env, timeout=60)
+    assert running.stdout.startswith(f"{run_dir.name}: running"), running.stdout + running.stderr
+    stopped = autocnnp("stop", str(run_dir), env=cli_env, timeout=60)
+    assert stopped.returncode == 0, stopped.stderr
+    assert stopped.stdout.strip() == f"stopped {run_dir.name}; resume with: autocnnp run --resume {run_dir}"
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert "the job was stopped on request (autocnnp stop); finished checkpoints are intact" in err
+    assert _rank_process(run_dir, 0) is None and _rank_process(run_dir, 1) is None
+    state = json.loads((run_dir / "state.json").read_text())
+    assert state["state"] == "stopped"
+    assert any((run_dir / "checkpoints").iterdir())
