@@ -12,7 +12,8 @@ ROOT=$(pwd)
 stamp() { printf '[setup %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 t0=$(date +%s)
 
-APT_PACKAGES=(openmpi-bin libopenmpi-dev g++ cmake make docker.io debootstrap iproute2 ca-certificates)
+APT_PACKAGES=(python3 python3-venv python3-dev openmpi-bin libopenmpi-dev g++ cmake make git
+              docker.io debootstrap iproute2 ca-certificates)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -44,12 +45,13 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 PIP=(.venv/bin/python -m pip --disable-pip-version-check)
+wanted=$(cat constraints.txt setup.cfg pyproject.toml | sha256sum | cut -d' ' -f1)
 if ! .venv/bin/python -c 'import autocnnp, tensorflow, lxml, nibabel, docker, pytest' >/dev/null 2>&1 \
-   || ! cmp -s constraints.txt .venv/.constraints-installed; then
+   || [ "$wanted" != "$(cat .venv/.stack-installed 2>/dev/null)" ]; then
   stamp "installing the pinned stack (constraints.txt)"
   "${PIP[@]}" install -q --upgrade "pip==26.3" "setuptools==84.2.1" "wheel==0.48.0"
   "${PIP[@]}" install -q -c constraints.txt --config-settings editable_mode=compat -e ".[train,swarm,test]"
-  cp constraints.txt .venv/.constraints-installed
+  echo "$wanted" > .venv/.stack-installed
 fi
 .venv/bin/python -m compileall -q autocnnp >/dev/null  # byte-code up front: `validate` stays fast
 stamp "python stack ready ($(( $(date +%s) - t0 ))s)"
