@@ -33,11 +33,25 @@ def format_metrics(metrics: dict) -> str:
     return SegEvalResult.from_dict(metrics).table()
 
 
+def format_summary(summary: dict) -> str:
+    width = max((len(k) for k in summary), default=6)
+    lines = [f"{'metric':<{width}}  {'mean':>8}  {'std':>8}  {'95% CI':>19}"]
+    for name, s in summary.items():
+        lines.append(f"{name:<{width}}  {s['mean']:>8.4f}  {s['std']:>8.4f}  "
+                     f"[{s['ci_low']:.4f}, {s['ci_high']:.4f}]")
+    return "\n".join(lines)
+
+
 def run(args: argparse.Namespace) -> int:
     if (args.config is None) == (args.resume is None):
         raise AutocnnpError("give a CONFIG to start a run, or --resume RUN_DIR to continue one")
     result = run_job(args.config, resume_dir=args.resume, init_swarm=args.init)
     print()
+    if hasattr(result, "summary"):
+        print(f"Test metrics over {len(result.runs)} runs (mean, std, 95% confidence interval)")
+        print(format_summary(result.summary))
+        print(f"\nrun directory: {result.run_dir} (repeat-1 ... repeat-{len(result.runs)}, repeats.json)")
+        return 0
     if result.test_metrics:
         print("Test metrics")
         print(format_metrics(result.test_metrics))

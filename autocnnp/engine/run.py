@@ -6,7 +6,6 @@ imported only when a job really starts.
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 from dataclasses import dataclass
@@ -80,14 +79,11 @@ def run_job(config: Path | None = None, *, resume_dir: Path | None = None,
             out: TextIO = sys.stdout, argv: list[str] | None = None,
             configure: Callable[[TrainingSpec], TrainingSpec] | None = None,
             init_swarm: bool = False) -> RunResult:
-    """Run a training job from ``config`` (or resume the one in ``resume_dir``)."""
-    from autocnnp.engine.plan import build_plan
-    from autocnnp.generator.assembly import assemble
-    from autocnnp.run_manage.machine import detect_machine
-    from autocnnp.atomic import atomic_write_json
-    from autocnnp.run_manage.records import build_manifest
+    """Run a training job from ``config`` (or resume the one in ``resume_dir``).
 
-    created: Path | None = None
+    With ``<reproducibility><property name="repeats">K``, the job runs K times (seeds seed,
+    seed+1, ...) into ``RUN_DIR/repeat-K`` and the result is :class:`RepeatsResult`.
+    """
     if resume_dir is not None:
         from autocnnp.run_manage.jobs import resolve_run
 
@@ -103,25 +99,41 @@ def run_job(config: Path | None = None, *, resume_dir: Path | None = None,
                       f"{spec.hyperparameters.start_epoch}")
         for stale in (run_dir / rundir.ERRORS).glob("rank-*.json"):
             stale.rename(stale.with_suffix(".json.previous"))
-    else:
-        assert config is not None
-        warnings: list = []
-        spec = load_spec(config, warnings)
-        for warning in warnings:
-            _say(sys.stderr, f"warning: {warning}")
-        if configure is not None:
-            spec = configure(spec)
-        run_dir = created = rundir.create_run_dir(spec)
+        return _execute(spec, run_dir, created=False, resume=True, out=out, argv=argv,
+                        init_swarm=init_swarm)
+
+    assert config is not None
+    warnings: list = []
+    spec = load_spec(config, warnings)
+    for warning in warnings:
+        _say(sys.stderr, f"warning: {warning}")
+    if configure is not None:
+        spec = configure(spec)
+    run_dir = rundir.create_run_dir(spec)
+    if spec.reproducibility.repeats > 1:
+        return run_repeats(spec, run_dir, out=out, argv=argv, init_swarm=init_swarm)
+    return _execute(spec, run_dir, created=True, resume=False, out=out, argv=argv,
+                    init_swarm=init_swarm)
+
+
+def _execute(spec: TrainingSpec, run_dir: Path, *, created: bool, resume: bool, out: TextIO,
+             argv: list[str] | None, init_swarm: bool) -> RunResult:
+    """Prepare data and the run directory, launch the ranks, collect the test metrics."""
+    from autocnnp.atomic import atomic_write_json
+    from autocnnp.engine.plan import build_plan
+    from autocnnp.generator.assembly import assemble
+    from autocnnp.run_manage.machine import detect_machine
+    from autocnnp.run_manage.records import build_manifest
 
     try:
         ensure_data(spec, out)
         check_data(spec)
         assemble(spec, load_plugins=True)  # import plugin files now: fail before any rank starts
-        if created is not None:
+        if created:
             prepare_run_dir(spec, run_dir)
     except BaseException:
-        if created is not None:  # nothing ran yet: leave no empty run directory behind
-            shutil.rmtree(created, ignore_errors=True)
+        if created:  # nothing ran yet: leave no empty run directory behind
+            shutil.rmtree(run_dir, ignore_errors=True)
         raise
     atomic_write_json(run_dir / rundir.MANIFEST_FILE, build_manifest(spec, argv or sys.argv))
 
@@ -132,16 +144,78 @@ def run_job(config: Path | None = None, *, resume_dir: Path | None = None,
         plan = build_swarm_plan(spec, run_dir, job_id=run_dir.name)
         atomic_write_json(run_dir / rundir.PLAN_FILE, plan.to_dict())
         _say(out, f"run dir: {run_dir}\n{plan}")
-        SwarmBackend(init=init_swarm or None).launch(spec, plan, run_dir, resume=resume_dir is not None)
+        SwarmBackend(init=init_swarm or None).launch(spec, plan, run_dir, resume=resume)
     else:
         from autocnnp.run_manage.local import launch
 
-        plan = build_plan(spec, run_dir, detect_machine(), resume=resume_dir is not None)
+        plan = build_plan(spec, run_dir, detect_machine(), resume=resume)
         atomic_write_json(run_dir / rundir.PLAN_FILE, plan.to_dict())
         _say(out, f"run dir: {run_dir}")
         _say(out, f"launching {plan.size} rank(s): {' '.join(plan.command[:4])} ...")
         launch(plan, run_dir, out=out)
 
     metrics_file = run_dir / rundir.TEST_METRICS
-    metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else None
+    metrics = rundir.read_run_json(metrics_file) if metrics_file.exists() else None
     return RunResult(run_dir, metrics)
+
+
+@dataclass(frozen=True)
+class RepeatsResult:
+    """K runs of one config and the statistics of their test metrics."""
+
+    run_dir: Path
+    runs: tuple[RunResult, ...]
+    summary: dict[str, dict[str, float]]
+    test_metrics: dict[str, Any] | None = None
+
+
+def summarize_repeats(values: dict[str, list[float]], confidence: float = 0.95) -> dict[str, dict[str, float]]:
+    """Mean, sample standard deviation and a Student-t confidence interval per metric."""
+    import math
+
+    from scipy import stats
+
+    summary = {}
+    for name, xs in values.items():
+        xs = [x for x in xs if x is not None and math.isfinite(x)]
+        if not xs:
+            continue
+        n = len(xs)
+        mean = sum(xs) / n
+        std = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1)) if n > 1 else 0.0
+        half = float(stats.t.ppf((1 + confidence) / 2, n - 1)) * std / math.sqrt(n) if n > 1 else float("nan")
+        summary[name] = {"mean": mean, "std": std, "ci_low": mean - half, "ci_high": mean + half,
+                         "runs": n, "confidence": confidence}
+    return summary
+
+
+def run_repeats(spec: TrainingSpec, group: Path, *, out: TextIO, argv: list[str] | None,
+                init_swarm: bool) -> RepeatsResult:
+    """Run ``spec`` ``repeats`` times with seeds seed, seed+1, ... and summarise the metrics.
+
+    Run-to-run variance is part of the result (thesis chapter 5; Bosma et al.): report the
+    mean with its confidence interval, not one run.
+    """
+    import dataclasses
+
+    from autocnnp.atomic import atomic_write_json
+
+    base_seed = spec.reproducibility.seed
+    results = []
+    for k in range(1, spec.reproducibility.repeats + 1):
+        seed = base_seed + k - 1
+        one = spec.replace(reproducibility=dataclasses.replace(spec.reproducibility, seed=seed, repeats=1))
+        run_dir = group / f"repeat-{k}"
+        run_dir.mkdir()
+        _say(out, f"== repeat {k}/{spec.reproducibility.repeats} (seed {seed})")
+        results.append(_execute(one, run_dir, created=True, resume=False, out=out, argv=argv,
+                                init_swarm=init_swarm))
+    values: dict[str, list[float]] = {}
+    for result in results:
+        for name, value in ((result.test_metrics or {}).get("means") or {}).items():
+            values.setdefault(name, []).append(value)
+    summary = summarize_repeats(values)
+    atomic_write_json(group / "repeats.json", {
+        "config": str(spec.source), "seeds": [base_seed + k for k in range(len(results))],
+        "runs": [str(r.run_dir) for r in results], "summary": summary})
+    return RepeatsResult(group, tuple(results), summary)
