@@ -32,6 +32,7 @@ import secrets as _secrets
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
@@ -60,10 +61,77 @@ def _write_json(path: Path, data: Any) -> None:
     atomic_write_json(path, data)
 
 
+def _read_json(path: Path) -> dict:
+    """A run file (swarm.json, state.json) as a dict; a damaged one is an AutocnnpError
+    naming the file, not a JSONDecodeError traceback."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise AutocnnpError(f"{path}: no such file; is {path.parent} a run directory?") from None
+    except OSError as exc:
+        raise AutocnnpError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        where = (f" at line {exc.lineno} column {exc.colno}"
+                 if isinstance(exc, json.JSONDecodeError) else "")
+        raise AutocnnpError(f"{path}: not valid JSON{where}; the run directory is damaged "
+                            f"(repair or delete {path.name})") from None
+    if not isinstance(data, dict):
+        raise AutocnnpError(f"{path}: not a JSON object; the run directory is damaged "
+                            f"(repair or delete {path.name})")
+    return data
+
+
 def _update_json(path: Path, **fields: Any) -> None:
-    current = json.loads(path.read_text()) if path.exists() else {}
+    current = _read_json(path) if path.exists() else {}
     current.update(fields)
     _write_json(path, current)
+
+
+def _docker_exceptions() -> tuple[type[BaseException], ...]:
+    """What the docker SDK raises when the daemon refuses or cannot be reached."""
+    import docker.errors
+
+    kinds: list[type[BaseException]] = [docker.errors.DockerException]
+    try:
+        import requests.exceptions
+
+        kinds.append(requests.exceptions.RequestException)
+    except ImportError:  # pragma: no cover - the docker SDK depends on requests
+        pass
+    return tuple(kinds)
+
+
+def _explain(exc: BaseException) -> str:
+    """The daemon's own words for a docker SDK error, on one line."""
+    text = getattr(exc, "explanation", None) or str(exc) or exc.__class__.__name__
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    return " ".join(str(text).split())
+
+
+def _status_code(exc: BaseException) -> int | None:
+    try:
+        return exc.status_code  # type: ignore[attr-defined]
+    except Exception:
+        return None
+
+
+DAEMON_REMEDY = ("check that dockerd is running and this node is a swarm manager "
+                 "(docker info; docker node ls), then retry")
+
+
+@contextmanager
+def _docker(what: str, *, remedy: str | None = None, error: type[AutocnnpError] = EnvironmentProblemError,
+            conflict: str | None = None, **kwargs: Any):
+    """Turn a docker SDK error raised in the block into ``error`` ("WHAT: the daemon's reason"),
+    with ``remedy`` (``conflict`` instead when the daemon answered 409 Conflict)."""
+    try:
+        yield
+    except AutocnnpError:
+        raise
+    except _docker_exceptions() as exc:
+        fix = conflict if conflict and _status_code(exc) == 409 else remedy
+        raise error(f"{what}: {_explain(exc)}", remedy=fix or DAEMON_REMEDY, **kwargs) from exc
 
 
 class SwarmBackend:
@@ -89,7 +157,8 @@ class SwarmBackend:
         self.out.flush()
 
     def swarm_state(self) -> dict:
-        return self.client.info().get("Swarm") or {}
+        with _docker("cannot ask the Docker daemon for its swarm state (docker info)"):
+            return self.client.info().get("Swarm") or {}
 
     def ensure_swarm(self) -> dict:
         """The swarm this daemon manages; with ``init``, a one-node swarm is made when absent."""
@@ -101,7 +170,10 @@ class SwarmBackend:
                     remedy="run on a swarm manager, or make a one-node swarm here with "
                            "`docker swarm init --advertise-addr 127.0.0.1` (autocnnp run --init)")
             self.say("making a one-node swarm: docker swarm init --advertise-addr 127.0.0.1")
-            self.client.swarm.init(advertise_addr="127.0.0.1")
+            with _docker("cannot make a one-node swarm (docker swarm init)",
+                         remedy="run `docker swarm init --advertise-addr 127.0.0.1` yourself and "
+                                "read its error, or join this node to a swarm"):
+                self.client.swarm.init(advertise_addr="127.0.0.1")
             state = self.swarm_state()
         if not state.get("ControlAvailable"):
             raise EnvironmentProblemError(
@@ -112,7 +184,9 @@ class SwarmBackend:
     def nodes(self, kind: str = GPU_RESOURCE_KIND) -> list[NodeInfo]:
         self_id = self.swarm_state().get("NodeID", "")
         found = []
-        for node in self.client.api.nodes():
+        with _docker("cannot list the swarm nodes (docker node ls)"):
+            listed = self.client.api.nodes()
+        for node in listed:
             spec, desc = node.get("Spec", {}), node.get("Description", {})
             gpus = 0
             for res in (desc.get("Resources", {}).get("GenericResources") or []):
@@ -149,8 +223,36 @@ class SwarmBackend:
                     raise EnvironmentProblemError(
                         f"{mount.source} (mounted into the ranks) does not exist on this node",
                         remedy="fix the data paths of the config, or mount the shared volume here")
+        self._check_network(plan)
         self._check_image(plan, nodes)
         return plan, nodes
+
+    def _check_network(self, plan: SwarmPlan) -> None:
+        """A network the config names must exist and be usable by services."""
+        import docker.errors
+
+        net = plan.network
+        if not net.external:
+            return
+        drop = "or remove the network property of <deployment> so autocnnp makes one per job"
+        create = f"create it: docker network create --driver overlay --attachable {net.name}; {drop}"
+        try:
+            with _docker(f"cannot look up network {net.name} (the network property of "
+                         f"<deployment>)"):
+                found = self.client.networks.get(net.name)
+        except EnvironmentProblemError as exc:
+            if isinstance(exc.__cause__, docker.errors.NotFound):
+                raise EnvironmentProblemError(
+                    f"network {net.name} (the network property of <deployment>) does not exist "
+                    f"on this swarm", remedy=create) from None
+            raise
+        scope = (found.attrs or {}).get("Scope")
+        if scope and scope != "swarm":
+            raise EnvironmentProblemError(
+                f"network {net.name} (the network property of <deployment>) is a {scope} "
+                f"network ({(found.attrs or {}).get('Driver', '?')} driver); swarm services "
+                f"can only join swarm-scoped networks",
+                remedy=f"name an overlay network (docker network ls --filter scope=swarm); {drop}")
 
     def _check_image(self, plan: SwarmPlan, nodes: list[NodeInfo]) -> None:
         import docker.errors
@@ -161,12 +263,15 @@ class SwarmBackend:
         remote = sorted(t for t in targets if not (here and t == here.name))
         if here is not None and (here.name in targets or plan.rendezvous.constraints):
             try:
-                self.client.images.get(plan.image)
-            except docker.errors.ImageNotFound:
-                raise EnvironmentProblemError(
-                    f"image {plan.image} is not on this node ({here.name})",
-                    remedy="build it: autocnnp image build" +
-                           (" --gpu" if plan.gpus_per_rank else "")) from None
+                with _docker(f"cannot look up image {plan.image} on this node ({here.name})"):
+                    self.client.images.get(plan.image)
+            except EnvironmentProblemError as exc:
+                if isinstance(exc.__cause__, docker.errors.ImageNotFound):
+                    raise EnvironmentProblemError(
+                        f"image {plan.image} is not on this node ({here.name})",
+                        remedy="build it: autocnnp image build" +
+                               (" --gpu" if plan.gpus_per_rank else "")) from None
+                raise
         if remote:
             missing = self.probe_image(plan, [by_name[name] for name in remote if name in by_name])
             if missing:
@@ -183,17 +288,24 @@ class SwarmBackend:
         labels = {JOB_LABEL: plan.job_id, "autocnnp.role": "probe"}
         try:
             for i, node in enumerate(nodes):
-                probes.append((node, self.client.services.create(
-                    plan.image, args=["true"], name=f"{plan.rendezvous.name[:-4]}-probe{i}",
-                    constraints=[f"node.id=={node.id}"], labels=labels, container_labels=labels,
-                    mode=docker.types.ServiceMode("replicated-job", replicas=1),
-                    restart_policy=docker.types.RestartPolicy(condition="none"))))
+                name = f"{plan.rendezvous.name[:-4]}-probe{i}"
+                with _docker(f"cannot create the image probe service {name} (node {node.name})",
+                             conflict=f"a service named {name} exists: remove it with "
+                                      f"`docker service rm {name}` and retry"):
+                    probes.append((node, self.client.services.create(
+                        plan.image, args=["true"], name=name,
+                        constraints=[f"node.id=={node.id}"], labels=labels,
+                        container_labels=labels,
+                        mode=docker.types.ServiceMode("replicated-job", replicas=1),
+                        restart_policy=docker.types.RestartPolicy(condition="none"))))
             missing: dict[str, str] = {}
             deadline = time.monotonic() + timeout_s
             pending = {node.name for node, _ in probes}
             while pending and time.monotonic() < deadline:
                 for node, svc in probes:
-                    for task in svc.tasks():
+                    with _docker(f"cannot read the tasks of the image probe on {node.name}"):
+                        tasks = svc.tasks()
+                    for task in tasks:
                         state = task["Status"]["State"]
                         if state == "complete":
                             pending.discard(node.name)
@@ -210,8 +322,12 @@ class SwarmBackend:
                     svc.remove()
                 except Exception:
                     pass
-            for container in self.client.containers.list(all=True, filters={"label": [
-                    f"{JOB_LABEL}={plan.job_id}", "autocnnp.role=probe"]}):
+            try:
+                left = self.client.containers.list(all=True, filters={"label": [
+                    f"{JOB_LABEL}={plan.job_id}", "autocnnp.role=probe"]})
+            except Exception:
+                left = []
+            for container in left:
                 try:
                     container.remove(force=True)
                 except Exception:
@@ -250,7 +366,10 @@ class SwarmBackend:
             return 0
         except JobFailedError as failure:
             # say it now: removing the services takes a few seconds more
-            stopped = json.loads(record.read_text()).get("stop_requested") is not None
+            try:
+                stopped = _read_json(record).get("stop_requested") is not None
+            except AutocnnpError:
+                stopped = False
             state = "stopped" if stopped else "failed"
             if stopped:
                 self.say(f"swarm job {plan.job_id} stopped after {time.monotonic() - started:.0f} s")
@@ -261,38 +380,66 @@ class SwarmBackend:
                 _update_json(run_dir / rundir.STATE_FILE, failure=failure.message,
                              failed_rank=failure.rank, failed_host=failure.host)
             raise
+        except AutocnnpError as failure:   # docker refused to create something, a damaged file
+            state = "failed"
+            self.say(f"swarm job {plan.job_id} failed: {failure.message.splitlines()[0]}; "
+                     f"removing what it created")
+            try:
+                _update_json(run_dir / rundir.STATE_FILE, failure=failure.message)
+            except AutocnnpError:
+                pass
+            raise
         except BaseException:
             state = "stopped"
             raise
         finally:
-            removed = self.cleanup(plan.job_id)
+            removed, problems = self._cleanup(plan.job_id)
             flushed = time.monotonic() + 2.0  # log streams end with their services
             for thread in streams:
                 thread.join(timeout=max(0.0, flushed - time.monotonic()))
-            _update_json(record, ended=_now(), state=state, removed=removed)
-            _update_json(run_dir / rundir.STATE_FILE, state=state, ended=_now(),
-                         seconds=round(time.monotonic() - started, 1))
+            for path, fields in ((record, dict(ended=_now(), state=state, removed=removed,
+                                               cleanup_problems=problems)),
+                                 (run_dir / rundir.STATE_FILE,
+                                  dict(state=state, ended=_now(),
+                                       seconds=round(time.monotonic() - started, 1)))):
+                try:
+                    _update_json(path, **fields)
+                except (AutocnnpError, OSError) as exc:
+                    problems.append(f"cannot record the end of the job in {path.name}: {exc}")
+            if problems:
+                cleanup_error = self._cleanup_error(plan.job_id, problems, run_dir)
+                if state != "finished":   # the job's own failure is the error; say this one
+                    self.say(f"autocnnp: warning: {cleanup_error}")
+                else:
+                    raise cleanup_error
 
     def _create(self, plan: SwarmPlan, record: Path) -> None:
         import docker.types
 
         def remember(kind: str, name: str) -> None:
-            data = json.loads(record.read_text())
-            data["created"][kind].append(name)
+            data = _read_json(record)
+            data.setdefault("created", {}).setdefault(kind, []).append(name)
             _write_json(record, data)
 
+        def conflict(kind: str, name: str) -> str:
+            return (f"a {kind} named {name} exists without this job's label: remove it "
+                    f"(docker {kind} rm {name}) or launch under another run name")
+
         net = plan.network
-        if net.external:
-            self.client.networks.get(net.name)  # NotFound: the config names a missing network
-        else:
-            self.client.networks.create(net.name, driver=net.driver, attachable=net.attachable,
-                                        labels=dict(net.labels), scope="swarm")
+        if not net.external:   # a network the config names was checked in pre-flight
+            with _docker(f"cannot create network {net.name} (overlay, for job {plan.job_id})",
+                         conflict=conflict("network", net.name)):
+                self.client.networks.create(net.name, driver=net.driver,
+                                            attachable=net.attachable,
+                                            labels=dict(net.labels), scope="swarm")
             remember("networks", net.name)
         secret_refs = {}
         for secret in plan.secrets:
             token = _secrets.token_hex(32)
-            created = self.client.secrets.create(name=secret.name, data=token.encode(),
-                                                 labels=dict(secret.labels))
+            with _docker(f"cannot create secret {secret.name} (for job {plan.job_id})",
+                         conflict=conflict("secret", secret.name)):
+                created = self.client.secrets.create(name=secret.name, data=token.encode(),
+                                                     labels=dict(secret.labels))
             remember("secrets", secret.name)
             secret_refs[secret.name] = docker.types.SecretReference(
                 created.id, secret.name, filename=secret.target, mode=0o400)
@@ -303,18 +450,20 @@ class SwarmBackend:
             resources = None
             if svc.generic_resources:
                 resources = docker.types.Resources(generic_resources=dict(svc.generic_resources))
-            self.client.services.create(
-                svc.image, args=list(svc.command), name=svc.name, hostname=svc.hostname,
-                env=[f"{k}={v}" for k, v in svc.env], mode=mode,
-                constraints=list(svc.constraints), networks=[net.name],
-                endpoint_spec=docker.types.EndpointSpec(mode=svc.endpoint_mode),
-                restart_policy=docker.types.RestartPolicy(condition=svc.restart_condition),
-                mounts=[docker.types.Mount(m.target, m.source, type=m.type, read_only=m.read_only)
-                        for m in svc.mounts],
-                secrets=[secret_refs[s] for s in svc.secrets if s in secret_refs],
-                resources=resources, labels=dict(svc.labels),
-                container_labels=dict(svc.labels), init=svc.init,
-                stop_grace_period=svc.stop_grace_s * 1_000_000_000)
+            with _docker(f"cannot create service {svc.name} ({svc.role} of job {plan.job_id}, "
+                         f"image {svc.image})", conflict=conflict("service", svc.name)):
+                self.client.services.create(
+                    svc.image, args=list(svc.command), name=svc.name, hostname=svc.hostname,
+                    env=[f"{k}={v}" for k, v in svc.env], mode=mode,
+                    constraints=list(svc.constraints), networks=[net.name],
+                    endpoint_spec=docker.types.EndpointSpec(mode=svc.endpoint_mode),
+                    restart_policy=docker.types.RestartPolicy(condition=svc.restart_condition),
+                    mounts=[docker.types.Mount(m.target, m.source, type=m.type,
+                                               read_only=m.read_only) for m in svc.mounts],
+                    secrets=[secret_refs[s] for s in svc.secrets if s in secret_refs],
+                    resources=resources, labels=dict(svc.labels),
+                    container_labels=dict(svc.labels), init=svc.init,
+                    stop_grace_period=svc.stop_grace_s * 1_000_000_000)
             remember("services", svc.name)
             self.say(f"  created service {svc.name} ({svc.role}, {svc.replicas} task(s))")
 
@@ -373,10 +522,16 @@ class SwarmBackend:
         slots = {(s.service, s.slot): s.rank for s in plan.ranks}
         for svc in plan.rank_services:
             try:
-                tasks = self.client.api.tasks(filters={"service": svc.name})
-                self.client.api.inspect_service(svc.name)
-            except docker.errors.NotFound:
-                return None
+                with _docker(f"lost contact with the swarm while watching service {svc.name} "
+                             f"of job {plan.job_id}", error=JobFailedError,
+                             remedy=f"{DAEMON_REMEDY}; continue with: autocnnp run --resume "
+                                    f"{plan.run_dir}"):
+                    tasks = self.client.api.tasks(filters={"service": svc.name})
+                    self.client.api.inspect_service(svc.name)
+            except JobFailedError as exc:
+                if isinstance(exc.__cause__, docker.errors.NotFound):
+                    return None
+                raise
             for task in tasks:
                 rank = slots.get((svc.name, task.get("Slot")))
                 if rank is None:
@@ -399,7 +554,7 @@ class SwarmBackend:
         record = plan.run_dir / SWARM_FILE
 
         def check_stopped() -> None:
-            if json.loads(record.read_text()).get("stop_requested"):
+            if _read_json(record).get("stop_requested"):
                 raise JobFailedError(f"swarm job {plan.job_id} was stopped (autocnnp stop)",
                                      remedy=resume)
 
@@ -413,7 +568,11 @@ class SwarmBackend:
             if tasks is None:
                 raise JobFailedError(f"swarm job {plan.job_id} was stopped (its services were "
                                      f"removed)", remedy=resume)
-            rdv = self.client.api.tasks(filters={"service": plan.rendezvous.name})
+            with _docker(f"lost contact with the swarm while watching service "
+                         f"{plan.rendezvous.name} of job {plan.job_id}", error=JobFailedError,
+                         remedy=f"{DAEMON_REMEDY}; continue with: autocnnp run --resume "
+                                f"{plan.run_dir}"):
+                rdv = self.client.api.tasks(filters={"service": plan.rendezvous.name})
             for task in rdv:
                 if task["Status"]["State"] in _FAILED:
                     raise JobFailedError(
@@ -474,17 +633,49 @@ class SwarmBackend:
 
     # ------------------------------------------------------------------ cleanup
     def cleanup(self, job_id: str, *, quiet: bool = False, timeout_s: float = 60) -> list[str]:
-        """Remove every service, network, secret and config labelled with ``job_id``."""
-        import docker.errors
+        """Remove every service, network, secret and config labelled with ``job_id``; returns
+        what was removed. What could not be removed is tried to the end and then reported in
+        one EnvironmentProblemError."""
+        removed, problems = self._cleanup(job_id, quiet=quiet, timeout_s=timeout_s)
+        if problems:
+            raise self._cleanup_error(job_id, problems)
+        return removed
 
+    @staticmethod
+    def _cleanup_error(job_id: str, problems: list[str], run_dir: Path | None = None
+                       ) -> EnvironmentProblemError:
+        again = f"autocnnp stop {run_dir}" if run_dir else "autocnnp stop RUN_DIR"
+        return EnvironmentProblemError(
+            f"could not remove everything swarm job {job_id} created: " + "; ".join(problems),
+            remedy=f"run `{again}` again, or remove them by hand: docker service ls / "
+                   f"docker network ls / docker secret ls --filter label={JOB_LABEL}={job_id}")
+
+    def _cleanup(self, job_id: str, *, quiet: bool = False, timeout_s: float = 60
+                 ) -> tuple[list[str], list[str]]:
+        """(removed, problems): removes all it can, never raises for a docker error."""
         began = time.monotonic()
         label = {"label": f"{JOB_LABEL}={job_id}"}
         removed: list[str] = []
-        services = self.client.services.list(filters=label)
-        for container in self.client.containers.list(filters=label):
+        problems: list[str] = []
+        try:
+            client = self.client
+            import docker.errors
+            docker_errors = _docker_exceptions()
+        except AutocnnpError as exc:       # no daemon, no SDK: nothing can be removed
+            return removed, [exc.message]
+
+        def listed(kind: str, collection: Any, **kw: Any) -> list:
+            try:
+                return collection.list(filters=label, **kw)
+            except docker_errors as exc:
+                problems.append(f"cannot list the job's {kind}s ({_explain(exc)})")
+                return []
+
+        services = listed("service", client.services)
+        for container in listed("container", client.containers):
             try:  # this node's tasks: no stop grace period, the job is over
                 container.kill()
-            except docker.errors.APIError:
+            except docker_errors:
                 pass
         for svc in services:
             try:
@@ -492,30 +683,40 @@ class SwarmBackend:
                 removed.append(f"service {svc.name}")
             except docker.errors.NotFound:
                 pass
+            except docker_errors as exc:
+                problems.append(f"service {svc.name} ({_explain(exc)})")
         # The swarm agent removes the containers of removed services asynchronously, and on
         # Docker 20.10 sometimes not at all (exited and never-started task containers stay);
         # the network is in use until they are gone, so remove this node's ones ourselves.
         deadline = time.monotonic() + timeout_s
+        left: list = []
         while time.monotonic() < deadline:
-            left = self.client.containers.list(all=True, filters=label)
+            try:
+                left = client.containers.list(all=True, filters=label)
+            except docker_errors as exc:
+                problems.append(f"cannot list the job's containers ({_explain(exc)})")
+                left = []
+                break
             if not left:
                 break
             for container in left:
                 try:
                     container.remove(force=True)
-                except docker.errors.NotFound:
-                    pass
-                except docker.errors.APIError:
-                    pass  # "removal already in progress"
+                except docker_errors:
+                    pass  # gone already, or "removal already in progress"
             time.sleep(0.5)
-        for kind, collection in (("secret", self.client.secrets), ("config", self.client.configs)):
-            for item in collection.list(filters=label):
+        for container in left:
+            problems.append(f"container {container.name} (still there after {timeout_s:.0f} s)")
+        for kind, collection in (("secret", client.secrets), ("config", client.configs)):
+            for item in listed(kind, collection):
                 try:
                     item.remove()
                     removed.append(f"{kind} {item.name}")
                 except docker.errors.NotFound:
                     pass
-        for net in self.client.networks.list(filters=label):
+                except docker_errors as exc:
+                    problems.append(f"{kind} {item.name} ({_explain(exc)})")
+        for net in listed("network", client.networks):
             while True:
                 try:
                     net.remove()
@@ -523,20 +724,35 @@ class SwarmBackend:
                     break
                 except docker.errors.NotFound:
                     break
-                except docker.errors.APIError:
+                except docker_errors as exc:   # in use until the containers are gone
                     if time.monotonic() > deadline:
-                        raise
+                        problems.append(f"network {net.name} ({_explain(exc)})")
+                        break
                     time.sleep(0.5)
         if removed and not quiet:
             self.say(f"removed {', '.join(removed)} ({time.monotonic() - began:.1f} s)")
-        return removed
+        return removed, problems
 
     # ------------------------------------------------------------------ status / logs / stop
     def _job_id(self, run_dir: Path) -> str:
         record = run_dir / SWARM_FILE
         if not record.exists():
             raise AutocnnpError(f"{run_dir} has no {SWARM_FILE}: it was not launched on a swarm")
-        return json.loads(record.read_text())["job_id"]
+        job_id = _read_json(record).get("job_id")
+        if not isinstance(job_id, str) or not job_id:
+            raise AutocnnpError(f"{record}: has no job_id; the run directory is damaged "
+                                f"(repair or delete {SWARM_FILE})")
+        return job_id
+
+    def _recorded_plan(self, run_dir: Path) -> dict | None:
+        record = run_dir / SWARM_FILE
+        if not record.exists():
+            return None
+        plan = _read_json(record).get("plan")
+        if not isinstance(plan, dict):
+            raise AutocnnpError(f"{record}: has no plan; the run directory is damaged "
+                                f"(repair or delete {SWARM_FILE})")
+        return plan
 
     def status(self, run_dir: Path) -> dict:
         """The job's swarm side: its services and the state of every rank's task."""
@@ -545,12 +761,25 @@ class SwarmBackend:
             client = self.client
         except EnvironmentProblemError as exc:
             return {"swarm": f"docker not reachable: {exc.message}"}
-        plan = json.loads((run_dir / SWARM_FILE).read_text())["plan"]
-        slots = {(r["service"], r["slot"]): r["rank"] for r in plan["ranks"]}
-        services = client.services.list(filters={"label": f"{JOB_LABEL}={job_id}"})
+        plan = self._recorded_plan(run_dir) or {}
+        slots = {(r["service"], r["slot"]): r["rank"] for r in plan.get("ranks", [])}
+        import docker.errors
+
+        try:
+            with _docker(f"cannot list the services of swarm job {job_id}"):
+                services = client.services.list(filters={"label": f"{JOB_LABEL}={job_id}"})
+        except EnvironmentProblemError as exc:
+            return {"swarm": f"docker error: {exc.message}"}
         tasks = []
         for svc in services:
-            for task in svc.tasks():
+            try:
+                with _docker(f"cannot list the tasks of service {svc.name}"):
+                    svc_tasks = svc.tasks()
+            except EnvironmentProblemError as exc:
+                if isinstance(exc.__cause__, docker.errors.NotFound):
+                    continue   # removed since it was listed
+                return {"swarm": f"docker error: {exc.message}"}
+            for task in svc_tasks:
                 tasks.append({"rank": slots.get((svc.name, task.get("Slot"))),
                               "service": svc.name, "node": self._node_name(task.get("NodeID")),
                               "state": task["Status"]["State"],
@@ -561,7 +790,7 @@ class SwarmBackend:
     def logs(self, run_dir: Path, rank: int | None = None) -> str:
         """Each rank's worker log followed by its container output (entrypoint, stderr)."""
         log_dir = run_dir / rundir.LOGS
-        plan = json.loads((run_dir / SWARM_FILE).read_text())["plan"] if (run_dir / SWARM_FILE).exists() else None
+        plan = self._recorded_plan(run_dir)
         ranks = [rank] if rank is not None else list(range(plan["world_size"] if plan else 0))
         parts = []
         for r in ranks:
@@ -575,8 +804,10 @@ class SwarmBackend:
         """Remove everything the job created; its launcher then reports it stopped."""
         job_id = self._job_id(run_dir)
         _update_json(run_dir / SWARM_FILE, stop_requested=_now())  # the launcher reads it first
-        removed = self.cleanup(job_id, quiet=True)
+        removed, problems = self._cleanup(job_id, quiet=True)
         _update_json(run_dir / rundir.STATE_FILE, state="stopped", ended=_now())
+        if problems:
+            raise self._cleanup_error(job_id, problems, run_dir)
         what = ", ".join(removed) if removed else "nothing was left to remove"
         return f"stopped swarm job {job_id} ({what}); resume with: autocnnp run --resume {run_dir}"
 

@@ -206,6 +206,33 @@ def test_more_gpus_than_the_swarm_has_is_refused_before_anything_is_created(swar
     assert not (run_dir / "swarm.json").exists()
 
 
+def test_a_network_the_swarm_lacks_is_refused_before_anything_is_created(swarm, job_dir):
+    config = job_dir / "swarm_small.xml"
+    config.write_text(config.read_text().replace(
+        '<property name="threads_per_rank">1</property>',
+        '<property name="threads_per_rank">1</property>\n'
+        '      <property name="network">autocnnp-no-such-net</property>'))
+    services_before = {s.id for s in swarm.services.list()}
+    networks_before = {n.id for n in swarm.networks.list()}
+    secrets_before = {s.id for s in swarm.secrets.list()}
+
+    proc = autocnnp("run", "swarm_small.xml", cwd=job_dir, timeout=300)
+
+    run_dir = the_run_dir(job_dir)
+    assert proc.returncode == 3, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.endswith(
+        "autocnnp run: error: network autocnnp-no-such-net (the network property of "
+        "<deployment>) does not exist on this swarm\n"
+        "  remedy: create it: docker network create --driver overlay --attachable "
+        "autocnnp-no-such-net; or remove the network property of <deployment> so autocnnp "
+        "makes one per job\n")
+    assert {s.id for s in swarm.services.list()} == services_before
+    assert {n.id for n in swarm.networks.list()} == networks_before
+    assert {s.id for s in swarm.secrets.list()} == secrets_before
+    assert not (run_dir / "swarm.json").exists()
+
+
 def test_status_logs_and_stop_of_a_running_swarm_job(swarm, cpu_image, job_dir):
     config = job_dir / "swarm_small.xml"
     config.write_text(config.read_text()
