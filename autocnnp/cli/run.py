@@ -30,7 +30,7 @@ def format_metrics(metrics: dict) -> str:
     """The SegEval table of a run's test metrics."""
     from autocnnp.components.segeval import SegEvalResult
 
-    return SegEvalResult.from_dict(metrics).table()
+    return SegEvalResult.from_dict(metrics).table(metrics.get("selected_metrics"))
 
 
 def format_summary(summary: dict) -> str:

@@ -46,6 +46,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from autocnnp.atomic import atomic_write
 from autocnnp.errors import AutocnnpError, DataError, EnvironmentProblemError
 
 #: variables the launcher sets from ``<deployment threads_per_rank>``
@@ -278,16 +279,28 @@ def place_device(ctx: Any, *, gpu: bool = True, intra_op_threads: int = 0,
                  inter_op_threads: int = 0) -> None:
     """Pin this rank to the GPU of its local rank (or to the CPU) and set thread counts.
 
-    Thread counts: the action's parameter if non-zero, else ``AUTOCNNP_INTRA_OP_THREADS`` /
-    ``AUTOCNNP_INTER_OP_THREADS`` (set by the launcher from ``threads_per_rank``), else
-    TensorFlow's default (all cores, which oversubscribes when several ranks share a host).
+    Thread counts, first match wins, for intra-op and inter-op threads separately:
+
+    1. the ``device_placement`` action's parameter ``intra_op_threads`` /
+       ``inter_op_threads`` when non-zero - it wins over ``<deployment threads_per_rank>``;
+    2. ``AUTOCNNP_INTRA_OP_THREADS`` / ``AUTOCNNP_INTER_OP_THREADS``, which the launcher
+       sets from ``<deployment threads_per_rank>`` (intra-op only: then the config's
+       ``threads_per_rank`` itself, for a rank started without the launcher);
+    3. TensorFlow's default (all cores, which oversubscribes when several ranks share a
+       host).
+
+    Rank 0 logs one INFO line saying which source each count came from.
     """
     import tensorflow as tf
 
     comm = ctx.require("communicator")
-    intra = intra_op_threads or _env_int(ENV_INTRA_OP) \
-        or int(ctx.spec.deployment.threads_per_rank or 0)
-    inter = inter_op_threads or _env_int(ENV_INTER_OP)
+    deployment_threads = int(ctx.spec.deployment.threads_per_rank or 0)
+    intra, intra_from = _thread_count(intra_op_threads, "intra_op_threads", ENV_INTRA_OP,
+                                      deployment_threads)
+    inter, inter_from = _thread_count(inter_op_threads, "inter_op_threads", ENV_INTER_OP, 0)
+    if comm.rank == 0:
+        ctx.log.info("thread counts: intra-op %s from %s; inter-op %s from %s",
+                     intra or "auto", intra_from, inter or "auto", inter_from)
     try:
         if intra:
             tf.config.threading.set_intra_op_parallelism_threads(intra)
@@ -321,6 +334,21 @@ def place_device(ctx: Any, *, gpu: bool = True, intra_op_threads: int = 0,
     _callbacks(ctx)
     ctx.log.info("device %s, intra-op threads %s, inter-op threads %s", placement.device,
                  intra or "auto", inter or "auto")
+
+
+def _thread_count(param: int, param_name: str, env_name: str,
+                  deployment_threads: int) -> tuple[int, str]:
+    """One thread count for :func:`place_device` and a description of where it came from."""
+    env_value = _env_int(env_name)
+    if param:
+        note = (f" (overrides {env_name}={env_value} from <deployment threads_per_rank>)"
+                if env_value and env_value != param else "")
+        return int(param), f"device_placement parameter {param_name}{note}"
+    if env_value:
+        return env_value, f"{env_name} (<deployment threads_per_rank>)"
+    if deployment_threads:
+        return deployment_threads, "<deployment threads_per_rank>"
+    return 0, "TensorFlow's default"
 
 
 def allocate_memory(ctx: Any, *, growth: bool = True, soft_placement: bool = False) -> None:
@@ -687,6 +715,39 @@ def make_epoch_logger(path: Path, global_batch: int) -> Any:
                 fh.write(json.dumps(record) + "\n")
 
     return EpochMetricsLogger()
+
+
+def truncate_epoch_log(path: Path, epoch: int) -> int:
+    """Keep only the lines of the JSON-lines epoch log ``path`` with ``"epoch" <= epoch``.
+
+    Resume calls this on rank 0 with the checkpoint's epoch before training continues: the
+    epochs after the checkpoint ran (and were logged) before the interruption and are about
+    to run again, so without it the file would list them twice. Lines that are not a JSON
+    object with an integer ``epoch`` (a line cut short by a crash) are dropped too. The file
+    is rewritten atomically (a crash leaves the old file or the new one) and only when
+    something is dropped. Returns the number of lines dropped (0 when there is no file).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return 0
+    kept, dropped = [], 0
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            keep = isinstance(record, dict) and int(record["epoch"]) <= epoch
+        except (ValueError, TypeError, KeyError):
+            keep = False
+        if keep:
+            kept.append(line)
+        else:
+            dropped += 1
+    if dropped:
+        atomic_write(path, "".join(f"{line}\n" for line in kept).encode("utf-8"))
+    return dropped
 
 
 def setup_checkpoints(ctx: Any) -> None:

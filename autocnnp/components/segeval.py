@@ -54,13 +54,46 @@ from autocnnp.errors import DataError
 
 __all__ = ["confusion_matrix", "metrics_from_confusion", "hausdorff_distance",
            "SegEvalResult", "SegEvaluator", "evaluate_arrays", "evaluate_paths",
-           "iter_mask_pairs", "write_overlays", "write_json", "write_csv", "PER_CLASS_METRICS"]
+           "iter_mask_pairs", "write_overlays", "write_json", "write_csv", "PER_CLASS_METRICS",
+           "SELECTABLE_METRICS", "columns_for"]
 
 #: per-class metrics, in table order.
 PER_CLASS_METRICS = ("dice", "iou", "accuracy", "sensitivity", "specificity", "hd95")
 #: summary metrics, in table order.
 MEAN_METRICS = ("pixel_accuracy", "mean_accuracy", "mean_dice", "mean_dice_foreground",
                 "mean_iou", "fw_iou", "mean_sensitivity", "mean_specificity", "mean_hd95")
+#: the names of ``<evaluation><property name="metrics">``, each with the per-class columns
+#: and the summary values it stands for in :meth:`SegEvalResult.table`.
+SELECTABLE_METRICS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "dice": (("dice",), ("mean_dice", "mean_dice_foreground")),
+    "pixel_accuracy": ((), ("pixel_accuracy",)),
+    "mean_accuracy": (("accuracy",), ("mean_accuracy",)),
+    "mean_iou": (("iou",), ("mean_iou",)),
+    "fw_iou": ((), ("fw_iou",)),
+    "sensitivity": (("sensitivity",), ("mean_sensitivity",)),
+    "specificity": (("specificity",), ("mean_specificity",)),
+    "hd95": (("hd95",), ("mean_hd95",)),
+}
+
+
+def columns_for(metrics: Sequence[str] | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The per-class columns and summary keys that the selected metric names stand for, in
+    table order (:data:`PER_CLASS_METRICS`, :data:`MEAN_METRICS`); ``None`` selects all.
+
+    Raises ValueError for a name not in :data:`SELECTABLE_METRICS`.
+    """
+    if metrics is None:
+        return PER_CLASS_METRICS, MEAN_METRICS
+    if isinstance(metrics, str):
+        metrics = [m.strip() for m in metrics.split(",") if m.strip()]
+    unknown = [m for m in metrics if m not in SELECTABLE_METRICS]
+    if unknown:
+        raise ValueError(f"unknown metric(s) {', '.join(map(repr, unknown))}; choose from "
+                         f"{', '.join(SELECTABLE_METRICS)}")
+    per = {c for m in metrics for c in SELECTABLE_METRICS[m][0]}
+    means = {k for m in metrics for k in SELECTABLE_METRICS[m][1]}
+    return (tuple(c for c in PER_CLASS_METRICS if c in per),
+            tuple(k for k in MEAN_METRICS if k in means))
 
 
 # --- confusion matrix and overlap metrics ---------------------------------------------------
@@ -241,21 +274,33 @@ class SegEvalResult:
                    per_class=per_class, means={k: number(v) for k, v in data["means"].items()},
                    items=int(data.get("items", 1)), class_names=names)
 
-    def table(self) -> str:
-        """A plain-text table: one row per class, then the means."""
-        header = ["class", *PER_CLASS_METRICS, "support"]
-        rows = [[self.name(c), *(_fmt(v[m]) for m in PER_CLASS_METRICS), str(int(v["support"]))]
+    def table(self, metrics: Sequence[str] | None = None) -> str:
+        """A plain-text table: one row per class, then the means.
+
+        ``metrics``: the selected metric names (``<evaluation><property name="metrics">``,
+        see :data:`SELECTABLE_METRICS`); only their per-class columns and means are shown,
+        ``support`` always. ``None`` (default) shows everything. ValueError for an unknown
+        name.
+        """
+        columns, mean_keys = columns_for(metrics)
+        header = ["class", *columns, "support"]
+        rows = [[self.name(c), *(_fmt(v.get(m)) for m in columns),
+                 str(int(v.get("support", 0)))]
                 for c, v in self.per_class.items()]
         widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-        lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
-        lines += ["  ".join(x.ljust(w) for x, w in zip(r, widths)) for r in rows]
-        lines.append("")
-        key_width = max(len(k) for k in self.means)
-        lines += [f"{k.ljust(key_width)}  {_fmt(v)}" for k, v in self.means.items()]
+        lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip()]
+        lines += ["  ".join(x.ljust(w) for x, w in zip(r, widths)).rstrip() for r in rows]
+        shown = [k for k in mean_keys if k in self.means]
+        if metrics is None:  # everything, including keys this version does not know
+            shown += [k for k in self.means if k not in shown]
+        if shown:
+            lines.append("")
+            key_width = max(len(k) for k in shown)
+            lines += [f"{k.ljust(key_width)}  {_fmt(self.means[k])}" for k in shown]
         return "\n".join(lines)
 
 
-def _fmt(value: float) -> str:
+def _fmt(value: float | None) -> str:
     if value is None or math.isnan(value):
         return "n/a"
     if math.isinf(value):

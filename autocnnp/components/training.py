@@ -144,8 +144,14 @@ def callbacks_for_fit(ctx: Any, *, progress: bool = True) -> list[Any]:
 def restore(ctx: Any) -> int:
     """Resume: rank 0 loads the latest checkpoint, then every rank takes rank 0's variables
     (model and optimizer). Returns the epoch to continue at (the config's start epoch when
-    there is no checkpoint or when not resuming)."""
+    there is no checkpoint or when not resuming).
+
+    When resuming, rank 0 also cuts ``RUN_DIR/metrics/epochs.jsonl`` back to the epochs up to
+    the one it continues at (:func:`~autocnnp.components.rank_runtime.truncate_epoch_log`),
+    so that after the run the file lists every epoch exactly once."""
     import horovod.tensorflow as hvd_tf
+
+    from autocnnp.components.rank_runtime import truncate_epoch_log
 
     comm = ctx.require("communicator")
     model = ctx.require("model")
@@ -167,6 +173,14 @@ def restore(ctx: Any) -> int:
         elif comm.rank == 0:
             ctx.log.warning("--resume: no checkpoint in %s; starting at epoch %d",
                             ctx.require("checkpoints").manager.directory, epoch)
+        if comm.rank == 0:
+            # epochs past the checkpoint were logged before the interruption and run again
+            # now: drop their lines so that the log lists every epoch once
+            log_path = Path(ctx.run_dir) / "metrics" / "epochs.jsonl"
+            dropped = truncate_epoch_log(log_path, epoch)
+            if dropped:
+                ctx.log.info("dropped %d line(s) past epoch %d from %s", dropped, epoch,
+                             log_path)
         epoch = int(hvd_tf.broadcast_object(epoch, root_rank=0, name="autocnnp_resume_epoch"))
     # every rank starts from rank 0's variables, whatever the architecture's initialisers do
     opt_vars = optimizer.variables() if callable(optimizer.variables) else optimizer.variables
@@ -239,27 +253,39 @@ def predict_labels(model: Any, images: np.ndarray, batch_size: int = 8) -> np.nd
 def evaluate(ctx: Any) -> dict[str, Any] | None:
     """Score the trained model on the whole test split (rank 0 only) with SegEval.
 
+    ``<evaluation><property name="metrics">`` (``spec.evaluation.metrics``) selects what is
+    reported: HD95 (the slow part) is computed only when ``hd95`` is selected, and the list
+    is written as ``selected_metrics`` so that readers show only those
+    (``SegEvalResult.from_dict(d).table(d.get("selected_metrics"))``). The overlap metrics
+    come from the confusion matrix at no extra cost and are always in the file.
+
     Writes ``RUN_DIR/test_metrics.json`` and prints one summary line. Returns the metrics
     dict on rank 0, None elsewhere or when the config has no test split.
     """
     from autocnnp.components.rank_runtime import load_split_cached
-    from autocnnp.components.segeval import SegEvaluator
+    from autocnnp.components.segeval import SELECTABLE_METRICS, SegEvaluator
 
     comm = ctx.require("communicator")
     if comm.rank != 0 or ctx.spec.data.test is None:
         return None
+    selected = list(dict.fromkeys(ctx.spec.evaluation.metrics))
+    unknown = [m for m in selected if m not in SELECTABLE_METRICS]
+    if unknown:  # validate.py rejects these in a config; a programmatic spec may not
+        ctx.log.warning("unknown evaluation metric(s) %s ignored", ", ".join(unknown))
+        selected = [m for m in selected if m in SELECTABLE_METRICS]
     task = ctx.require("task")
     test = load_split_cached(ctx, "test", keep=False)
     start = time.perf_counter()
     pred = predict_labels(ctx.require("model"), test.images,
                           ctx.require("hyperparameters").batch_size)
-    evaluator = SegEvaluator(task.num_classes,
+    evaluator = SegEvaluator(task.num_classes, hd95="hd95" in selected,
                              class_names={i: n for i, n in enumerate(task.classes)})
     for i in range(len(test)):
         evaluator.add(test.masks[i], pred[i], name=test.names[i])
     result = evaluator.result()
     metrics = {"split": "test", "source": str(test.source), "samples": len(test),
-               "seconds": round(time.perf_counter() - start, 3), **result.to_dict()}
+               "seconds": round(time.perf_counter() - start, 3), "selected_metrics": selected,
+               **result.to_dict()}
     path = Path(ctx.run_dir) / "test_metrics.json"
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(metrics, indent=1))

@@ -24,9 +24,10 @@ from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 from sklearn.metrics import f1_score, jaccard_score
 
 from autocnnp.components.demo_data import demo_volumes
-from autocnnp.components.segeval import (SegEvaluator, confusion_matrix, evaluate_arrays,
-                                         evaluate_batch, evaluate_paths, hausdorff_distance,
-                                         write_csv, write_json, write_overlays)
+from autocnnp.components.segeval import (SegEvalResult, SegEvaluator, confusion_matrix,
+                                         evaluate_arrays, evaluate_batch, evaluate_paths,
+                                         hausdorff_distance, write_csv, write_json,
+                                         write_overlays)
 from autocnnp.errors import DataError
 
 
@@ -294,3 +295,58 @@ def test_overlays_colour_tp_fp_fn(tmp_path: Path) -> None:
     assert rgb[5, 9].tolist() == [138, 18, 18]     # FP: red
     assert rgb[5, 4].tolist() == [24, 54, 153]     # FN: blue
     assert rgb[0, 0].tolist() == [0, 0, 0]
+
+
+def _table_rows(text: str) -> tuple[list[str], list[str]]:
+    """The header words and the names of the summary lines of a table."""
+    lines = text.splitlines()
+    blank = lines.index("") if "" in lines else len(lines)
+    return lines[0].split(), [line.split()[0] for line in lines[blank + 1:]]
+
+
+def test_table_shows_only_the_selected_metrics() -> None:
+    gt, pred = _real_pair()
+    result = evaluate_arrays(gt, pred, 3)
+    header, means = _table_rows(result.table(["dice", "pixel_accuracy"]))
+    assert header == ["class", "dice", "support"]
+    assert means == ["pixel_accuracy", "mean_dice", "mean_dice_foreground"]
+    header, means = _table_rows(result.table(["hd95", "mean_iou", "fw_iou", "sensitivity"]))
+    assert header == ["class", "iou", "sensitivity", "hd95", "support"]  # table order
+    assert means == ["mean_iou", "fw_iou", "mean_sensitivity", "mean_hd95"]
+    header, means = _table_rows(result.table(["mean_accuracy", "specificity"]))
+    assert header == ["class", "accuracy", "specificity", "support"]
+    assert means == ["mean_accuracy", "mean_specificity"]
+    assert len(result.table(["fw_iou"]).splitlines()) == 1 + 3 + 2  # header, classes, means
+
+
+def test_table_default_and_all_names_show_everything() -> None:
+    gt, pred = _real_pair()
+    result = evaluate_arrays(gt, pred, 3)
+    everything = ["dice", "pixel_accuracy", "mean_accuracy", "mean_iou", "fw_iou",
+                  "sensitivity", "specificity", "hd95"]
+    assert result.table(everything) == result.table() == result.table(None)
+    header, means = _table_rows(result.table())
+    assert header == ["class", "dice", "iou", "accuracy", "sensitivity", "specificity", "hd95",
+                      "support"]
+    assert means == ["pixel_accuracy", "mean_accuracy", "mean_dice", "mean_dice_foreground",
+                     "mean_iou", "fw_iou", "mean_sensitivity", "mean_specificity", "mean_hd95"]
+    header, means = _table_rows(result.table([]))
+    assert header == ["class", "support"] and means == []
+
+
+def test_table_of_a_saved_result_with_selected_metrics(tmp_path: Path) -> None:
+    """What ``autocnnp run`` prints: from_dict of test_metrics.json, its selected_metrics."""
+    gt, pred = _real_pair()
+    result = evaluate_arrays(gt, pred, 3, hd95=False)
+    data = {"selected_metrics": ["dice", "mean_iou"], **json.loads(json.dumps(result.to_dict()))}
+    text = SegEvalResult.from_dict(data).table(data.get("selected_metrics"))
+    header, means = _table_rows(text)
+    assert header == ["class", "dice", "iou", "support"]
+    assert means == ["mean_dice", "mean_dice_foreground", "mean_iou"]
+    assert "hd95" not in text and "n/a" not in text.splitlines()[1]
+
+
+def test_table_rejects_unknown_metric_names() -> None:
+    gt, pred = _real_pair()
+    with pytest.raises(ValueError, match="'jaccard'.*choose from dice, pixel_accuracy"):
+        evaluate_arrays(gt, pred, 3, hd95=False).table(["dice", "jaccard"])

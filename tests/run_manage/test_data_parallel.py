@@ -108,12 +108,23 @@ def test_resume_continues_the_same_training(demo: Path, tmp_path: Path) -> None:
     resumed = write_run(tmp_path / "resumed", demo, epochs=1, **common)
     assert launch(resumed, 2).returncode == 0
     assert (resumed / "checkpoints" / "epoch-00001" / "state.json").is_file()
+    # a crash after epochs past the last checkpoint were logged (epoch 3 on a later config,
+    # epoch 2 here, and a line cut short): they run again and must not be listed twice
+    epochs_log = resumed / "metrics" / "epochs.jsonl"
+    first = epochs_log.read_text()
+    assert [json.loads(line)["epoch"] for line in first.splitlines()] == [1]
+    epochs_log.write_text(first + json.dumps({"epoch": 2, "loss": 9.0}) + "\n"
+                          + json.dumps({"epoch": 3, "loss": 9.0}) + "\n" + '{"epoch": 4, "lo')
     write_run(resumed, demo, epochs=2, **common)  # the user extends end_epoch, then resumes
     proc = launch(resumed, 2, "--resume")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.splitlines()[0].startswith("epoch 2/2  loss ")
     log = (resumed / "logs" / "rank-0.log").read_text()
     assert f"resuming from {resumed / 'checkpoints' / 'epoch-00001'} (epoch 1)" in log
+    records = [json.loads(line) for line in epochs_log.read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]  # each epoch once, 1..end
+    assert records[0] == json.loads(first)  # the epoch before the checkpoint is kept as is
+    assert records[1]["loss"] != 9.0  # epoch 2 is the resumed run's, not the stale line
 
     begin = flat(weights(straight, 0, "begin"))
     want = flat(weights(straight, 0, "end")) - begin
