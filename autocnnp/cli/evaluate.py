@@ -34,6 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write per-class metrics as CSV")
     parser.add_argument("--overlay", type=Path, default=None, metavar="DIR",
                         help="write PNG overlays (green TP, red FP, blue FN, yellow wrong class)")
+    parser.add_argument("--images", type=Path, default=None, metavar="DIR",
+                        help="with --overlay: draw on these images (matched to masks by file stem)")
     parser.add_argument("--no-hd95", action="store_true",
                         help="skip the Hausdorff distance (faster)")
 
@@ -42,6 +44,20 @@ def _cell(value: float) -> str:
     if value is None or math.isnan(value):
         return "n/a"
     return "inf" if math.isinf(value) else f"{value:.4f}"
+
+
+def _matching_image(folder: Path, stem: str, shape: tuple[int, ...]):
+    """The image in ``folder`` (or its images/ subfolder) named like the mask, or DataError."""
+    from autocnnp.components.datasets import load_volume, read_image_file
+    from autocnnp.errors import DataError
+
+    for where in (folder, folder / "images"):
+        for path in sorted(where.glob(f"{stem}.*")):
+            image = load_volume(path)[0] if ".nii" in path.name else read_image_file(path)
+            if image.shape[:len(shape)] != tuple(shape):
+                raise DataError(f"{path}: image shape {image.shape} does not match its mask {shape}")
+            return image
+    raise DataError(f"--images {folder}: no image named {stem}.* for the mask {stem}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -83,8 +99,10 @@ def run(args: argparse.Namespace) -> int:
     if args.overlay:
         written = 0
         for name, gt, pred, _ in segeval.iter_mask_pairs(args.pred, args.gt, args.classes):
-            prefix = "overlay_" + Path(name).name.split(".")[0]
-            written += len(segeval.write_overlays(pred, gt, None, args.overlay,
+            stem = Path(name).name.split(".")[0]
+            prefix = "overlay_" + stem
+            image = _matching_image(args.images, stem, gt.shape) if args.images else None
+            written += len(segeval.write_overlays(pred, gt, image, args.overlay,
                                                   axis=2 if gt.ndim == 3 else 0, prefix=prefix))
             if written >= 8 and gt.ndim == 2:
                 break

@@ -621,8 +621,12 @@ def write_overlays(pred: np.ndarray, gt: np.ndarray, image: np.ndarray | None, o
                    "fn": (g > 0) & (p == 0), "wrong_class": (g > 0) & (p > 0) & (p != g)}
         for key, where in classes.items():
             rgb[where] = 0.4 * rgb[where] + 0.6 * np.asarray(OVERLAY_COLORS[key], dtype=float)
+        picture = Image.fromarray(rgb.clip(0, 255).astype(np.uint8), mode="RGB")
+        if max(picture.size) < 256:  # small slices are unreadable at 1:1; keep pixels square
+            factor = -(-256 // max(picture.size))
+            picture = picture.resize((picture.width * factor, picture.height * factor), Image.NEAREST)
         buf = io.BytesIO()
-        Image.fromarray(rgb.clip(0, 255).astype(np.uint8), mode="RGB").save(buf, format="PNG")
+        picture.save(buf, format="PNG")
         path = out_dir / f"{prefix}_{int(k):04d}.png"
         atomic_write(path, buf.getvalue())
         written.append(path)

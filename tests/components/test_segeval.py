@@ -291,6 +291,8 @@ def test_overlays_colour_tp_fp_fn(tmp_path: Path) -> None:
     paths = write_overlays(pred, gt, None, tmp_path / "ov")
     assert [p.name for p in paths] == ["overlay_0001.png"]
     rgb = np.asarray(Image.open(paths[0]))
+    assert rgb.shape == (256, 256, 3)              # 16x16 enlarged 16x (nearest)
+    rgb = rgb[::16, ::16]
     assert rgb[5, 6].tolist() == [0, 120, 0]       # TP: green
     assert rgb[5, 9].tolist() == [138, 18, 18]     # FP: red
     assert rgb[5, 4].tolist() == [24, 54, 153]     # FN: blue
