@@ -145,25 +145,29 @@ def _resolve(path: Path, split: str) -> Path:
 
 # --- reading single files --------------------------------------------------------------------
 
+def _read_array(path: Path, what: str, *, palette_to_rgb: bool) -> np.ndarray:
+    """The pixels of a ``.npy`` or image file; DataError naming the file when unreadable."""
+    try:
+        if path.suffix.lower() == ".npy":
+            return np.load(path, allow_pickle=False)
+        from PIL import Image
+        with Image.open(path) as img:
+            img.load()
+            if palette_to_rgb and img.mode == "P":
+                img = img.convert("RGB")
+            return np.asarray(img)
+    except Exception as exc:  # any decoder error means the same thing to the user
+        raise DataError(f"{path}: cannot read {what}: {exc}",
+                        remedy="re-export the file or remove it from the folder") from exc
+
+
 def read_image_file(path: Path) -> np.ndarray:
     """Read a 2D image (``.npy`` or ``.png``/``.jpg``) as an ``(H, W)`` or ``(H, W, C)`` array.
 
     Raises DataError naming the file when it cannot be read or is not 2D.
     """
     path = Path(path)
-    try:
-        if path.suffix.lower() == ".npy":
-            array = np.load(path, allow_pickle=False)
-        else:
-            from PIL import Image
-            with Image.open(path) as img:
-                img.load()
-                if img.mode == "P":
-                    img = img.convert("RGB")
-                array = np.asarray(img)
-    except Exception as exc:  # any decoder error means the same thing to the user
-        raise DataError(f"{path}: cannot read image: {exc}",
-                        remedy="re-export the file or remove it from the folder") from exc
+    array = _read_array(path, "image", palette_to_rgb=True)
     if array.ndim == 3 and array.shape[-1] == 1:
         array = array[..., 0]
     if array.ndim not in (2, 3) or array.size == 0:
@@ -179,17 +183,7 @@ def read_mask_file(path: Path) -> np.ndarray:
     non-integer values.
     """
     path = Path(path)
-    try:
-        if path.suffix.lower() == ".npy":
-            array = np.load(path, allow_pickle=False)
-        else:
-            from PIL import Image
-            with Image.open(path) as img:
-                img.load()
-                array = np.asarray(img)  # mode P keeps palette indices: they are the labels
-    except Exception as exc:
-        raise DataError(f"{path}: cannot read mask: {exc}",
-                        remedy="re-export the file or remove it from the folder") from exc
+    array = _read_array(path, "mask", palette_to_rgb=False)  # palette indices are the labels
     if array.ndim == 3 and array.shape[-1] == 1:
         array = array[..., 0]
     if array.ndim != 2:

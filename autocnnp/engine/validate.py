@@ -46,6 +46,20 @@ class Checker:
     def warn(self, element: etree._Element, label: str, message: str) -> None:
         self.warnings.append(ConfigProblem(self.source, element.sourceline, label, message))
 
+    def first_of(self, element: etree._Element, label: str, kind: str, raw: str, name: str,
+                 seen: dict[str, int]) -> bool:
+        """Warn when ``raw`` is an alias of ``name``; report a duplicate ``name``.
+
+        Returns False for a duplicate (the caller skips it) and records the first line in ``seen``.
+        """
+        if name != raw and raw.lower() != name:
+            self.warn(element, label, f"{raw!r} is accepted as an alias; write {name!r}")
+        if name in seen:
+            self.problem(element, label, f"duplicate {kind} {name!r} (first at line {seen[name]})")
+            return False
+        seen[name] = element.sourceline
+        return True
+
     def path(self, element: etree._Element | None, label: str, must_exist: bool = True) -> Path | None:
         if element is None or not (element.text or "").strip():
             return None
@@ -215,12 +229,8 @@ def read_properties(check: Checker, section: etree._Element | None, table: dict[
         if name is None:
             check.problem(prop, where, unknown(f"{label} property", raw, list(table), list(aliases)))
             continue
-        if name != raw and raw.lower() != name:
-            check.warn(prop, where, f"{raw!r} is accepted as an alias; write {name!r}")
-        if name in seen:
-            check.problem(prop, where, f"duplicate property {name!r} (first at line {seen[name]})")
+        if not check.first_of(prop, where, "property", raw, name, seen):
             continue
-        seen[name] = prop.sourceline
         text = (prop.text or "").strip()
         if not text:
             check.problem(prop, where, "has no value")
@@ -304,12 +314,8 @@ def _generator(check: Checker, element: etree._Element | None) -> tuple[S.Module
         if name not in known_modules:
             check.problem(module, where, unknown("module", raw, known_modules))
             continue
-        if name != raw:
-            check.warn(module, where, f"{raw!r} is accepted as an alias; write {name!r}")
-        if name in modules:
-            check.problem(module, where, f"duplicate module {name!r} (first at line {first_line[name]})")
+        if not check.first_of(module, where, "module", raw, name, first_line):
             continue
-        first_line[name] = module.sourceline
         modules[name] = S.ModuleChoice(name, tuple(_actions(check, module, name)), module.sourceline)
     return tuple(modules.values())
 
@@ -332,10 +338,8 @@ def _actions(check: Checker, module: etree._Element, module_name: str) -> list[S
             continue
         if canonical != raw:
             check.warn(action, where, f"{raw!r} is accepted as an alias; write {canonical!r}")
-        if canonical in seen:
-            check.problem(action, where, f"duplicate action {canonical!r} (first at line {seen[canonical]})")
+        if not check.first_of(action, where, "action", canonical, canonical, seen):
             continue
-        seen[canonical] = action.sourceline
         declared = action.get("class")
         extensible = registry.is_extensible(canonical)
         if declared and (declared == "extensible") != extensible:

@@ -65,6 +65,21 @@ def test_run_leaves_a_complete_run_directory(small_config, cli_env):
     assert "rank 1/2" in logs.stdout
 
 
+def start_and_wait_for_epoch(config: Path, env: dict, runs: Path, epoch: int,
+                             timeout: float = 240) -> tuple[subprocess.Popen, Path | None]:
+    """Start `autocnnp run CONFIG` and return once its run has finished ``epoch`` epochs."""
+    proc = subprocess.Popen([sys.executable, "-m", "autocnnp", "run", str(config)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        dirs = list(runs.glob("small-*")) if runs.exists() else []
+        if dirs and len(epochs_done(dirs[0])) >= epoch:
+            return proc, dirs[0]
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.2)
+    return proc, None
+
+
 def _rank_process(run_dir: Path, rank: int) -> psutil.Process | None:
     for proc in psutil.process_iter(["cmdline"]):
         cmd = proc.info["cmdline"] or []
@@ -79,18 +94,7 @@ def _rank_process(run_dir: Path, rank: int) -> psutil.Process | None:
 
 def test_killed_rank_fails_fast_and_resume_finishes(small_config, cli_env, tmp_path):
     config = small_config(ranks=2, epochs=12, keep=2)
-    proc = subprocess.Popen([sys.executable, "-m", "autocnnp", "run", str(config)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=cli_env)
-    runs = tmp_path / "runs"
-    deadline = time.monotonic() + 240
-    run_dir = None
-    while time.monotonic() < deadline:
-        dirs = list(runs.glob("small-*")) if runs.exists() else []
-        if dirs and len(epochs_done(dirs[0])) >= 2:
-            run_dir = dirs[0]
-            break
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(0.2)
+    proc, run_dir = start_and_wait_for_epoch(config, cli_env, tmp_path / "runs", epoch=2)
     assert run_dir is not None, "training did not reach epoch 2 in time"
     victim = _rank_process(run_dir, 1)
     assert victim is not None
@@ -127,18 +131,7 @@ def test_killed_rank_fails_fast_and_resume_finishes(small_config, cli_env, tmp_p
 
 def test_stop_ends_every_rank_keeps_checkpoints_and_says_stopped(small_config, cli_env, tmp_path):
     config = small_config(ranks=2, epochs=40, keep=2)
-    proc = subprocess.Popen([sys.executable, "-m", "autocnnp", "run", str(config)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=cli_env)
-    runs = tmp_path / "runs"
-    deadline = time.monotonic() + 240
-    run_dir = None
-    while time.monotonic() < deadline:
-        dirs = list(runs.glob("small-*")) if runs.exists() else []
-        if dirs and len(epochs_done(dirs[0])) >= 2:
-            run_dir = dirs[0]
-            break
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(0.2)
+    proc, run_dir = start_and_wait_for_epoch(config, cli_env, tmp_path / "runs", epoch=2)
     assert run_dir is not None
     running = autocnnp("status", str(run_dir), env=cli_env, timeout=60)
     assert running.stdout.startswith(f"{run_dir.name}: running"), running.stdout + running.stderr
