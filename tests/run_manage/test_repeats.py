@@ -45,3 +45,8 @@ def test_repeats_run_k_times_with_consecutive_seeds(small_config, cli_env):
             for k in (1, 2)]
     assert summary["summary"]["mean_dice"]["mean"] == pytest.approx(sum(dice) / 2)
     assert summary["summary"]["mean_dice"]["runs"] == 2
+    report = subprocess.run([sys.executable, "-m", "autocnnp", "report", str(group)], capture_output=True,
+                            text=True, env=cli_env, timeout=60)
+    assert report.returncode == 0, report.stderr
+    assert "| number of runs given; variance reported | **no** | 2 run(s) with seeds 7, 8" in report.stdout
+    assert "## Test metrics over 2 runs" in report.stdout and (group / "report.md").is_file()

@@ -63,6 +63,10 @@ def test_run_leaves_a_complete_run_directory(small_config, cli_env):
     assert status.stdout.startswith(f"{run_dir.name}: finished")
     logs = autocnnp("logs", str(run_dir), "--rank", "1", env=cli_env)
     assert "rank 1/2" in logs.stdout
+    report = autocnnp("report", str(run_dir), env=cli_env)
+    assert report.returncode == 0, report.stderr
+    assert "Checklist (Renard et al. 2020): 8/9 satisfied" in report.stdout
+    assert (run_dir / "report.md").read_text() in report.stdout
 
 
 def start_and_wait_for_epoch(config: Path, env: dict, runs: Path, epoch: int,

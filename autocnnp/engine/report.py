@@ -1,0 +1,116 @@
+"""The reproducibility report of a run, checked against Renard et al. (2020).
+
+Pure: it reads nothing itself. :func:`build_report` takes what a run directory records (the
+resolved spec, the manifest, metrics, the repeats summary) and returns a :class:`Report`: the
+checklist of the paper's recommendations for describing a segmentation experiment (dataset,
+split, preprocessing and augmentation, optimizer and every hyperparameter, number of runs,
+hardware and software, at least three metrics) and a Markdown page that states them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class CheckItem:
+    """One recommendation and whether the run's records satisfy it."""
+
+    item: str
+    ok: bool
+    detail: str
+
+
+@dataclass
+class Report:
+    checks: list[CheckItem]
+    sections: list[tuple[str, list[str]]] = field(default_factory=list)
+
+    @property
+    def passed(self) -> int:
+        return sum(c.ok for c in self.checks)
+
+    def markdown(self, title: str) -> str:
+        lines = [f"# Reproducibility report: {title}", "",
+                 f"Checklist (Renard et al. 2020): {self.passed}/{len(self.checks)} satisfied", "",
+                 "| recommendation | | what the run records |", "|---|---|---|"]
+        lines += [f"| {c.item} | {'yes' if c.ok else '**no**'} | {c.detail} |" for c in self.checks]
+        for heading, body in self.sections:
+            lines += ["", f"## {heading}", ""] + body
+        return "\n".join(lines) + "\n"
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def build_report(spec: dict, manifest: dict, test_metrics: dict | None = None,
+                 train_summary: dict | None = None, repeats: dict | None = None) -> Report:
+    """The checklist and the report sections for one run (or a group of repeated runs)."""
+    hp, data, policy = spec["hyperparameters"], spec["data"], spec["lr_policy"]
+    arch = spec["architecture"]
+    ranks = spec["parallelism_degree"]
+    splits = manifest.get("data") or {}
+    counts = {k: (v or {}).get("files") for k, v in splits.items()}
+    checks: list[CheckItem] = []
+
+    arch_text = arch.get("path") or f"built-in {arch.get('name')}"
+    params = ", ".join(f"{k}={v}" for k, v in (arch.get("params") or {}).items()) or "defaults"
+    checks.append(CheckItem("architecture described", True, f"{arch_text} ({params})"))
+
+    described = bool(splits.get("train"))
+    checks.append(CheckItem("dataset described", described,
+                            f"{len(data['classes'])} classes ({', '.join(data['classes'])}), format "
+                            f"{data['format']}, image size {data.get('image_size') or 'as stored'}; "
+                            f"train sha256 {(splits.get('train') or {}).get('sha256', '?')[:12]}..."
+                            if described else "no record of the training data"))
+    has_valid, has_test = bool(data.get("valid")), bool(data.get("test"))
+    split_text = ", ".join(f"{k}: {counts.get(k)} files" for k in ("train", "valid", "test") if counts.get(k))
+    checks.append(CheckItem("train/validation/test allocation stated", has_valid and has_test,
+                            split_text + ("" if has_valid else "; no validation split: say why")
+                            + ("" if has_test else "; no test split")))
+    pre = spec.get("preprocessing")
+    checks.append(CheckItem("preprocessing and augmentation described", True,
+                            "ImgMed: " + ", ".join(f"{k}={v}" for k, v in pre.items() if v is not None)
+                            if pre else "none applied by autocnnp (data used as stored)"))
+    momentum = f" (momentum {hp['momentum']})" if hp["optimizer"] == "sgd" else ""
+    checks.append(CheckItem(
+        "optimizer and every hyperparameter given", True,
+        f"{hp['optimizer']}{momentum}, loss {hp['loss']}, base lr {hp['lr']:g} x "
+        f"{ranks} ranks, batch {hp['minibatch_size']}/rank ({hp['minibatch_size'] * ranks} global), "
+        f"epochs {hp['start_epoch']}-{hp['end_epoch']}, lr policy {policy['name']}"))
+    runs = (repeats or {}).get("runs") or [None]
+    checks.append(CheckItem("number of runs given; variance reported", len(runs) >= 3,
+                            f"{len(runs)} run(s) with seeds {', '.join(map(str, (repeats or {}).get('seeds') or [manifest.get('seed')]))}"
+                            + ("" if len(runs) >= 3 else "; set <reproducibility><property name=\"repeats\">3"
+                               " or more to report mean, std and a confidence interval")))
+    hw = manifest.get("hardware") or {}
+    pk = manifest.get("packages") or {}
+    checks.append(CheckItem("hardware and software described", bool(hw and pk),
+                            f"{hw.get('cpu_model', '?')} x{hw.get('cpu_cores', '?')}, "
+                            f"{hw.get('memory_gib', '?')} GiB, GPUs: {', '.join(hw.get('gpus') or ['none'])}; "
+                            f"TensorFlow {pk.get('tensorflow-cpu') or pk.get('tensorflow', '?')}, "
+                            f"Horovod {pk.get('horovod', '?')}, {ranks} rank(s)"))
+    selected = (test_metrics or {}).get("selected_metrics") or list(((test_metrics or {}).get("means") or {}))
+    checks.append(CheckItem("at least three metrics", test_metrics is not None and len(selected) >= 3,
+                            ", ".join(selected) if test_metrics else "no test metrics"))
+    code = manifest.get("code") or {}
+    checks.append(CheckItem("code version and seed recorded", bool(code.get("git_commit")),
+                            f"autocnnp {code.get('autocnnp')}, commit {str(code.get('git_commit'))[:12]}"
+                            f"{' (uncommitted changes)' if code.get('git_dirty') else ''}, seed "
+                            f"{manifest.get('seed')}, deterministic {manifest.get('deterministic')}"))
+
+    sections: list[tuple[str, list[str]]] = []
+    if repeats and repeats.get("summary"):
+        body = ["| metric | mean | std | 95% CI |", "|---|---|---|---|"]
+        body += [f"| {k} | {v['mean']:.4f} | {v['std']:.4f} | [{v['ci_low']:.4f}, {v['ci_high']:.4f}] |"
+                 for k, v in repeats["summary"].items()]
+        sections.append((f"Test metrics over {len(runs)} runs", body))
+    elif test_metrics:
+        body = ["| metric | value |", "|---|---|"]
+        body += [f"| {k} | {_fmt(v)} |" for k, v in (test_metrics.get("means") or {}).items()]
+        sections.append(("Test metrics (one run)", body))
+    if train_summary:
+        sections.append(("Training", [f"- {k}: {v}" for k, v in train_summary.items()]))
+    return Report(checks, sections)
