@@ -149,3 +149,19 @@ def test_stop_ends_every_rank_keeps_checkpoints_and_says_stopped(small_config, c
     state = json.loads((run_dir / "state.json").read_text())
     assert state["state"] == "stopped"
     assert any((run_dir / "checkpoints").iterdir())
+
+
+def test_hosts_backend_runs_through_mpirun_host_list(small_config, cli_env):
+    """The hosts backend on this machine's own name: the -H path of mpirun, for real."""
+    config = small_config(ranks=2, epochs=1)
+    config.write_text(config.read_text().replace(
+        '<deployment backend="local"><property name="threads_per_rank">1</property></deployment>',
+        '<deployment backend="hosts"><property name="hosts">localhost:2</property>'
+        '<property name="threads_per_rank">1</property></deployment>'))
+    result = autocnnp("run", str(config), env=cli_env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    run_dir = Path(result.stdout.strip().splitlines()[-1].removeprefix("run directory: "))
+    plan = json.loads((run_dir / "plan.json").read_text())
+    assert plan["backend"] == "hosts"
+    assert plan["command"][plan["command"].index("-H") + 1] == "localhost:2"
+    assert epochs_done(run_dir) == [1]
