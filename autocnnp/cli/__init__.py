@@ -28,6 +28,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo-data": ("autocnnp.cli.demo_data", "build the MNI152 brain-tissue demo dataset"),
     "preprocess": ("autocnnp.cli.preprocess", "ImgMed: NIfTI volumes to 2D training slices"),
     "evaluate": ("autocnnp.cli.evaluate", "SegEval: score predicted masks against ground truth"),
+    "tune": ("autocnnp.cli.tune", "GreScale guideline: tune the learning-rate policy for N workers"),
     "report": ("autocnnp.cli.report", "reproducibility report of a run (Renard et al. checklist)"),
     "predict": ("autocnnp.cli.predict", "apply a trained model to images or NIfTI volumes"),
     "image": ("autocnnp.cli.image", "build the container images for the swarm backend"),
