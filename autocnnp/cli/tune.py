@@ -45,7 +45,7 @@ def _f(value) -> str:
 def _metrics_of(result) -> dict | None:
     if getattr(result, "test_metrics", None):
         return result.test_metrics
-    summary = getattr(result, "summary", None)  # <reproducibility repeats="K">: the means
+    summary = getattr(result, "summary", None)  # <reproducibility> repeats K: the means
     if summary:
         return {"means": {name: s["mean"] for name, s in summary.items()}}
     return None

@@ -49,7 +49,7 @@ import numpy as np
 from autocnnp.atomic import atomic_write
 from autocnnp.errors import AutocnnpError, DataError, EnvironmentProblemError
 
-#: variables the launcher sets from ``<deployment threads_per_rank>``
+#: variables the launcher sets from ``<deployment> threads_per_rank``
 ENV_INTRA_OP = "AUTOCNNP_INTRA_OP_THREADS"
 ENV_INTER_OP = "AUTOCNNP_INTER_OP_THREADS"
 
@@ -282,9 +282,9 @@ def place_device(ctx: Any, *, gpu: bool = True, intra_op_threads: int = 0,
     Thread counts, first match wins, for intra-op and inter-op threads separately:
 
     1. the ``device_placement`` action's parameter ``intra_op_threads`` /
-       ``inter_op_threads`` when non-zero - it wins over ``<deployment threads_per_rank>``;
+       ``inter_op_threads`` when non-zero - it wins over ``<deployment> threads_per_rank``;
     2. ``AUTOCNNP_INTRA_OP_THREADS`` / ``AUTOCNNP_INTER_OP_THREADS``, which the launcher
-       sets from ``<deployment threads_per_rank>`` (intra-op only: then the config's
+       sets from ``<deployment> threads_per_rank`` (intra-op only: then the config's
        ``threads_per_rank`` itself, for a rank started without the launcher);
     3. TensorFlow's default (all cores, which oversubscribes when several ranks share a
        host).
@@ -341,13 +341,13 @@ def _thread_count(param: int, param_name: str, env_name: str,
     """One thread count for :func:`place_device` and a description of where it came from."""
     env_value = _env_int(env_name)
     if param:
-        note = (f" (overrides {env_name}={env_value} from <deployment threads_per_rank>)"
+        note = (f" (overrides {env_name}={env_value} from <deployment> threads_per_rank)"
                 if env_value and env_value != param else "")
         return int(param), f"device_placement parameter {param_name}{note}"
     if env_value:
-        return env_value, f"{env_name} (<deployment threads_per_rank>)"
+        return env_value, f"{env_name} (<deployment> threads_per_rank)"
     if deployment_threads:
-        return deployment_threads, "<deployment threads_per_rank>"
+        return deployment_threads, "<deployment> threads_per_rank"
     return 0, "TensorFlow's default"
 
 

@@ -6,7 +6,7 @@ with the callbacks of every action and plugin, in this order:
 
 1. ``ctx.values["sync_callbacks"]`` (dist_strategy: broadcast, metric averaging, learning
    rate) - first, so that everything after sees averaged metrics and the lr;
-2. the weight-consistency guard (unless ``<monitoring weight_check="false">``): all ranks
+2. the weight-consistency guard (unless the ``<monitoring>`` property ``weight_check`` is false): all ranks
    compare weight checksums after training steps 2 and 3 and at every epoch end, and stop
    with :class:`~autocnnp.components.rank_runtime.WeightDivergenceError` if they differ. It
    is added here rather than by ``dist_strategy`` so that a replacing plugin keeps it;

@@ -83,8 +83,8 @@ def test_place_device_parameters_win_over_threads_per_rank(
     assert ctx.values["device"].intra_op_threads == 4
     [line] = _source_lines(caplog)
     assert "intra-op 4 from device_placement parameter intra_op_threads (overrides " \
-           f"{ENV_INTRA_OP}=2 from <deployment threads_per_rank>)" in line
-    assert f"inter-op 2 from {ENV_INTER_OP} (<deployment threads_per_rank>)" in line
+           f"{ENV_INTRA_OP}=2 from <deployment> threads_per_rank)" in line
+    assert f"inter-op 2 from {ENV_INTER_OP} (<deployment> threads_per_rank)" in line
 
 
 def test_place_device_env_then_default_and_rank_0_logs_only(
@@ -95,8 +95,8 @@ def test_place_device_env_then_default_and_rank_0_logs_only(
     with caplog.at_level(logging.INFO, logger="autocnnp.test_rank_runtime"):
         place_device(_ctx(), gpu=False)
         [line] = _source_lines(caplog)
-        assert line == (f"thread counts: intra-op 3 from {ENV_INTRA_OP} (<deployment "
-                        "threads_per_rank>); inter-op auto from TensorFlow's default")
+        assert line == (f"thread counts: intra-op 3 from {ENV_INTRA_OP} (<deployment> "
+                        "threads_per_rank); inter-op auto from TensorFlow's default")
         assert applied == {"intra": 3}
         caplog.clear()
         place_device(_ctx(rank=1), gpu=False)
