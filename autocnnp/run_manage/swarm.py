@@ -671,6 +671,15 @@ class SwarmBackend:
                 problems.append(f"cannot list the job's {kind}s ({_explain(exc)})")
                 return []
 
+        def remove(kind: str, item: Any) -> None:
+            try:
+                item.remove()
+                removed.append(f"{kind} {item.name}")
+            except docker.errors.NotFound:
+                pass
+            except docker_errors as exc:
+                problems.append(f"{kind} {item.name} ({_explain(exc)})")
+
         services = listed("service", client.services)
         for container in listed("container", client.containers):
             try:  # this node's tasks: no stop grace period, the job is over
@@ -678,13 +687,7 @@ class SwarmBackend:
             except docker_errors:
                 pass
         for svc in services:
-            try:
-                svc.remove()
-                removed.append(f"service {svc.name}")
-            except docker.errors.NotFound:
-                pass
-            except docker_errors as exc:
-                problems.append(f"service {svc.name} ({_explain(exc)})")
+            remove("service", svc)
         # The swarm agent removes the containers of removed services asynchronously, and on
         # Docker 20.10 sometimes not at all (exited and never-started task containers stay);
         # the network is in use until they are gone, so remove this node's ones ourselves.
@@ -709,13 +712,7 @@ class SwarmBackend:
             problems.append(f"container {container.name} (still there after {timeout_s:.0f} s)")
         for kind, collection in (("secret", client.secrets), ("config", client.configs)):
             for item in listed(kind, collection):
-                try:
-                    item.remove()
-                    removed.append(f"{kind} {item.name}")
-                except docker.errors.NotFound:
-                    pass
-                except docker_errors as exc:
-                    problems.append(f"{kind} {item.name} ({_explain(exc)})")
+                remove(kind, item)
         for net in listed("network", client.networks):
             while True:
                 try:
