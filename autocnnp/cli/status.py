@@ -25,6 +25,13 @@ def run(args: argparse.Namespace) -> int:
     for key in ("backend", "started", "ended", "seconds", "failure"):
         if state.get(key) is not None:
             print(f"  {key}: {state[key]}")
+    swarm = state.get("swarm")
+    if isinstance(swarm, str):
+        print(f"  swarm: {swarm}")
+    elif isinstance(swarm, dict):
+        for task in sorted(swarm.get("tasks", []), key=lambda t: (t.get("rank") is None, t.get("rank"))):
+            error = f" ({task['error']})" if task.get("error") else ""
+            print(f"  rank {task.get('rank')}: {task.get('state')} on {task.get('node')}{error}")
     if "last_epoch" in state:
         print(f"  last epoch: {json.dumps(state['last_epoch'])}")
     print(f"  checkpoints: {', '.join(state['checkpoints']) or 'none'}")

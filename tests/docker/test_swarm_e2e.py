@@ -261,6 +261,10 @@ def test_status_logs_and_stop_of_a_running_swarm_job(swarm, cpu_image, job_dir):
         tasks = json.loads(status.stdout)["swarm"]["tasks"]
         assert [(t["rank"], t["state"]) for t in tasks if t["rank"] is not None] == \
             [(0, "running"), (1, "running")]
+        text = autocnnp("status", str(run_dir), cwd=job_dir, timeout=60)
+        assert text.stdout.startswith(f"{run_dir.name}: running")
+        assert f"  rank 0: running on {tasks[0]['node']}" in text.stdout
+        assert f"  rank 1: running on {tasks[1]['node']}" in text.stdout
 
         logs = autocnnp("logs", str(run_dir), "--rank", "1", cwd=job_dir, timeout=60)
         assert logs.returncode == 0, logs.stderr
