@@ -513,14 +513,14 @@ def ring_allreduce(ctx: Any) -> None:
 
 # --- the weight-consistency guard (DESIGN.md section 9) --------------------------------------
 
-def weight_checksum(model: Any) -> np.ndarray:
-    """Three float64 numbers that change when any weight changes: a position-weighted sum,
-    the sum of absolute values and the sum of squares of every variable of ``model``."""
+def weight_checksum(variables: list[Any]) -> np.ndarray:
+    """Three float64 numbers that change when any of ``variables`` changes: a
+    position-weighted sum, the sum of absolute values and the sum of squares."""
     import tensorflow as tf
 
     weighted, absolute, squares = [], [], []
-    count = max(len(model.weights), 1)
-    for i, var in enumerate(model.weights):
+    count = max(len(variables), 1)
+    for i, var in enumerate(variables):
         value = tf.cast(var, tf.float64)
         # weights in (0, 1] keep |weighted| <= sum|w|, which then scales the comparison
         weighted.append(tf.reduce_sum(value) * ((i + 1) / count))
@@ -534,18 +534,25 @@ def weight_checksum(model: Any) -> np.ndarray:
 
 def divergence_message(where: str, size: int, spread: float) -> str:
     """The message of :class:`WeightDivergenceError` (kept in one place for the tests)."""
-    return (f"the {size} ranks hold different weights after {where} (weight checksums differ "
-            f"by a relative {spread:.1e}): gradients are not being averaged across ranks, so "
-            f"this is {size} separate trainings rather than one data-parallel training. This "
-            f"usually happens when tf.keras is Keras 3 (TensorFlow >= 2.16), where "
-            f"hvd.DistributedOptimizer wraps the optimizer without error but does not average; "
-            f"when the optimizer is not wrapped in hvd.DistributedOptimizer; or when a plugin "
-            f"replaced dist_strategy and put a plain optimizer in ctx.values['optimizer']")
+    return (f"the {size} ranks hold different trainable weights after {where} (weight "
+            f"checksums differ by a relative {spread:.1e}): gradients are not being averaged "
+            f"across ranks, so this is {size} separate trainings rather than one data-parallel "
+            f"training. This usually happens when tf.keras is Keras 3 (TensorFlow >= 2.16), "
+            f"where hvd.DistributedOptimizer wraps the optimizer without error but does not "
+            f"average; when the optimizer is not wrapped in hvd.DistributedOptimizer; or when "
+            f"a plugin replaced dist_strategy and put a plain optimizer in "
+            f"ctx.values['optimizer']")
 
 
-def check_weights_identical(model: Any, comm: Communicator, where: str) -> float:
+def check_weights_identical(model: Any, comm: Communicator, where: str, *,
+                            trainable_only: bool = True) -> float:
     """Compare the weights of all ranks with two small allreduces (max and min of the
     checksums); raise :class:`WeightDivergenceError` on every rank if they differ.
+
+    During training only the trainable weights are compared: they are what averaged
+    gradients keep identical, while BatchNorm's moving statistics follow each rank's own
+    batches until :func:`average_statistics` averages them (``trainable_only=False`` checks
+    every variable, for use right after that averaging).
 
     Returns the relative spread (0.0 when identical). Every rank must call this at the same
     point, as with any collective.
@@ -555,7 +562,8 @@ def check_weights_identical(model: Any, comm: Communicator, where: str) -> float
     import horovod.tensorflow as hvd_tf
     import tensorflow as tf
 
-    local = tf.constant(weight_checksum(model), dtype=tf.float64)
+    variables = list(model.trainable_weights if trainable_only else model.weights)
+    local = tf.constant(weight_checksum(variables), dtype=tf.float64)
     high = hvd_tf.allreduce(local, op=hvd_tf.Max, name="autocnnp_weight_guard_max").numpy()
     low = hvd_tf.allreduce(local, op=hvd_tf.Min, name="autocnnp_weight_guard_min").numpy()
     scale = np.array([high[1], high[1], high[2]])  # sum|w| bounds the weighted sum
@@ -591,6 +599,71 @@ def make_weight_guard(comm: Communicator, steps: tuple[int, ...] = GUARD_STEPS) 
             self.checks += 1
 
     return WeightConsistencyGuard()
+
+
+# --- statistics that training updates outside the gradients (BatchNorm) ----------------------
+
+def running_statistics(model: Any) -> list[Any]:
+    """The variables training changes without gradients: the non-trainable floating-point
+    variables of layers that train (BatchNorm's moving mean and variance, in practice).
+
+    Variables of frozen layers (``layer.trainable = False``) are left out: they do not change,
+    so averaging them would only add rounding noise.
+    """
+    frozen: set[int] = set()
+    for layer in model.submodules:
+        if getattr(layer, "trainable", True) is False:
+            frozen.update(id(v) for v in getattr(layer, "weights", ()))
+    return [v for v in model.non_trainable_weights
+            if id(v) not in frozen and v.dtype.is_floating]
+
+
+def average_statistics(model: Any, comm: Communicator) -> int:
+    """Replace every rank's running statistics by their mean over all ranks (one allreduce
+    per variable). Returns how many variables were averaged. A collective: every rank must
+    call it at the same point."""
+    variables = running_statistics(model)
+    if comm.size < 2 or not variables:
+        return 0
+    import horovod.tensorflow as hvd_tf
+
+    for i, var in enumerate(variables):
+        var.assign(hvd_tf.allreduce(var, op=hvd_tf.Average, name=f"autocnnp_statistics_{i}"))
+    return len(variables)
+
+
+def make_statistics_sync(comm: Communicator) -> Any:
+    """A Keras callback that averages the running statistics across ranks whenever training
+    has changed them and something is about to read them: before validation and at the end
+    of every epoch, so that validation, checkpoints and the final model see one set of
+    statistics whichever rank saved them."""
+    import tensorflow as tf
+
+    class StatisticsAverage(tf.keras.callbacks.Callback):
+        """Averages BatchNorm's moving statistics across ranks before they are used."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.comm = comm
+            self.dirty = False
+            self.averaged = 0
+
+        def _sync(self) -> None:
+            if self.dirty:
+                average_statistics(self.model, self.comm)
+                self.averaged += 1
+                self.dirty = False
+
+        def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+            self.dirty = True
+
+        def on_test_begin(self, logs: dict | None = None) -> None:
+            self._sync()
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            self._sync()
+
+    return StatisticsAverage()
 
 
 # --- checkpoints and logs (rank 0) -----------------------------------------------------------

@@ -6,18 +6,24 @@ with the callbacks of every action and plugin, in this order:
 
 1. ``ctx.values["sync_callbacks"]`` (dist_strategy: broadcast, metric averaging, learning
    rate) - first, so that everything after sees averaged metrics and the lr;
-2. the weight-consistency guard (unless the ``<monitoring>`` property ``weight_check`` is false): all ranks
-   compare weight checksums after training steps 2 and 3 and at every epoch end, and stop
-   with :class:`~autocnnp.components.rank_runtime.WeightDivergenceError` if they differ. It
-   is added here rather than by ``dist_strategy`` so that a replacing plugin keeps it;
-3. ``ctx.values["checkpoints"].callbacks`` (rank 0: checkpoints, JSON-lines metrics,
+2. the statistics average: BatchNorm's moving mean and variance follow each rank's own
+   batches, so they are averaged across ranks before every validation and at every epoch end
+   (before the checkpoints), and once more after ``fit``: the saved model is the same
+   whichever rank saved it;
+3. the weight-consistency guard (unless the ``<monitoring>`` property ``weight_check`` is
+   false): all ranks compare checksums of their trainable weights after training steps 2 and
+   3 and at every epoch end, and stop with
+   :class:`~autocnnp.components.rank_runtime.WeightDivergenceError` if they differ. Both are
+   added here rather than by ``dist_strategy`` so that a replacing plugin keeps them;
+4. ``ctx.values["checkpoints"].callbacks`` (rank 0: checkpoints, JSON-lines metrics,
    TensorBoard);
-4. ``ctx.values["callbacks"]`` (plugins);
-5. the progress printer (rank 0), one line per epoch on stdout::
+5. ``ctx.values["callbacks"]`` (plugins);
+6. the progress printer (rank 0), one line per epoch on stdout::
 
        epoch 3/30  loss 0.41  val_dice 0.80  lr 2.0e-03  12.1s  eta 4m10s
 
-After ``fit`` every rank checks that all ranks hold identical weights, and rank 0 saves the
+After ``fit`` every rank checks that all ranks hold identical variables (trainable weights
+and averaged statistics), and rank 0 saves the
 final model to ``RUN_DIR/model/`` (a SavedModel, plus ``autocnnp.json`` describing its input).
 :func:`evaluate` then scores it on the test split with SegEval on rank 0 and writes
 ``RUN_DIR/test_metrics.json``.
@@ -128,10 +134,12 @@ def make_datasets(ctx: Any) -> tuple[Any, Any]:
 
 def callbacks_for_fit(ctx: Any, *, progress: bool = True) -> list[Any]:
     """Every callback of the actions and plugins, in the order the module docstring gives."""
-    from autocnnp.components.rank_runtime import make_weight_guard
+    from autocnnp.components.rank_runtime import make_statistics_sync, make_weight_guard
 
     comm = ctx.require("communicator")
     callbacks = list(ctx.require("sync_callbacks"))
+    # before the guard and the checkpoints: they read the averaged statistics
+    callbacks.append(make_statistics_sync(comm))
     if ctx.spec.monitoring.weight_check:
         callbacks.append(make_weight_guard(comm))
     callbacks += list(ctx.require("checkpoints").callbacks)
@@ -191,7 +199,7 @@ def restore(ctx: Any) -> int:
 def train(ctx: Any) -> TrainResult:
     """Compile, resume if asked, fit, check weights across ranks, save the model (rank 0)."""
     from autocnnp.components.losses import dice_metric
-    from autocnnp.components.rank_runtime import check_weights_identical
+    from autocnnp.components.rank_runtime import average_statistics, check_weights_identical
 
     comm = ctx.require("communicator")
     model = ctx.require("model")
@@ -211,8 +219,11 @@ def train(ctx: Any) -> TrainResult:
     seconds = time.perf_counter() - start
     epochs = max(hp.end_epoch - initial_epoch, 0)
     images = epochs * data.steps_per_epoch * hp.global_batch_size
+    # the statistics are already averaged at the last epoch end; once more costs one
+    # allreduce per statistic and covers a fit that ran no epoch (resume at end_epoch)
+    average_statistics(model, comm)
     if ctx.spec.monitoring.weight_check:
-        check_weights_identical(model, comm, "training")
+        check_weights_identical(model, comm, "training", trainable_only=False)
     if comm.rank == 0:
         save_model(ctx)
     return TrainResult(initial_epoch=initial_epoch, end_epoch=hp.end_epoch, seconds=seconds,

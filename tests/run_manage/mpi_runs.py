@@ -30,12 +30,14 @@ def mpirun_available() -> bool:
 def write_run(run_dir: Path, data: Path, *, lr: float, batch: int, epochs: int = 1,
               optimizer: str = "sgd", momentum: float = 0.0, policy: str = "linear_scaling",
               ranks: int = 2, plugins: tuple[ActionChoice, ...] = (), valid: bool = False,
-              test: bool = False, checkpoint_every: int = 0) -> Path:
+              test: bool = False, checkpoint_every: int = 0,
+              arch_params: dict[str, Any] | None = None) -> Path:
     """Write ``run_dir/spec.json`` for a tiny U-Net on the demo data in ``data``."""
     modules = (ModuleChoice(name="train_strategy_def", actions=plugins),) if plugins else ()
     spec = TrainingSpec(
         source=run_dir / "config.xml", task="imaging_segmentation", parallelism_degree=ranks,
-        architecture=ArchitectureSpec(name="unet", params={"depth": 3, "base_filters": 4}),
+        architecture=ArchitectureSpec(name="unet", params={"depth": 3, "base_filters": 4,
+                                                            **(arch_params or {})}),
         data=DataSpec(train=data / "train", valid=data / "valid" if valid else None,
                       test=data / "test" if test else None, classes=CLASSES),
         hyperparameters=Hyperparameters(lr=lr, optimizer=optimizer, loss="dice_crossentropy",

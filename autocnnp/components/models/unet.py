@@ -14,7 +14,9 @@ Parameters (``<CNN_archi><name>unet</name><param name="...">``):
 ``batchnorm`` (bool, default False)
     Batch normalisation after every convolution. Off by default: per-rank batch statistics
     make a run on N ranks with batch b differ from one rank with batch N*b, and the thesis's
-    U-Net has none.
+    U-Net has none. When on, each rank normalises with its own batch during a step, and the
+    moving mean and variance are averaged across ranks before validation, at every epoch end
+    and before the model is saved, so every rank holds the same statistics.
 
 The defaults (depth 3, 16 filters, about 0.12 M parameters) train the 128x128 quickstart on
 two CPU cores in about a minute and a half; ``depth=5 base_filters=64 dropout=0.5`` is the
