@@ -22,6 +22,7 @@ class Backend(str, enum.Enum):
     LOCAL = "local"
     HOSTS = "hosts"
     SWARM = "swarm"
+    SLURM = "slurm"
 
 
 class Launcher(str, enum.Enum):
@@ -29,6 +30,7 @@ class Launcher(str, enum.Enum):
 
     MPIRUN = "mpirun"
     HOROVODRUN = "horovodrun"
+    SRUN = "srun"
 
 
 class LRPolicyName(str, enum.Enum):
@@ -113,6 +115,17 @@ class DeploymentSpec:
     network: str | None = None
     shared_volume: str | None = None
     rendezvous_timeout_s: int = 120
+    # slurm backend (plan_slurm.py)
+    partition: str | None = None
+    nodes: int | None = None
+    tasks_per_node: int | None = None
+    time_limit: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    sbatch_lines: tuple[str, ...] = ()
+    modules: tuple[str, ...] = ()
+    container: str | None = None
+    signal_before_s: int = 120
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
@@ -124,6 +125,17 @@ def _number(text: str) -> float:
         raise ValueError(f"expected a number, got {text!r}") from None
 
 
+_SLURM_TIME = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$")
+
+
+def _slurm_time(text: str) -> str:
+    """A Slurm time limit as sbatch --time takes it (minutes, MM:SS, HH:MM:SS, D-HH[:MM[:SS]])."""
+    if not _SLURM_TIME.match(text):
+        raise ValueError(f"{text!r} is not a Slurm time limit (MINUTES, HH:MM:SS or "
+                         f"DAYS-HH[:MM[:SS]], e.g. 2:00:00 or 1-12)")
+    return text
+
+
 def _list(text: str) -> tuple[str, ...]:
     return tuple(p for p in text.replace(",", " ").split() if p)
 
@@ -154,7 +166,7 @@ LR_POLICY = {
     "decay_coefficient": Prop("decay_coefficient", _fraction),
 }
 DEPLOYMENT = {
-    "launcher": Prop("launcher", lambda t: S.Launcher(_choice("mpirun", "horovodrun")(t))),
+    "launcher": Prop("launcher", lambda t: S.Launcher(_choice("mpirun", "horovodrun", "srun")(t))),
     "hosts": Prop("hosts", _list),
     "threads_per_rank": Prop("threads_per_rank", _int_at_least(1)),
     "gpus_per_rank": Prop("gpus_per_rank", _int_at_least(0)),
@@ -163,7 +175,19 @@ DEPLOYMENT = {
     "network": Prop("network", str.strip),
     "shared_volume": Prop("shared_volume", str.strip),
     "rendezvous_timeout": Prop("rendezvous_timeout_s", _int_at_least(1)),
+    "partition": Prop("partition", str.strip),
+    "nodes": Prop("nodes", _int_at_least(1)),
+    "tasks_per_node": Prop("tasks_per_node", _int_at_least(1)),
+    "time_limit": Prop("time_limit", lambda t: _slurm_time(t.strip())),
+    "account": Prop("account", str.strip),
+    "qos": Prop("qos", str.strip),
+    "sbatch": Prop("sbatch_lines", lambda t: tuple(l.strip() for l in t.splitlines() if l.strip())),
+    "modules": Prop("modules", _list),
+    "container": Prop("container", str.strip),
+    "signal_before": Prop("signal_before_s", _int_at_least(10)),
 }
+SLURM_ONLY = ("partition", "nodes", "tasks_per_node", "time_limit", "account", "qos", "sbatch",
+              "modules", "container", "signal_before")
 REPRODUCIBILITY = {
     "seed": Prop("seed", _int_at_least(0)),
     "repeats": Prop("repeats", _int_at_least(1)),
@@ -400,6 +424,7 @@ def build_spec(tree: etree._ElementTree, source: Path, check: Checker) -> S.Trai
                           backend=S.Backend(backend) if backend in S.Backend._value2member_map_ else S.Backend.LOCAL)
     if deployment.backend is S.Backend.HOSTS:
         _check_hosts(check, deploy_el, deployment, degree)
+    deployment = _check_launcher(check, deploy_el, deployment, degree)
 
     preprocessing = None
     pre_el = task.find("preprocessing")
@@ -447,6 +472,31 @@ def _check_hosts(check: Checker, element: etree._Element | None, deployment: S.D
         slots += int(count or 1)
     if slots < degree:
         check.problem(element, "deployment", f"hosts offer {slots} slots but parallelism-degree is {degree}")
+
+
+def _check_launcher(check: Checker, element: etree._Element | None,
+                    deployment: S.DeploymentSpec, degree: int) -> S.DeploymentSpec:
+    """srun only on Slurm (and its default there); slurm settings only on Slurm."""
+    written = {p.get("name") for p in element.iter("property")} if element is not None else set()
+    slurm = deployment.backend is S.Backend.SLURM
+    if slurm and deployment.launcher is S.Launcher.HOROVODRUN:
+        check.problem(element, "deployment", "launcher horovodrun cannot run inside a Slurm "
+                      "allocation; use srun (default) or mpirun")
+    if not slurm and deployment.launcher is S.Launcher.SRUN:
+        check.problem(element, "deployment",
+                      f'launcher srun needs backend="slurm" (backend is {deployment.backend.value})')
+    stray = [name for name in SLURM_ONLY if name in written]
+    if stray and not slurm:
+        check.problem(element, "deployment", f"{', '.join(stray)} only apply to backend=\"slurm\" "
+                      f"(backend is {deployment.backend.value})")
+    if slurm and deployment.nodes and deployment.tasks_per_node \
+            and deployment.nodes * deployment.tasks_per_node < degree:
+        check.problem(element, "deployment",
+                      f"nodes x tasks_per_node = {deployment.nodes * deployment.tasks_per_node} "
+                      f"tasks, fewer than parallelism-degree {degree}")
+    if slurm and "launcher" not in written:
+        return dataclasses.replace(deployment, launcher=S.Launcher.SRUN)
+    return deployment
 
 
 def load_spec(path: Path | str, warnings: list[ConfigProblem] | None = None,
