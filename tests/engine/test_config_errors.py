@@ -94,7 +94,7 @@ CASES = {
     "unknown lr policy": (dict(extra='<lr_policy name="grescal"/>'),
                           "c.xml:12: <lr_policy>: name='grescal' is not allowed; did you mean 'grescale'? Known: constant, linear_scaling, warmup, grescale"),
     "unknown backend": (dict(extra='<deployment backend="kubernetes"/>'),
-                        "c.xml:12: <deployment>: backend='kubernetes' is not allowed. Known: local, hosts, swarm"),
+                        "c.xml:12: <deployment>: backend='kubernetes' is not allowed. Known: local, hosts, swarm, slurm"),
     "hosts without enough slots": (dict(extra='<deployment backend="hosts"><property name="hosts">a:1</property></deployment>'),
                                    "c.xml:12: <deployment>: hosts offer 1 slots but parallelism-degree is 2"),
     "missing plugin file": (dict(generator=gen("train_strategy_def", '<action class="extensible" type="checkpoint"><value name="X"><path>nofile.py</path></value></action>')),
