@@ -89,7 +89,7 @@ class SlurmPlan:
             worker = ["apptainer", "exec", "--bind", str(self.run_dir), self.container] + worker
         if self.launcher is Launcher.MPIRUN:
             return ["mpirun", "-np", str(self.tasks), "--bind-to", "none"] + worker
-        return ["srun", "--mpi=pmix", "--kill-on-bad-exit=1", "--cpu-bind=none"] + worker
+        return ["srun", "--mpi=pmix", "--kill-on-bad-exit=1"] + worker
 
     def script(self) -> str:
         """The batch script (``RUN_DIR/slurm.sbatch``)."""

@@ -65,7 +65,7 @@ export TF_CPP_MIN_LOG_LEVEL=2
 # a requeued job (time limit, preemption, scontrol requeue) resumes by itself
 resume=""
 if [ "${SLURM_RESTART_COUNT:-0}" -gt 0 ]; then resume="--resume"; fi
-srun --mpi=pmix --kill-on-bad-exit=1 --cpu-bind=none /opt/autocnnp/.venv/bin/python -m autocnnp.run_manage.worker /scratch/runs/unet-1 $resume
+srun --mpi=pmix --kill-on-bad-exit=1 /opt/autocnnp/.venv/bin/python -m autocnnp.run_manage.worker /scratch/runs/unet-1 $resume
 status=$?
 if [ $status -eq 75 ]; then
   echo "autocnnp: checkpointed on the warning signal; requeueing job $SLURM_JOB_ID"
@@ -107,9 +107,9 @@ def test_mpirun_inside_the_allocation_and_a_container(tmp_path: Path) -> None:
                                    "autocnnp.run_manage.worker", str(RUN_DIR)]
     config = slurm_config(tmp_path, prop("container", "/images/autocnnp.sif"))
     plan = build_slurm_plan(load_spec(config), RUN_DIR, MACHINE)
-    assert plan.rank_command()[:8] == ["srun", "--mpi=pmix", "--kill-on-bad-exit=1",
-                                       "--cpu-bind=none", "apptainer", "exec", "--bind",
-                                       str(RUN_DIR)]
+    assert plan.rank_command()[:7] == ["srun", "--mpi=pmix", "--kill-on-bad-exit=1",
+                                       "apptainer", "exec", "--bind", str(RUN_DIR),
+                                       "/images/autocnnp.sif"]
 
 
 @pytest.mark.parametrize("properties, backend, message", [
