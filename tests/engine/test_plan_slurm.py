@@ -107,7 +107,7 @@ def test_mpirun_inside_the_allocation_and_a_container(tmp_path: Path) -> None:
                                    "autocnnp.run_manage.worker", str(RUN_DIR)]
     config = slurm_config(tmp_path, prop("container", "/images/autocnnp.sif"))
     plan = build_slurm_plan(load_spec(config), RUN_DIR, MACHINE)
-    assert plan.rank_command()[:7] == ["srun", "--mpi=pmix", "--kill-on-bad-exit=1",
+    assert plan.rank_command()[:8] == ["srun", "--mpi=pmix", "--kill-on-bad-exit=1",
                                        "apptainer", "exec", "--bind", str(RUN_DIR),
                                        "/images/autocnnp.sif"]
 
