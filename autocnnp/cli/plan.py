@@ -16,7 +16,7 @@ from pathlib import Path
 from autocnnp.engine.plan import build_plan
 from autocnnp.engine.rundir import new_run_dir
 from autocnnp.engine.spec import Backend, spec_to_dict
-from autocnnp.engine.validate import load_spec
+from autocnnp.generator.assembly import load_checked_spec
 from autocnnp.errors import AutocnnpError
 from autocnnp.generator.assembly import assemble
 from autocnnp.generator.render import generator_to_dict, render_order, render_tree
@@ -67,7 +67,7 @@ def job_plan(spec, run_dir: Path, resume: bool = False, assume: str | None = Non
 
 def run(args: argparse.Namespace) -> int:
     warnings: list = []
-    spec = load_spec(args.config, warnings)
+    spec = load_checked_spec(args.config, warnings)
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     generator = assemble(spec, load_plugins=False)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from autocnnp.atomic import atomic_write
 from autocnnp.engine import rundir
-from autocnnp.engine.report import build_report
+from autocnnp.orchestrator.report import build_report
 from autocnnp.run_manage.jobs import resolve_run
 
 HELP = "reproducibility report of a run (Renard et al. checklist)"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from autocnnp.engine.run import run_job
+from autocnnp.orchestrator.run import run_job
 from autocnnp.errors import AutocnnpError
 
 HELP = "validate, plan, launch and evaluate a training job"

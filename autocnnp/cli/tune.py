@@ -22,8 +22,8 @@ import math
 import sys
 from pathlib import Path
 
-from autocnnp.engine.guideline import Guideline, TrialRecord
-from autocnnp.engine.validate import load_spec
+from autocnnp.orchestrator.guideline import Guideline, TrialRecord
+from autocnnp.generator.assembly import load_checked_spec
 from autocnnp.errors import AutocnnpError
 
 HELP = "GreScale guideline: tune the learning-rate policy for N workers"
@@ -77,13 +77,13 @@ def format_table(guideline: Guideline) -> str:
 def run(args: argparse.Namespace) -> int:
     from autocnnp.atomic import atomic_write_json
     from autocnnp.engine import rundir
-    from autocnnp.engine.run import run_job
+    from autocnnp.orchestrator.run import run_job
 
     if args.max_trials < 2:
         raise AutocnnpError("--max-trials must be at least 2 (the baseline and the GreScale run)")
     if args.threshold < 1:
         raise AutocnnpError("--threshold must be at least 1")
-    spec = load_spec(args.config, [])
+    spec = load_checked_spec(args.config, [])
     guideline = Guideline(spec, threshold=args.threshold, max_trials=args.max_trials)
     root = rundir.run_root(spec)
     root.mkdir(parents=True, exist_ok=True)

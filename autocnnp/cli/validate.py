@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from autocnnp.engine.validate import load_spec
+from autocnnp.generator.assembly import load_checked_spec
 
 HELP = "check a training config; print every problem"
 
@@ -30,7 +30,7 @@ def summary(spec) -> str:
 
 def run(args: argparse.Namespace) -> int:
     warnings: list = []
-    spec = load_spec(args.config, warnings)
+    spec = load_checked_spec(args.config, warnings)
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     if not args.quiet:

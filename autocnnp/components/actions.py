@@ -178,7 +178,3 @@ class DatasetInjection(Action):
         from autocnnp.components import rank_runtime
         rank_runtime.inject_dataset(ctx)
 
-
-#: What the training loop needs once every action has run (the tree's sink).
-TRAINER_REQUIRES = ("model", "dataset", "optimizer", "hyperparameters", "sync_callbacks",
-                    "checkpoints")

@@ -2,10 +2,10 @@
 
 Phases: :func:`~autocnnp.engine.xml_loader.load_xml` (safe parse, source lines) ->
 :func:`~autocnnp.engine.schema.check_schema` (structure and types from the XSD) -> the
-semantic pass here (names with did-you-mean, ranges, paths that must exist, aliases that warn)
--> :func:`~autocnnp.generator.assembly.assemble` (implementations, parameters, plugins checked
-statically, bindings). Every problem is collected; :func:`load_spec` raises one ConfigError
-holding all of them.
+semantic pass here (names with did-you-mean, ranges, paths that must exist, aliases that warn).
+Every problem is collected; :func:`load_spec` raises one ConfigError holding all of them.
+The generator's static check of the tree (implementations, parameters, plugins, bindings)
+comes on top of this: :func:`autocnnp.generator.assembly.load_checked_spec` does both.
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ from typing import Any, Callable
 
 from lxml import etree
 
+from autocnnp.engine import default_tree
 from autocnnp.engine import spec as S
 from autocnnp.engine.values import parse_bool
 from autocnnp.engine.schema import check_schema, did_you_mean, unknown
 from autocnnp.engine.xml_loader import load_xml
-from autocnnp.errors import BindingError, ConfigError, ConfigProblem
-from autocnnp.generator import registry
+from autocnnp.errors import ConfigError, ConfigProblem
 
 TASKS = {"imaging_segmentation": "imaging_segmentation", "segmentation": "imaging_segmentation"}
 BUILTIN_ARCHITECTURES = ("unet", "fcn")
@@ -330,10 +330,10 @@ def _generator(check: Checker, element: etree._Element | None) -> tuple[S.Module
         return ()
     modules: dict[str, S.ModuleChoice] = {}
     first_line: dict[str, int] = {}
-    known_modules = registry.module_names()
+    known_modules = default_tree.module_names()
     for module in element.findall("module"):
         raw = (module.get("name") or "").strip()
-        name = registry.MODULE_ALIASES.get(raw, raw)
+        name = default_tree.MODULE_ALIASES.get(raw, raw)
         where = f'module name="{raw}"'
         if name not in known_modules:
             check.problem(module, where, unknown("module", raw, known_modules))
@@ -347,25 +347,25 @@ def _generator(check: Checker, element: etree._Element | None) -> tuple[S.Module
 def _actions(check: Checker, module: etree._Element, module_name: str) -> list[S.ActionChoice]:
     choices: list[S.ActionChoice] = []
     seen: dict[str, int] = {}
-    own = [t for t, _ in registry.DEFAULT_TREE_BY_MODULE[module_name]]
+    own = [t for t, _ in default_tree.DEFAULT_TREE_BY_MODULE[module_name]]
     for action in module.findall("action"):
         raw = (action.get("type") or "").strip()
         canonical = raw.lower()
-        canonical = registry.ACTION_ALIASES.get(canonical, canonical)
+        canonical = default_tree.ACTION_ALIASES.get(canonical, canonical)
         where = f'action type="{raw}"'
-        if canonical not in registry.action_types():
-            check.problem(action, where, unknown("action type", raw, own, registry.action_types()))
+        if canonical not in default_tree.action_types():
+            check.problem(action, where, unknown("action type", raw, own, default_tree.action_types()))
             continue
         if canonical not in own:
             check.problem(action, where, f"action {canonical!r} belongs to module "
-                                         f"{registry.module_of(canonical)!r}, not {module_name!r}")
+                                         f"{default_tree.module_of(canonical)!r}, not {module_name!r}")
             continue
         if canonical != raw:
             check.warn(action, where, f"{raw!r} is accepted as an alias; write {canonical!r}")
         if not check.first_of(action, where, "action", canonical, canonical, seen):
             continue
         declared = action.get("class")
-        extensible = registry.is_extensible(canonical)
+        extensible = default_tree.is_extensible(canonical)
         if declared and (declared == "extensible") != extensible:
             actual = "extensible" if extensible else "non_extensible"
             check.problem(action, where, f"class=\"{declared}\" but {canonical} is {actual}")
@@ -499,8 +499,7 @@ def _check_launcher(check: Checker, element: etree._Element | None,
     return deployment
 
 
-def load_spec(path: Path | str, warnings: list[ConfigProblem] | None = None,
-              *, check_generator: bool = True) -> S.TrainingSpec:
+def load_spec(path: Path | str, warnings: list[ConfigProblem] | None = None) -> S.TrainingSpec:
     """Load, validate and return the spec of the config at ``path``.
 
     Raises ConfigError with every problem found. Alias spellings and other soft issues are
@@ -521,16 +520,13 @@ def load_spec(path: Path | str, warnings: list[ConfigProblem] | None = None,
         raise
     if warnings is not None:
         warnings.extend(dataclasses.replace(w, file=display) for w in check.warnings)
-    if not check.problems and spec is not None and check_generator:
-        from autocnnp.generator.assembly import assemble
-        try:
-            assemble(spec, load_plugins=False)
-        except ConfigError as exc:
-            check.problems.extend(exc.problems)
-        except BindingError as exc:
-            check.problems.append(ConfigProblem(source, None, "CNN-Parallelism-Generator", str(exc)))
     if check.problems:
-        shown = {dataclasses.replace(p, file=display) if p.file == source else p for p in check.problems}
-        raise ConfigError(sorted(shown, key=lambda p: (p.line or 0, p.message)))
+        raise_problems(check.problems, source, display)
     assert spec is not None
     return spec
+
+
+def raise_problems(problems: list[ConfigProblem], source: Path, display: Path) -> None:
+    """One ConfigError with every problem, in line order, named by the path the user gave."""
+    shown = {dataclasses.replace(p, file=display) if p.file == source else p for p in problems}
+    raise ConfigError(sorted(shown, key=lambda p: (p.line or 0, p.message)))

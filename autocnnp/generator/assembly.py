@@ -12,19 +12,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from autocnnp.engine.schema import unknown
 from autocnnp.engine.spec import ActionChoice, TrainingSpec
+from autocnnp.engine.validate import load_spec, raise_problems
 from autocnnp.errors import BindingError, ConfigError, ConfigProblem, PluginError
 from autocnnp.generator import registry
-from autocnnp.generator.components import (ActionNode, Binding, Composite, Generator, Module,
-                                           PluginNode)
+from autocnnp.generator.components import (TRAINER_REQUIRES, ActionNode, Binding, Composite,
+                                           Generator, Module, PluginNode)
 from autocnnp.generator.plugins import check_plugin_file, load_plugin_file
 
 TRAINER = "trainer"
-
-
-def _trainer_requires() -> tuple[str, ...]:
-    from autocnnp.components.actions import TRAINER_REQUIRES
-    return TRAINER_REQUIRES
 
 
 def _build_action(module: str, choice: ActionChoice | None, action_type: str, default: str,
@@ -35,7 +32,6 @@ def _build_action(module: str, choice: ActionChoice | None, action_type: str, de
     impl = (choice.implementation if choice and choice.implementation else default)
     reg = registry.lookup(action_type, impl)
     if reg is None:
-        from autocnnp.engine.schema import unknown
         known = sorted(registry.implementations(action_type))
         problems.append(ConfigProblem(where, line, f'action type="{action_type}"',
                                       unknown(f"{action_type} implementation", impl, known)))
@@ -125,6 +121,23 @@ def assemble(spec: TrainingSpec, *, load_plugins: bool = True) -> Generator:
     return Generator(root=root, bindings=bindings, order=order)
 
 
+def load_checked_spec(path: Path | str, warnings: list[ConfigProblem] | None = None) -> TrainingSpec:
+    """The config at ``path`` validated whole: :func:`~autocnnp.engine.validate.load_spec`, then
+    the tree its choices make, checked statically (plugin files are read, not imported).
+
+    What ``validate``, ``plan`` and ``run`` call. Raises ConfigError with every problem found.
+    """
+    spec = load_spec(path, warnings)
+    try:
+        assemble(spec, load_plugins=False)
+    except ConfigError as exc:
+        raise_problems(exc.problems, spec.source, Path(path))
+    except BindingError as exc:
+        raise_problems([ConfigProblem(spec.source, None, "CNN-Parallelism-Generator", str(exc))],
+                       spec.source, Path(path))
+    return spec
+
+
 def resolve_bindings(root: Composite) -> tuple[list[Binding], list[str]]:
     """Bindings between the actions of ``root`` and their execution order."""
     nodes = {f"{m.name}.{a.type}": a for _, m in root.walk() if isinstance(m, Module)
@@ -139,7 +152,7 @@ def resolve_bindings(root: Composite) -> tuple[list[Binding], list[str]]:
     bindings = []
     consumers = list(nodes.items()) + [(TRAINER, None)]
     for name, node in consumers:
-        needs = _trainer_requires() if node is None else node.all_requires
+        needs = TRAINER_REQUIRES if node is None else node.all_requires
         for value in needs:
             if value not in providers:
                 errors.append(f"{name} requires {value!r}, which no action provides "

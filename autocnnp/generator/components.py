@@ -20,6 +20,10 @@ from typing import Any, ClassVar, Iterator
 
 from autocnnp.engine.values import parse_bool
 
+#: What the training loop needs once every action has run (the tree's sink).
+TRAINER_REQUIRES = ("model", "dataset", "optimizer", "hyperparameters", "sync_callbacks",
+                    "checkpoints")
+
 
 @dataclass(frozen=True)
 class Param:

@@ -8,8 +8,8 @@ asked for. Installed packages add or override implementations through the entry-
     autocnnp.actions =
         dist_strategy.parameter_server = my_pkg.ps:ParameterServer
 
-The default tree (thesis Figure 4.3) is data here too: which composites hold which modules,
-which modules hold which action types, and each action type's default implementation.
+The default tree (thesis Figure 4.3) is data in :mod:`autocnnp.engine.default_tree`; its names are
+re-exported here for the generator's readers.
 """
 
 from __future__ import annotations
@@ -18,7 +18,15 @@ import importlib
 from dataclasses import dataclass
 from functools import lru_cache
 
+from autocnnp.engine.default_tree import (ACTION_ALIASES, DEFAULT_TREE, DEFAULT_TREE_BY_MODULE,
+                                  MODULE_ALIASES, ROOT_NAME, action_types, is_extensible,
+                                  module_names, module_of)
 from autocnnp.errors import PluginError
+
+__all__ = ["ACTION_ALIASES", "BUILTIN_ACTIONS", "DEFAULT_TREE", "DEFAULT_TREE_BY_MODULE",
+           "ENTRY_POINT_GROUP", "MODULE_ALIASES", "ROOT_NAME", "Registration", "action_types",
+           "implementations", "is_extensible", "lookup", "module_names", "module_of",
+           "registrations"]
 
 ENTRY_POINT_GROUP = "autocnnp.actions"
 
@@ -38,56 +46,6 @@ BUILTIN_ACTIONS: dict[tuple[str, str], str] = {
     ("architecture", "inject"): "autocnnp.components.actions:ArchitectureInjection",
     ("dataset", "shard"): "autocnnp.components.actions:DatasetInjection",
 }
-
-#: The default tree: composite -> modules -> (action type, default implementation).
-DEFAULT_TREE: dict[str, dict[str, tuple[tuple[str, str], ...]]] = {
-    "parallelism_definition": {
-        "train_env_def": (("communication_init", "horovod"), ("seeding", "global_seed"),
-                          ("device_placement", "local_rank"), ("memory_allocation", "growth")),
-        "train_strategy_def": (("dist_strategy", "ring_allreduce"), ("checkpoint", "periodic"),
-                               ("hyperparameters", "inject")),
-    },
-    "model_definition": {
-        "injection": (("task_definition", "segmentation"), ("architecture", "inject"),
-                      ("dataset", "shard")),
-    },
-}
-ROOT_NAME = "cnn_parallelism_generator"
-DEFAULT_TREE_BY_MODULE = {module: actions for modules in DEFAULT_TREE.values()
-                          for module, actions in modules.items()}
-
-#: Spellings accepted for compatibility with the thesis's listing (warn, then use canonical).
-MODULE_ALIASES = {"train_srategy_def": "train_strategy_def", "training_strategy_def": "train_strategy_def",
-                  "train_environment_def": "train_env_def", "injection_module": "injection"}
-ACTION_ALIASES = {"tr_checkpoint": "checkpoint", "training_checkpoint": "checkpoint",
-                  "distributed_optimizer": "dist_strategy", "hyperparameters_injection": "hyperparameters",
-                  "architecture_injection": "architecture", "dataset_injection": "dataset"}
-
-
-def module_of(action_type: str) -> str | None:
-    """The module of the default tree that holds ``action_type``."""
-    for modules in DEFAULT_TREE.values():
-        for module, actions in modules.items():
-            if any(t == action_type for t, _ in actions):
-                return module
-    return None
-
-
-def action_types() -> list[str]:
-    return [t for modules in DEFAULT_TREE.values() for acts in modules.values() for t, _ in acts]
-
-
-def module_names() -> list[str]:
-    return [m for modules in DEFAULT_TREE.values() for m in modules]
-
-
-def is_extensible(action_type: str) -> bool:
-    """Whether ``action_type`` accepts plugins (its built-in default is extensible)."""
-    module = module_of(action_type)
-    default = dict(DEFAULT_TREE_BY_MODULE[module])[action_type] if module else None
-    target = BUILTIN_ACTIONS.get((action_type, default)) if default else None
-    return bool(target and Registration(action_type, default, target, "builtin").load().extensible)
-
 
 @dataclass(frozen=True)
 class Registration:

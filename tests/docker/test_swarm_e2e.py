@@ -287,12 +287,12 @@ def test_image_probe_reports_the_nodes_an_image_cannot_start_on(swarm, cpu_image
     """The pre-flight check for remote nodes, run here against this node: a one-task job per
     node that starts the image. ``localhost:1/...`` makes the failed pull stay on loopback."""
     from autocnnp.engine.plan_swarm import build_swarm_plan
-    from autocnnp.engine.validate import load_spec
+    from autocnnp.generator.assembly import load_checked_spec
     from autocnnp.run_manage.swarm import SwarmBackend
 
     backend = SwarmBackend(swarm)
     nodes = backend.nodes()
-    spec = load_spec(job_dir / "swarm_small.xml", [])
+    spec = load_checked_spec(job_dir / "swarm_small.xml", [])
     here = [n for n in nodes if n.is_self]
     plan = build_swarm_plan(spec, job_dir / "runs" / "probe", "probe-test", nodes)
     assert backend.probe_image(plan, here, timeout_s=120) == []

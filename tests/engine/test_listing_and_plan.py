@@ -11,7 +11,7 @@ from autocnnp import __version__
 from autocnnp.cli import main
 from autocnnp.engine.plan import JobPlan, MachineInfo, RankSlot, build_plan
 from autocnnp.engine.spec import Backend, Launcher, TrainingSpec, spec_from_dict, spec_to_dict
-from autocnnp.engine.validate import load_spec
+from autocnnp.generator.assembly import load_checked_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 LISTING = ROOT / "configs" / "thesis-listing-4.1" / "config.xml"
@@ -54,14 +54,14 @@ def test_every_shipped_config_validates(config, capsys):
 
 
 def test_spec_round_trips_through_json():
-    spec = load_spec(LISTING)
+    spec = load_checked_spec(LISTING)
     again = spec_from_dict(json.loads(json.dumps(spec_to_dict(spec))))
     assert again == spec
     assert isinstance(again, TrainingSpec)
 
 
 def test_local_plan_is_exact():
-    spec = load_spec(ROOT / "configs" / "quickstart.xml")
+    spec = load_checked_spec(ROOT / "configs" / "quickstart.xml")
     plan = build_plan(spec, Path("/runs/q"), MachineInfo(cpus=2, python="py"))
     env = dict(AUTOCNNP_INTER_OP_THREADS="1", AUTOCNNP_INTRA_OP_THREADS="1", OMP_NUM_THREADS="1",
                OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
@@ -77,7 +77,7 @@ def test_local_plan_is_exact():
 
 
 def test_oversubscribe_and_resume_flags():
-    spec = load_spec(LISTING)
+    spec = load_checked_spec(LISTING)
     plan = build_plan(spec, Path("/r"), MachineInfo(cpus=2, python="py"), resume=True)
     assert "--oversubscribe" in plan.command
     assert plan.command[-2:] == ("/r", "--resume")
@@ -90,7 +90,7 @@ def test_hosts_backend_spreads_ranks_over_hosts(tmp_path):
     config = LISTING.parent / "hosts-tmp.xml"
     config.write_text(text)
     try:
-        spec = load_spec(config)
+        spec = load_checked_spec(config)
     finally:
         config.unlink()
     plan = build_plan(spec, Path("/r"), MachineInfo(cpus=2, python="py"))
@@ -139,7 +139,7 @@ def test_reference_example_validates(tmp_path):
     for split in ("train", "valid", "test"):
         (tmp_path / "data" / split).mkdir(parents=True)
     (tmp_path / "c.xml").write_text(EXAMPLE)
-    spec = load_spec(tmp_path / "c.xml")
+    spec = load_checked_spec(tmp_path / "c.xml")
     assert spec.lr_policy.name.value == "grescale"
 
 

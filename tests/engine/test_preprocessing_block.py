@@ -10,8 +10,8 @@ import numpy as np
 
 from autocnnp.cli import main
 from autocnnp.components.demo_data import demo_volumes
-from autocnnp.engine.run import check_data, ensure_data
-from autocnnp.engine.validate import load_spec
+from autocnnp.orchestrator.run import check_data, ensure_data
+from autocnnp.generator.assembly import load_checked_spec
 
 CONFIG = """<system_config>
   <task name="imaging_segmentation">
@@ -43,7 +43,7 @@ def test_preprocessing_output_may_be_missing_at_validation_and_is_built_before_t
     config.write_text(CONFIG)
     assert main(["validate", str(config)]) == 0  # slices/ does not exist yet: it is produced
 
-    spec = load_spec(config)
+    spec = load_checked_spec(config)
     assert spec.preprocessing.output == tmp_path / "slices"
     ensure_data(spec, io.StringIO())
     images = sorted((tmp_path / "slices" / "images").iterdir())

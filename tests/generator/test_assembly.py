@@ -83,3 +83,14 @@ def test_run_actions_executes_in_order_with_plugins(tmp_path):
     ctx = Ctx()
     run_actions(generator, ctx)
     assert ctx.trace == [n if n != "train_strategy_def.checkpoint" else "plugin" for n in generator.order]
+
+
+def test_default_tree_marks_extensible_exactly_the_types_whose_builtins_are_extensible():
+    from autocnnp.engine import default_tree
+    from autocnnp.generator import registry
+
+    for action_type in default_tree.action_types():
+        module = default_tree.module_of(action_type)
+        default = dict(default_tree.DEFAULT_TREE_BY_MODULE[module])[action_type]
+        cls = registry.lookup(action_type, default).load()
+        assert cls.extensible is default_tree.is_extensible(action_type), action_type

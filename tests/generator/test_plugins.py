@@ -105,11 +105,11 @@ def test_replace_mode_plugin_that_provides_nothing_breaks_bindings(tmp_path, cap
     # statically the plugin is assumed to provide what it replaces: valid
     assert main(["validate", "c.xml"]) == 0
     # loaded for real it provides nothing, and the trainer's 'checkpoints' binding is dangling
-    from autocnnp.engine.validate import load_spec
+    from autocnnp.generator.assembly import load_checked_spec
     from autocnnp.errors import BindingError
     from autocnnp.generator.assembly import assemble
     with pytest.raises(BindingError) as info:
-        assemble(load_spec(tmp_path / "c.xml"), load_plugins=True)
+        assemble(load_checked_spec(tmp_path / "c.xml"), load_plugins=True)
     assert str(info.value) == ("the component tree does not connect:\n  trainer requires 'checkpoints', which no "
                                "action provides (provided: communicator, dataset, device, hyperparameters, "
                                "lr_schedule, memory, model, optimizer, seed, sync_callbacks, task)")

@@ -23,7 +23,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable
 
-from autocnnp.components.models import ArchitectureError, bind_params, check_output
+from autocnnp.components.models.contract import ArchitectureError, bind_params, check_output
 
 ENTRY_POINT = "build_model"
 

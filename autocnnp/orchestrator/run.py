@@ -1,6 +1,7 @@
 """The top-level flow of ``autocnnp run``: validate, prepare, plan, launch, report.
 
-The engine decides; :mod:`autocnnp.run_manage` does (starting processes, talking to Docker),
+The orchestrator sits on top of every other package: the engine and the generator decide
+(spec, tree, plan), :mod:`autocnnp.run_manage` does (starting processes, talking to Docker),
 imported only when a job really starts.
 """
 
@@ -14,7 +15,7 @@ from typing import Any, Callable, TextIO
 
 from autocnnp.engine import rundir
 from autocnnp.engine.spec import Backend, TrainingSpec, spec_from_dict, spec_to_dict
-from autocnnp.engine.validate import load_spec
+from autocnnp.generator.assembly import load_checked_spec
 from autocnnp.errors import AutocnnpError, DataError
 
 
@@ -104,7 +105,7 @@ def run_job(config: Path | None = None, *, resume_dir: Path | None = None,
 
     assert config is not None
     warnings: list = []
-    spec = load_spec(config, warnings)
+    spec = load_checked_spec(config, warnings)
     for warning in warnings:
         _say(sys.stderr, f"warning: {warning}")
     if configure is not None:

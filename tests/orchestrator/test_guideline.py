@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from autocnnp.engine.guideline import ACTIONS, Guideline, score_of
+from autocnnp.orchestrator.guideline import ACTIONS, Guideline, score_of
 from autocnnp.engine.spec import (ArchitectureSpec, DataSpec, Hyperparameters, LRPolicyName,
                                   LRPolicySpec, TrainingSpec)
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from autocnnp.engine.report import build_report
+from autocnnp.orchestrator.report import build_report
 from autocnnp.engine.spec import spec_to_dict
-from autocnnp.engine.validate import load_spec
+from autocnnp.generator.assembly import load_checked_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFEST = {"seed": 42, "deterministic": False,
@@ -24,7 +24,7 @@ def checks(report):
 
 
 def test_single_run_is_flagged_and_the_rest_passes():
-    spec = spec_to_dict(load_spec(ROOT / "configs" / "quickstart.xml"))
+    spec = spec_to_dict(load_checked_spec(ROOT / "configs" / "quickstart.xml"))
     report = build_report(spec, MANIFEST, METRICS)
     assert checks(report) == {
         "architecture described": True, "dataset described": True,
@@ -40,7 +40,7 @@ def test_single_run_is_flagged_and_the_rest_passes():
 
 
 def test_repeats_no_validation_split_and_two_metrics():
-    spec = spec_to_dict(load_spec(ROOT / "configs" / "quickstart.xml"))
+    spec = spec_to_dict(load_checked_spec(ROOT / "configs" / "quickstart.xml"))
     spec["data"]["valid"] = None
     repeats = {"runs": ["a", "b", "c"], "seeds": [1, 2, 3],
                "summary": {"mean_dice": {"mean": 0.9, "std": 0.01, "ci_low": 0.88, "ci_high": 0.92}}}
