@@ -44,7 +44,9 @@ Set AUTOCNNP_FULL_ERROR=1 to see the full traceback of an error.
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] = ()) -> argparse.ArgumentParser:
+    """The parser; only the subcommand ``argv`` names is imported (its options, its help)."""
+    requested = next((a for a in argv if not a.startswith("-")), None)
     parser = argparse.ArgumentParser(
         prog="autocnnp",
         description="Automated data-parallel training of segmentation CNNs from one XML config.",
@@ -54,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"autocnnp {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in SUBCOMMANDS.items():
-        mod = importlib.import_module(module) if name == _requested(sys.argv) else None
+        mod = importlib.import_module(module) if name == requested else None
         p = sub.add_parser(name, help=help_text, description=getattr(mod, "__doc__", None) or help_text,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         p.set_defaults(_module=module)
@@ -63,19 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_ARGV: list[str] = []
-
-
-def _requested(_: list[str]) -> str | None:
-    return next((a for a in _ARGV if not a.startswith("-")), None)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``autocnnp`` console script; returns the exit status."""
-    global _ARGV
-    _ARGV = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    args = parser.parse_args(_ARGV)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
     if not getattr(args, "command", None):
         parser.print_help()
         return 0

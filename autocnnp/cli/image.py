@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from autocnnp.engine.vocabulary import HOROVOD_VERSION
 from autocnnp.errors import EnvironmentProblemError
 
 HELP = "build the container images for the swarm backend"
@@ -34,18 +35,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             "machine's system bundle)")
     build.add_argument("--tag", metavar="NAME", help="image tag (default autocnnp:cpu / autocnnp:gpu)")
     build.add_argument("--horovod-wheel", metavar="FILE", type=Path,
-                       help="Horovod 0.28.1 cp311 wheel to install (default: pip's wheel cache)")
+                       help=f"Horovod {HOROVOD_VERSION} cp311 wheel to install (default: pip's wheel cache)")
     build.add_argument("--no-cache", action="store_true", help="rebuild every layer")
     build.add_argument("--dry-run", action="store_true", help="print the build plan and stop")
 
 
 def run(args: argparse.Namespace) -> int:
     from autocnnp.run_manage import image_build as ib
+    from autocnnp.run_manage.docker_api import docker_client
 
     source_root = ib.find_source_root()
     wheels = () if args.gpu else ib.find_horovod_wheels(args.horovod_wheel)
     try:
-        client = ib.docker_client()
+        client = docker_client()
     except EnvironmentProblemError:
         if not args.dry_run:
             raise

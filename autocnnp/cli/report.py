@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from autocnnp.atomic import atomic_write
+from autocnnp.engine.rundir import atomic_write
 from autocnnp.engine import rundir
 from autocnnp.orchestrator.report import build_report
 from autocnnp.run_manage.jobs import resolve_run
@@ -22,15 +22,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _optional(path: Path):
-    return rundir.read_run_json(path) if path.exists() else None
+    return rundir.read_json(path) if path.exists() else None
 
 
 def run(args: argparse.Namespace) -> int:
     group = Path(args.run)
     repeats = _optional(group / "repeats.json")
     run_dir = resolve_run(group / "repeat-1") if repeats else resolve_run(args.run)
-    report = build_report(rundir.read_run_json(run_dir / rundir.SPEC_FILE),
-                          rundir.read_run_json(run_dir / rundir.MANIFEST_FILE),
+    report = build_report(rundir.read_json(run_dir / rundir.SPEC_FILE),
+                          rundir.read_json(run_dir / rundir.MANIFEST_FILE),
                           _optional(run_dir / rundir.TEST_METRICS),
                           _optional(run_dir / "metrics" / "train_summary.json"), repeats)
     target = (group if repeats else run_dir) / "report.md"

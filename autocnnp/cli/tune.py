@@ -75,7 +75,7 @@ def format_table(guideline: Guideline) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from autocnnp.atomic import atomic_write_json
+    from autocnnp.engine.rundir import write_json
     from autocnnp.engine import rundir
     from autocnnp.orchestrator.run import run_job
 
@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     report = root / f"tune-{stamp}.json"
 
     def save() -> None:
-        atomic_write_json(report, {"config": str(Path(args.config).resolve()),
+        write_json(report, {"config": str(Path(args.config).resolve()),
                                    "started": stamp, **guideline.summary()})
 
     print(f"GreScale guideline for {guideline.workers} workers (threshold {guideline.threshold}, "

@@ -12,16 +12,17 @@ Dice computed over the whole batch would not have this property.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 import tensorflow as tf
+
+from autocnnp.engine.vocabulary import LOSSES as LOSS_NAMES
 
 #: probabilities are clipped to avoid log(0)
 EPSILON = 1e-7
 #: additive smoothing of the soft Dice, in pixels (keeps empty classes finite and near 1)
 DICE_SMOOTH = 1.0
 
-LOSS_NAMES = ("dice", "crossentropy", "dice_crossentropy")
 
 
 def _prepare(y_true: tf.Tensor, y_pred: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -94,9 +95,3 @@ def get_loss(name: str) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
         return LOSSES[name.lower()]
     except KeyError:
         raise ValueError(f"unknown loss {name!r}; known: {', '.join(LOSS_NAMES)}") from None
-
-
-def custom_objects() -> dict[str, Any]:
-    """Objects Keras needs to reload a model compiled with these losses and metrics."""
-    return {"dice": dice_metric, "crossentropy": crossentropy,
-            "dice_crossentropy": dice_crossentropy}

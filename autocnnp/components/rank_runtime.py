@@ -46,15 +46,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from autocnnp.atomic import atomic_write
+from autocnnp.engine.rundir import atomic_write, replace_dir, write_json
+from autocnnp.engine.vocabulary import HOROVOD_VERSION, OPTIMIZERS
+from autocnnp.engine.vocabulary import INTER_OP_THREADS_ENV as ENV_INTER_OP
+from autocnnp.engine.vocabulary import INTRA_OP_THREADS_ENV as ENV_INTRA_OP
 from autocnnp.errors import AutocnnpError, DataError, EnvironmentProblemError
-
-#: variables the launcher sets from ``<deployment> threads_per_rank``
-ENV_INTRA_OP = "AUTOCNNP_INTRA_OP_THREADS"
-ENV_INTER_OP = "AUTOCNNP_INTER_OP_THREADS"
-
-#: optimizer names accepted in ``<property name="optimizer">``
-OPTIMIZERS = ("sgd", "adam", "rmsprop")
 
 #: training steps after which the weight guard compares ranks (step 1 is right after
 #: BroadcastGlobalVariablesCallback copies rank 0's weights, so it would prove nothing)
@@ -231,7 +227,7 @@ def init_communicator(ctx: Any) -> None:
         raise EnvironmentProblemError(
             f"Horovod is not importable: {exc}",
             remedy="HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_MPI=1 pip install "
-                   "--no-build-isolation horovod==0.28.1 (after tensorflow-cpu==2.15.1)") from exc
+                   f"--no-build-isolation horovod=={HOROVOD_VERSION} (after tensorflow-cpu==2.15.1)") from exc
     _check_keras_2()
     hvd.init()
     comm = Communicator(rank=hvd.rank(), size=hvd.size(), local_rank=hvd.local_rank(),
@@ -714,14 +710,8 @@ class CheckpointManager:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         tf.train.Checkpoint(model=model, optimizer=optimizer).write(str(tmp / "ckpt"))
-        (tmp / "state.json").write_text(json.dumps({"epoch": epoch, **state}, indent=1))
-        if final.exists():  # the same epoch again after a resume: swap, then drop the old one
-            old = self.directory / f".old-{final.name}-{os.getpid()}"
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
+        write_json(tmp / "state.json", {"epoch": epoch, **state})
+        replace_dir(tmp, final)  # the same epoch again after a resume: swapped in one rename
         for _, path in self.list()[:-self.keep]:
             shutil.rmtree(path, ignore_errors=True)
         return final

@@ -49,7 +49,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from autocnnp.components.datasets import read_mask_file, to_labels, volume_stem
-from autocnnp.atomic import atomic_write
+from autocnnp.engine.rundir import atomic_write
 from autocnnp.errors import DataError
 
 __all__ = ["confusion_matrix", "metrics_from_confusion", "hausdorff_distance",

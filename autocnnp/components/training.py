@@ -31,7 +31,6 @@ final model to ``RUN_DIR/model/`` (a SavedModel, plus ``autocnnp.json`` describi
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -42,6 +41,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
+
+from autocnnp.engine import rundir
 
 #: written next to the SavedModel: what ``autocnnp predict`` needs to prepare inputs
 MODEL_META = "autocnnp.json"
@@ -235,7 +236,7 @@ def save_model(ctx: Any) -> Path:
     model = ctx.require("model")
     task = ctx.require("task")
     run_dir = Path(ctx.run_dir)
-    final = run_dir / "model"
+    final = run_dir / rundir.MODEL
     tmp = run_dir / f".tmp-model-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     model.save(str(tmp), include_optimizer=False, save_format="tf")
@@ -244,15 +245,8 @@ def save_model(ctx: Any) -> Path:
             "input_shape": list(task.input_shape), "image_size": data.image_size,
             "format": data.format, "architecture": ctx.spec.architecture.label,
             "epochs": ctx.spec.hyperparameters.end_epoch}
-    (tmp / MODEL_META).write_text(json.dumps(meta, indent=1))
-    if final.exists():
-        old = run_dir / f".old-model-{os.getpid()}"
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
-    return final
+    rundir.write_json(tmp / MODEL_META, meta)
+    return rundir.replace_dir(tmp, final)
 
 
 def predict_labels(model: Any, images: np.ndarray, batch_size: int = 8) -> np.ndarray:
@@ -297,10 +291,8 @@ def evaluate(ctx: Any) -> dict[str, Any] | None:
     metrics = {"split": "test", "source": str(test.source), "samples": len(test),
                "seconds": round(time.perf_counter() - start, 3), "selected_metrics": selected,
                **result.to_dict()}
-    path = Path(ctx.run_dir) / "test_metrics.json"
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(metrics, indent=1))
-    os.replace(tmp, path)
+    path = Path(ctx.run_dir) / rundir.TEST_METRICS
+    rundir.write_json(path, metrics)
     fg = result.means.get("mean_dice_foreground", float("nan"))
     per_class = ", ".join(f"{result.name(c)} {result.per_class[c]['dice']:.3f}"
                           for c in range(1, task.num_classes)

@@ -14,8 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from autocnnp.engine.spec import Backend, Launcher, TrainingSpec, spec_to_dict
+from autocnnp.engine.vocabulary import INTER_OP_THREADS_ENV, INTRA_OP_THREADS_ENV
 
 WORKER_MODULE = "autocnnp.run_manage.worker"
+
+
+def thread_env(threads: int) -> dict[str, str]:
+    """The environment that gives a rank ``threads`` intra-op threads (0: TensorFlow's default)."""
+    return {INTRA_OP_THREADS_ENV: str(threads), INTER_OP_THREADS_ENV: "1" if threads else "0",
+            "OMP_NUM_THREADS": str(threads or 1)}
 
 
 @dataclass(frozen=True)
@@ -106,9 +113,7 @@ def build_plan(spec: TrainingSpec, run_dir: Path, machine: MachineInfo, *,
         raise ValueError(f"hosts offer {n} slots for {spec.parallelism_degree} ranks")
     threads = threads_per_rank(spec, machine)
     env = {
-        "AUTOCNNP_INTRA_OP_THREADS": str(threads),
-        "AUTOCNNP_INTER_OP_THREADS": "1" if threads else "0",
-        "OMP_NUM_THREADS": str(threads or 1),
+        **thread_env(threads),
         "TF_CPP_MIN_LOG_LEVEL": "2",
         "PYTHONUNBUFFERED": "1",
         "OMPI_ALLOW_RUN_AS_ROOT": "1",

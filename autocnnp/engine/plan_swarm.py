@@ -30,10 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable, Mapping
 
+from autocnnp.engine.plan import WORKER_MODULE, thread_env
 from autocnnp.engine.spec import TrainingSpec, spec_to_dict
 from autocnnp.errors import EnvironmentProblemError
 
-WORKER_MODULE = "autocnnp.run_manage.worker"
 RENDEZVOUS_PORT = 29400
 GPU_RESOURCE_KIND = "NVIDIA-GPU"
 OVERLAY_IFACE = "eth0"        # a task's first network is the job's overlay network
@@ -483,9 +483,7 @@ def build_swarm_plan(spec: TrainingSpec, run_dir: Path, job_id: str,
         "TF_CPP_MIN_LOG_LEVEL": "2",
     }
     if dep.threads_per_rank:
-        common_env |= {"AUTOCNNP_INTRA_OP_THREADS": str(dep.threads_per_rank),
-                       "AUTOCNNP_INTER_OP_THREADS": "1",
-                       "OMP_NUM_THREADS": str(dep.threads_per_rank)}
+        common_env |= thread_env(dep.threads_per_rank)
     if gpus_per_rank > 0:
         common_env |= {
             "AUTOCNNP_GPU_RESOURCE": gpu_resource_kind,

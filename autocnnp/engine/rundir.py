@@ -1,9 +1,19 @@
-"""Run directory naming and layout (pure path arithmetic; run_manage writes the files)."""
+"""The run directory: its layout, and the one door through which its files are read and written.
+
+Every file of a run directory goes through here: JSON read (a damaged file is an error naming
+it, never a traceback), state merge, atomic file write (a crash leaves the old file or the new
+one, never half of either) and atomic directory swap (checkpoints, the final model). The
+recorded state of a run is a :class:`RunState`.
+"""
 
 from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
+import shutil
+import tempfile
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -16,22 +26,108 @@ CONFIG_COPY = "config.xml"
 MANIFEST_FILE = "manifest.json"
 STATE_FILE = "state.json"
 TEST_METRICS = "test_metrics.json"
+REPEATS_FILE = "repeats.json"
+TRAIN_SUMMARY = "metrics/train_summary.json"
+EPOCHS_FILE = "metrics/epochs.jsonl"
+MODEL = "model"
 LOGS = "logs"
 ERRORS = "errors"
 CHECKPOINTS = "checkpoints"
 
 
-def read_run_json(path: Path) -> Any:
-    """A JSON file of a run directory; AutocnnpError naming the file when it is damaged."""
+class RunState(str, Enum):
+    """What ``state.json`` records about a run."""
+
+    PREPARED = "prepared"
+    RUNNING = "running"
+    FINISHED = "finished"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+
+# ---------------------------------------------------------------------- files
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temp file in the same folder and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        return json.loads(path.read_text())
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, data: Any) -> None:
+    """:func:`atomic_write` of ``data`` as indented JSON."""
+    atomic_write(path, (json.dumps(data, indent=2, default=str) + "\n").encode())
+
+
+def read_json(path: Path) -> dict:
+    """A JSON object of a run directory; a missing or damaged one is an AutocnnpError naming
+    the file, not a JSONDecodeError traceback."""
+    try:
+        data = json.loads(Path(path).read_text())
     except FileNotFoundError:
-        raise AutocnnpError(f"{path}: missing; is {path.parent} a run directory?") from None
-    except (OSError, ValueError) as exc:
-        raise AutocnnpError(f"{path}: unreadable or not valid JSON ({exc}); the run directory "
-                            f"is damaged") from None
+        raise AutocnnpError(f"{path}: no such file; is {path.parent} a run directory?") from None
+    except OSError as exc:
+        raise AutocnnpError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        where = (f" at line {exc.lineno} column {exc.colno}"
+                 if isinstance(exc, json.JSONDecodeError) else "")
+        raise AutocnnpError(f"{path}: not valid JSON{where}; the run directory is damaged "
+                            f"(repair or delete {path.name})") from None
+    if not isinstance(data, dict):
+        raise AutocnnpError(f"{path}: not a JSON object; the run directory is damaged "
+                            f"(repair or delete {path.name})")
+    return data
 
 
+def update_json(path: Path, **fields: Any) -> dict:
+    """Merge ``fields`` into the JSON object at ``path`` (created when absent); returns it."""
+    current = read_json(path) if Path(path).exists() else {}
+    current.update(fields)
+    write_json(path, current)
+    return current
+
+
+def timestamp() -> str:
+    """Now, as the run files record it (UTC, ISO 8601, seconds)."""
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def read_state(run_dir: Path) -> dict:
+    """``state.json`` of ``run_dir``; a run that never launched is ``prepared``."""
+    path = run_dir / STATE_FILE
+    return read_json(path) if path.exists() else {"state": RunState.PREPARED.value}
+
+
+def record_state(run_dir: Path, **fields: Any) -> dict:
+    """Merge ``fields`` into ``state.json`` of ``run_dir``; returns the new state."""
+    return update_json(run_dir / STATE_FILE, **fields)
+
+
+def replace_dir(tmp: Path, final: Path) -> Path:
+    """Move the complete folder ``tmp`` to ``final`` in one rename, replacing what was there.
+
+    A crash leaves the old folder or the new one (or both, the old under a hidden name), never
+    a half-written ``final``.
+    """
+    if final.exists():
+        old = final.with_name(f".old-{final.name}-{os.getpid()}")
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+    return final
+
+
+# ---------------------------------------------------------------------- naming
 def run_root(spec: TrainingSpec) -> Path:
     return spec.run_root or (Path.cwd() / "runs")
 

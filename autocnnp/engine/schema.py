@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import difflib
 import re
 from functools import lru_cache
 from pathlib import Path
 
 from lxml import etree
 
+from autocnnp.engine.values import did_you_mean, unknown
 from autocnnp.errors import ConfigProblem
+
+__all__ = ["check_schema", "did_you_mean", "schema", "unknown"]
 
 SCHEMA_PATH = Path(__file__).with_name("xsd") / "autocnnp.xsd"
 ROOT = "system_config"
@@ -18,19 +20,6 @@ ROOT = "system_config"
 @lru_cache(maxsize=1)
 def schema() -> etree.XMLSchema:
     return etree.XMLSchema(etree.parse(str(SCHEMA_PATH)))
-
-
-def did_you_mean(name: str, choices: list[str] | tuple[str, ...]) -> str:
-    """``"; did you mean 'x'?"`` for a near-miss, else ``"."``."""
-    lowered = {c.lower(): c for c in choices}
-    match = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.6)
-    return f"; did you mean {lowered[match[0]]!r}?" if match else "."
-
-
-def unknown(kind: str, name: str, choices: list[str] | tuple[str, ...],
-            hints: list[str] | tuple[str, ...] = ()) -> str:
-    """``unknown KIND 'name'; did you mean 'x'? Known: a, b`` (hints also feed the guess)."""
-    return f"unknown {kind} {name!r}{did_you_mean(name, list(choices) + list(hints))} Known: {', '.join(choices)}"
 
 
 @lru_cache(maxsize=None)

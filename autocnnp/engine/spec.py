@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from autocnnp.engine.vocabulary import METRICS
+
 
 class Backend(str, enum.Enum):
     """Where the ranks of a job run."""
@@ -151,8 +153,7 @@ class MonitoringSpec:
 class EvaluationSpec:
     """SegEval metrics computed on the test split after training."""
 
-    metrics: tuple[str, ...] = ("dice", "pixel_accuracy", "mean_accuracy", "mean_iou", "fw_iou",
-                                "sensitivity", "specificity", "hd95")
+    metrics: tuple[str, ...] = METRICS
 
 
 @dataclass(frozen=True)

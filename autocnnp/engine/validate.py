@@ -22,14 +22,13 @@ from lxml import etree
 from autocnnp.engine import default_tree
 from autocnnp.engine import spec as S
 from autocnnp.engine.values import parse_bool
+from autocnnp.engine.vocabulary import LOSSES, METRICS, OPTIMIZERS
 from autocnnp.engine.schema import check_schema, did_you_mean, unknown
 from autocnnp.engine.xml_loader import load_xml
 from autocnnp.errors import ConfigError, ConfigProblem
 
 TASKS = {"imaging_segmentation": "imaging_segmentation", "segmentation": "imaging_segmentation"}
 BUILTIN_ARCHITECTURES = ("unet", "fcn")
-METRICS = ("dice", "pixel_accuracy", "mean_accuracy", "mean_iou", "fw_iou", "sensitivity",
-           "specificity", "hd95")
 
 
 @dataclass
@@ -151,8 +150,8 @@ class Prop:
 
 HYPERPARAMETERS = {
     "lr": Prop("lr", _positive_float, ("learning_rate",)),
-    "optimizer": Prop("optimizer", _choice("sgd", "adam", "rmsprop"), ("optimiser",)),
-    "loss": Prop("loss", _choice("dice", "crossentropy", "dice_crossentropy")),
+    "optimizer": Prop("optimizer", _choice(*OPTIMIZERS), ("optimiser",)),
+    "loss": Prop("loss", _choice(*LOSSES)),
     "minibatch_size": Prop("minibatch_size", _int_at_least(1), ("minibarch_size", "batch_size")),
     "start_epoch": Prop("start_epoch", _int_at_least(0)),
     "end_epoch": Prop("end_epoch", _int_at_least(1)),
@@ -394,6 +393,28 @@ def _section(check: Checker, task: etree._Element, tag: str, table: dict[str, Pr
     return cls(**{k: v for k, v in values.items() if k in names})
 
 
+def _parallelism_degree(check: Checker, element: etree._Element | None) -> int:
+    """``<parallelism-degree>`` as written (``+3`` is 3, as the schema reads it); 1 when absent.
+
+    Text that is not a number is a problem (the schema's own, not reported twice), never a
+    silent 1.
+    """
+    if element is None:
+        return 1
+    text = (element.text or "").strip()
+    try:
+        degree = int(text)
+    except ValueError:
+        degree = 0
+    if degree >= 1:
+        return degree
+    if not any(p.line == element.sourceline and p.element == "parallelism-degree"
+               for p in check.problems):
+        check.problem(element, "parallelism-degree",
+                      f"{text!r} is not valid; expected a positive integer (1, 2, ...)")
+    return 1
+
+
 def build_spec(tree: etree._ElementTree, source: Path, check: Checker) -> S.TrainingSpec | None:
     """The semantic pass over a schema-checked tree."""
     root = tree.getroot()
@@ -403,8 +424,7 @@ def build_spec(tree: etree._ElementTree, source: Path, check: Checker) -> S.Trai
     task_name = (task.get("name") or "").strip()
     if task_name not in TASKS:
         check.problem(task, f'task name="{task_name}"', unknown("task", task_name, list(TASKS)))
-    degree_el = task.find("parallelism-degree")
-    degree = int(degree_el.text) if degree_el is not None and (degree_el.text or "").strip().isdigit() else 1
+    degree = _parallelism_degree(check, task.find("parallelism-degree"))
 
     hyper = _section(check, task, "hyperparameters", HYPERPARAMETERS, S.Hyperparameters)
     if hyper.end_epoch <= hyper.start_epoch:

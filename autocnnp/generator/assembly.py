@@ -12,9 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from autocnnp.engine.schema import unknown
 from autocnnp.engine.spec import ActionChoice, TrainingSpec
 from autocnnp.engine.validate import load_spec, raise_problems
+from autocnnp.engine.values import unknown
 from autocnnp.errors import BindingError, ConfigError, ConfigProblem, PluginError
 from autocnnp.generator import registry
 from autocnnp.generator.components import (TRAINER_REQUIRES, ActionNode, Binding, Composite,

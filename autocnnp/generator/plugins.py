@@ -9,20 +9,15 @@ interface on the live class.
 
 from __future__ import annotations
 
-import difflib
 import sys
 from pathlib import Path
 
+from autocnnp.engine.values import did_you_mean
 from autocnnp.errors import PluginError
 from autocnnp.generator.components import ActionPlugin
 
 BASE_NAMES = ("ActionPlugin",)
 RUN_SIGNATURE = ("self", "ctx")
-
-
-def _close(name: str, choices: list[str]) -> str:
-    match = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
-    return f"; did you mean {match[0]!r}?" if match else ""
 
 
 def _base_name(node) -> str:
@@ -63,7 +58,7 @@ def check_plugin_file(path: Path, class_name: str, action_type: str) -> list[str
     if cls is None:
         known = ", ".join(sorted(classes)) or "none"
         return problems + [f"plugin {path}: no class {class_name!r}"
-                           f"{_close(class_name, list(classes))} (classes defined: {known})"]
+                           f"{did_you_mean(class_name, list(classes), '')} (classes defined: {known})"]
     if not any(_base_name(b) in BASE_NAMES for b in cls.bases):
         problems.append(f"plugin {path}:{cls.lineno}: class {class_name} must subclass "
                         f"autocnnp.generator.ActionPlugin")
@@ -122,5 +117,5 @@ def load_plugin_file(path: Path, class_name: str, action_type: str) -> type:
     if not hasattr(module, class_name):
         import inspect
         names = [n for n, v in vars(module).items() if inspect.isclass(v)]
-        raise PluginError(plugin, f"no class {class_name!r}{_close(class_name, names)}")
+        raise PluginError(plugin, f"no class {class_name!r}{did_you_mean(class_name, names, '')}")
     return validate_plugin_class(getattr(module, class_name), plugin, action_type)

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any, Callable, TextIO
 
 from autocnnp.engine import rundir
-from autocnnp.engine.spec import Backend, TrainingSpec, spec_from_dict, spec_to_dict
-from autocnnp.generator.assembly import load_checked_spec
+from autocnnp.engine.spec import TrainingSpec, spec_from_dict, spec_to_dict
 from autocnnp.errors import AutocnnpError, DataError
+from autocnnp.generator.assembly import load_checked_spec
 
 
 @dataclass(frozen=True)
@@ -34,12 +34,10 @@ def _say(out: TextIO, text: str) -> None:
 
 def prepare_run_dir(spec: TrainingSpec, run_dir: Path) -> None:
     """Create the run directory with the config copy and the spec every rank reads."""
-    from autocnnp.atomic import atomic_write_json
-
     for sub in (rundir.LOGS, rundir.ERRORS, rundir.CHECKPOINTS):
         (run_dir / sub).mkdir()
     shutil.copy2(spec.source, run_dir / rundir.CONFIG_COPY)
-    atomic_write_json(run_dir / rundir.SPEC_FILE, spec_to_dict(spec))
+    rundir.write_json(run_dir / rundir.SPEC_FILE, spec_to_dict(spec))
 
 
 def ensure_data(spec: TrainingSpec, out: TextIO) -> None:
@@ -91,7 +89,7 @@ def run_job(config: Path | None = None, *, resume_dir: Path | None = None,
         run_dir = resolve_run(resume_dir)
         spec_file = run_dir / rundir.SPEC_FILE
         try:
-            spec = spec_from_dict(rundir.read_run_json(spec_file))
+            spec = spec_from_dict(rundir.read_json(spec_file))
         except (TypeError, KeyError, ValueError) as exc:
             raise AutocnnpError(f"{spec_file}: not a spec this version of autocnnp can read "
                                 f"({type(exc).__name__}: {exc})") from None
@@ -120,10 +118,8 @@ def run_job(config: Path | None = None, *, resume_dir: Path | None = None,
 def _execute(spec: TrainingSpec, run_dir: Path, *, created: bool, resume: bool, out: TextIO,
              argv: list[str] | None, init_swarm: bool) -> RunResult:
     """Prepare data and the run directory, launch the ranks, collect the test metrics."""
-    from autocnnp.atomic import atomic_write_json
-    from autocnnp.engine.plan import build_plan
     from autocnnp.generator.assembly import assemble
-    from autocnnp.run_manage.machine import detect_machine
+    from autocnnp.run_manage.backend import get_backend
     from autocnnp.run_manage.records import build_manifest
 
     try:
@@ -136,27 +132,18 @@ def _execute(spec: TrainingSpec, run_dir: Path, *, created: bool, resume: bool, 
         if created:  # nothing ran yet: leave no empty run directory behind
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
-    atomic_write_json(run_dir / rundir.MANIFEST_FILE, build_manifest(spec, argv or sys.argv))
+    backend = get_backend(spec.deployment.backend, out=out, init=init_swarm or None)
+    image = spec.deployment.image if backend.uses_image else None
+    rundir.write_json(run_dir / rundir.MANIFEST_FILE, build_manifest(spec, argv or sys.argv, image))
 
-    if spec.deployment.backend is Backend.SWARM:
-        from autocnnp.engine.plan_swarm import build_swarm_plan
-        from autocnnp.run_manage.swarm import SwarmBackend
-
-        plan = build_swarm_plan(spec, run_dir, job_id=run_dir.name)
-        atomic_write_json(run_dir / rundir.PLAN_FILE, plan.to_dict())
-        _say(out, f"run dir: {run_dir}\n{plan}")
-        SwarmBackend(init=init_swarm or None).launch(spec, plan, run_dir, resume=resume)
-    else:
-        from autocnnp.run_manage.local import launch
-
-        plan = build_plan(spec, run_dir, detect_machine(), resume=resume)
-        atomic_write_json(run_dir / rundir.PLAN_FILE, plan.to_dict())
-        _say(out, f"run dir: {run_dir}")
-        _say(out, f"launching {plan.size} rank(s): {' '.join(plan.command[:4])} ...")
-        launch(plan, run_dir, out=out)
+    plan = backend.plan(spec, run_dir, resume=resume)
+    rundir.write_json(run_dir / rundir.PLAN_FILE, plan.to_dict())
+    _say(out, f"run dir: {run_dir}")
+    _say(out, backend.announce(plan))
+    backend.launch(spec, plan, run_dir, resume=resume)
 
     metrics_file = run_dir / rundir.TEST_METRICS
-    metrics = rundir.read_run_json(metrics_file) if metrics_file.exists() else None
+    metrics = rundir.read_json(metrics_file) if metrics_file.exists() else None
     return RunResult(run_dir, metrics)
 
 
@@ -199,8 +186,6 @@ def run_repeats(spec: TrainingSpec, group: Path, *, out: TextIO, argv: list[str]
     """
     import dataclasses
 
-    from autocnnp.atomic import atomic_write_json
-
     base_seed = spec.reproducibility.seed
     results = []
     for k in range(1, spec.reproducibility.repeats + 1):
@@ -216,7 +201,7 @@ def run_repeats(spec: TrainingSpec, group: Path, *, out: TextIO, argv: list[str]
         for name, value in ((result.test_metrics or {}).get("means") or {}).items():
             values.setdefault(name, []).append(value)
     summary = summarize_repeats(values)
-    atomic_write_json(group / "repeats.json", {
+    rundir.write_json(group / rundir.REPEATS_FILE, {
         "config": str(spec.source), "seeds": [base_seed + k for k in range(len(results))],
         "runs": [str(r.run_dir) for r in results], "summary": summary})
     return RepeatsResult(group, tuple(results), summary)

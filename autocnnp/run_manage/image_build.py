@@ -23,13 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from autocnnp.engine.vocabulary import HOROVOD_VERSION
 from autocnnp.errors import AutocnnpError, EnvironmentProblemError
 
 #: The base made by debootstrap when none is available.
 DEBOOTSTRAP_BASE = "autocnnp-base:bookworm"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 DEFAULT_GPU_BASE = "nvidia/cuda:12.2.2-cudnn8-devel-ubuntu22.04"
-HOROVOD_VERSION = "0.28.1"
 
 #: Used when the repository has no constraints.txt: the stack measured to work together
 #: (DESIGN.md section 9; numpy must stay below 2 for TensorFlow 2.15).
@@ -172,25 +172,6 @@ def plan_image_build(*, gpu: bool, tag: str | None, base: str | None, ca_bundle:
         no_cache=no_cache,
         labels={"org.autocnnp.flavour": flavour, "org.autocnnp.horovod": HOROVOD_VERSION},
     )
-
-
-def docker_client():
-    """A docker SDK client, or an error that says how to start dockerd."""
-    try:
-        import docker
-    except ImportError as exc:
-        raise EnvironmentProblemError(
-            "the docker Python SDK is not installed", remedy="pip install 'autocnnp[swarm]'"
-        ) from exc
-    try:
-        client = docker.from_env(timeout=600)
-        client.ping()
-    except Exception as exc:  # docker raises DockerException, requests errors, FileNotFoundError
-        raise EnvironmentProblemError(
-            f"cannot reach the Docker daemon ({exc.__class__.__name__}: {exc})",
-            remedy="start it as root: dockerd > /tmp/dockerd.log 2>&1 &  "
-                   "(or systemctl start docker; or .ci/docker.sh), then retry") from exc
-    return client
 
 
 def image_present(client, name: str) -> bool:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from autocnnp.engine import rundir
 from autocnnp.errors import AutocnnpError
+from autocnnp.run_manage.backend import get_backend
 
 
 def resolve_run(run: str | Path, root: Path | None = None) -> Path:
@@ -21,33 +22,11 @@ def resolve_run(run: str | Path, root: Path | None = None) -> Path:
     raise AutocnnpError(f"no run directory {run!r} (looked for {rundir.SPEC_FILE} in {looked})")
 
 
-def read_state(run_dir: Path) -> dict:
-    path = run_dir / rundir.STATE_FILE
-    return rundir.read_run_json(path) if path.exists() else {"state": "prepared"}
-
-
-def _alive(pid: int | None) -> bool:
-    import os
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def status(run_dir: Path) -> dict:
     """The run's state, last epoch, and failure if any."""
-    state = read_state(run_dir)
-    if state.get("state") == "running" and state.get("backend") != "swarm" and not _alive(state.get("pid")):
-        state["state"] = "dead (launcher gone without recording an end)"
-    if state.get("backend") == "swarm":
-        from autocnnp.run_manage.swarm import SwarmBackend
-        state.update(SwarmBackend().status(run_dir))
-    epochs = run_dir / "metrics" / "epochs.jsonl"
+    state = rundir.read_state(run_dir)
+    state = get_backend(state.get("backend") or "local").status(run_dir, state)
+    epochs = run_dir / rundir.EPOCHS_FILE
     if epochs.exists():
         lines = [l for l in epochs.read_text().splitlines() if l.strip()]
         try:
@@ -61,12 +40,10 @@ def status(run_dir: Path) -> dict:
 
 
 def logs(run_dir: Path, rank: int | None = None) -> str:
-    state = read_state(run_dir)
-    if state.get("backend") == "swarm":
-        from autocnnp.run_manage.swarm import SwarmBackend
-        text = SwarmBackend().logs(run_dir, rank)
-        if text:
-            return text
+    state = rundir.read_state(run_dir)
+    text = get_backend(state.get("backend") or "local").logs(run_dir, rank)
+    if text:
+        return text
     log_dir = run_dir / rundir.LOGS
     files = [log_dir / f"rank-{rank}.log"] if rank is not None else sorted(log_dir.glob("*.log"))
     missing = [f for f in files if not f.exists()]
@@ -76,13 +53,5 @@ def logs(run_dir: Path, rank: int | None = None) -> str:
 
 
 def stop(run_dir: Path) -> str:
-    state = read_state(run_dir)
-    if state.get("backend") == "swarm":
-        from autocnnp.run_manage.swarm import SwarmBackend
-        return SwarmBackend().stop(run_dir)
-    if state.get("state") != "running" or not _alive(state.get("pgid")):
-        return f"{run_dir.name} is not running (state: {state.get('state')})"
-    from autocnnp.run_manage.local import record_state, stop_group
-    record_state(run_dir, stop_requested=True)  # the launcher reports "stopped", not "failed"
-    stop_group(int(state["pgid"]))
-    return f"stopped {run_dir.name}; resume with: autocnnp run --resume {run_dir}"
+    state = rundir.read_state(run_dir)
+    return get_backend(state.get("backend") or "local").stop(run_dir, state)

@@ -1,5 +1,8 @@
 """Local and hosts backends: execute a JobPlan with mpirun (or horovodrun) and watch it.
 
+:class:`LocalBackend` (this machine) and :class:`HostsBackend` (a list of hosts over ssh, MPI's
+own launcher) differ only in the plan :func:`~autocnnp.engine.plan.build_plan` makes.
+
 One process group per job: a dead rank makes mpirun end the others, Ctrl-C or ``autocnnp
 stop`` ends the whole group, and the first failure is reported with its rank, host and cause
 from ``RUN_DIR/errors/rank-K.json`` (written by the worker) or from mpirun's own report when a
@@ -16,14 +19,17 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TextIO
 
 from autocnnp.engine import rundir
-from autocnnp.engine.plan import JobPlan
+from autocnnp.engine.plan import JobPlan, build_plan
+from autocnnp.engine.rundir import RunState, record_state
+from autocnnp.engine.spec import TrainingSpec
+from autocnnp.engine.vocabulary import HOROVOD_VERSION
 from autocnnp.errors import EnvironmentProblemError, JobFailedError
-from autocnnp.atomic import atomic_write_json
+from autocnnp.run_manage.backend import Backend
+from autocnnp.run_manage.machine import detect_machine
 
 _MPI_SIGNAL = re.compile(r"process rank (\d+) with PID (\d+) on node (\S+) exited on signal (\d+) \(([^)]+)\)")
 _MPI_EXIT = re.compile(r"Process name: \[\[\d+,\d+\],(\d+)\]\s+Exit code:\s+(\d+)")
@@ -43,20 +49,7 @@ def check_launcher(plan: JobPlan) -> None:
     if importlib.util.find_spec("horovod") is None:
         raise EnvironmentProblemError(
             "Horovod is not installed in this Python environment",
-            remedy="run `bash scripts/setup.sh` (builds horovod==0.28.1 with MPI and Gloo)")
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def record_state(run_dir: Path, **fields) -> dict:
-    """Merge ``fields`` into RUN_DIR/state.json; return the new state."""
-    path = run_dir / rundir.STATE_FILE
-    current = rundir.read_run_json(path) if path.exists() else {}
-    current.update(fields)
-    atomic_write_json(path, current)
-    return current
+            remedy=f"run `bash scripts/setup.sh` (builds horovod=={HOROVOD_VERSION} with MPI and Gloo)")
 
 
 def first_failure(run_dir: Path, launcher_output: str) -> JobFailedError:
@@ -101,13 +94,14 @@ def launch(plan: JobPlan, run_dir: Path, *, out: TextIO = sys.stdout) -> None:
     env.update(plan.env_dict())
     started = time.monotonic()
     with open(logs / "launcher.log", "a") as log:
-        log.write(f"# {_now()} {' '.join(plan.command)}\n")
+        log.write(f"# {rundir.timestamp()} {' '.join(plan.command)}\n")
         proc = subprocess.Popen(plan.command, env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, bufsize=1,
                                 start_new_session=True)
-        record_state(run_dir, state="running", pid=proc.pid, pgid=proc.pid, backend=plan.backend.value,
-                     stop_requested=False, failure=None, failed_rank=None, failed_host=None,
-               started=_now(), command=list(plan.command))
+        record_state(run_dir, state=RunState.RUNNING, pid=proc.pid, pgid=proc.pid,
+                     backend=plan.backend.value, stop_requested=False, failure=None,
+                     failed_rank=None, failed_host=None, started=rundir.timestamp(),
+                     command=list(plan.command))
         output: list[str] = []
         try:
             assert proc.stdout is not None
@@ -121,19 +115,19 @@ def launch(plan: JobPlan, run_dir: Path, *, out: TextIO = sys.stdout) -> None:
             code = proc.wait()
         except BaseException:
             stop_group(proc.pid)
-            record_state(run_dir, state="stopped", ended=_now())
+            record_state(run_dir, state=RunState.STOPPED, ended=rundir.timestamp())
             raise
     elapsed = time.monotonic() - started
-    if code != 0 and rundir.read_run_json(run_dir / rundir.STATE_FILE).get("stop_requested"):
-        record_state(run_dir, state="stopped", ended=_now(), seconds=round(elapsed, 1), exit_code=code)
+    if code != 0 and rundir.read_state(run_dir).get("stop_requested"):
+        record_state(run_dir, state=RunState.STOPPED, ended=rundir.timestamp(), seconds=round(elapsed, 1), exit_code=code)
         raise JobFailedError("the job was stopped on request (autocnnp stop); finished checkpoints "
                              "are intact", remedy=f"continue with: autocnnp run --resume {run_dir}")
     if code == 0:
-        record_state(run_dir, state="finished", ended=_now(), seconds=round(elapsed, 1), exit_code=0)
+        record_state(run_dir, state=RunState.FINISHED, ended=rundir.timestamp(), seconds=round(elapsed, 1), exit_code=0)
         return
     failure = first_failure(run_dir, "".join(output))
-    record_state(run_dir, state="failed", ended=_now(), seconds=round(elapsed, 1), exit_code=code,
-           failure=failure.message, failed_rank=failure.rank, failed_host=failure.host)
+    record_state(run_dir, state=RunState.FAILED, ended=rundir.timestamp(), seconds=round(elapsed, 1),
+                 exit_code=code, failure=failure.message, failed_rank=failure.rank, failed_host=failure.host)
     raise failure
 
 
@@ -155,3 +149,52 @@ def stop_group(pgid: int, grace_s: float = 10.0) -> bool:
     except ProcessLookupError:
         pass
     return True
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class LocalBackend(Backend):
+    """N ranks on this machine through mpirun or horovodrun (the default backend)."""
+
+    name = "local"
+
+    def plan(self, spec: TrainingSpec, run_dir: Path, *, resume: bool = False) -> JobPlan:
+        return build_plan(spec, run_dir, detect_machine(), resume=resume)
+
+    def announce(self, plan: JobPlan) -> str:
+        return f"launching {plan.size} rank(s): {' '.join(plan.command[:4])} ..."
+
+    def check(self, plan: JobPlan, spec: TrainingSpec | None = None) -> JobPlan:
+        check_launcher(plan)
+        return plan
+
+    def launch(self, spec: TrainingSpec, plan: JobPlan, run_dir: Path, *, resume: bool = False) -> None:
+        launch(plan, run_dir, out=self.out)
+
+    def status(self, run_dir: Path, state: dict) -> dict:
+        if state.get("state") == RunState.RUNNING and not _alive(state.get("pid")):
+            state["state"] = "dead (launcher gone without recording an end)"
+        return state
+
+    def stop(self, run_dir: Path, state: dict) -> str:
+        if state.get("state") != RunState.RUNNING or not _alive(state.get("pgid")):
+            return f"{run_dir.name} is not running (state: {state.get('state')})"
+        record_state(run_dir, stop_requested=True)  # the launcher reports "stopped", not "failed"
+        stop_group(int(state["pgid"]))
+        return f"stopped {run_dir.name}; resume with: autocnnp run --resume {run_dir}"
+
+
+class HostsBackend(LocalBackend):
+    """N ranks on a list of hosts over ssh (``<deployment backend="hosts">``)."""
+
+    name = "hosts"

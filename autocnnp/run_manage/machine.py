@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import sys
 
 from autocnnp.engine.plan import MachineInfo
@@ -12,7 +11,3 @@ from autocnnp.engine.plan import MachineInfo
 def detect_machine() -> MachineInfo:
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return MachineInfo(cpus=cpus, hostname="localhost", python=sys.executable)
-
-
-def real_hostname() -> str:
-    return socket.gethostname()

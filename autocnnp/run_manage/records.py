@@ -81,7 +81,8 @@ def checksum_tree(path: Path | None) -> dict[str, Any] | None:
     return {"path": str(path), "files": len(files), "sha256": digest.hexdigest()}
 
 
-def build_manifest(spec: TrainingSpec, argv: list[str]) -> dict[str, Any]:
+def build_manifest(spec: TrainingSpec, argv: list[str], image: str | None = None) -> dict[str, Any]:
+    """What ``manifest.json`` records; ``image``: the container image the ranks run from."""
     return {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": argv,
@@ -92,5 +93,5 @@ def build_manifest(spec: TrainingSpec, argv: list[str]) -> dict[str, Any]:
         "hardware": hardware(),
         "code": code_version(),
         "data": {split: checksum_tree(getattr(spec.data, split)) for split in ("train", "valid", "test")},
-        "image": spec.deployment.image if spec.deployment.backend.value == "swarm" else None,
+        "image": image,
     }

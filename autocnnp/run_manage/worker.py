@@ -31,6 +31,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from autocnnp.engine import rundir
+
 #: environment variables that hold the rank before Horovod is initialised, by launcher
 RANK_VARIABLES = ("HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK")
 
@@ -130,9 +132,7 @@ def write_error(run_dir: Path, rank: int, exc: BaseException) -> Path:
                                                               exc.__traceback__)),
               "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     path = err_dir / f"rank-{rank}.json"
-    tmp = err_dir / f".rank-{rank}.json.tmp"
-    tmp.write_text(json.dumps(record, indent=1), encoding="utf-8")
-    os.replace(tmp, path)
+    rundir.write_json(path, record)
     return path
 
 
@@ -154,9 +154,7 @@ def run(run_dir: Path, resume: bool, log: logging.Logger) -> tuple[int, Any]:
                    "seconds": round(result.seconds, 3),
                    "images_per_s": round(result.images_per_s, 2),
                    "ranks": ctx.require("communicator").size}
-        path = run_dir / "metrics" / "train_summary.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(summary, indent=1))
+        rundir.write_json(run_dir / rundir.TRAIN_SUMMARY, summary)
     training.evaluate(ctx)
     log.info("rank finished")
     return 0, ctx

@@ -15,6 +15,7 @@ from autocnnp.components.models import ArchitectureError, build_model  # noqa: E
 from autocnnp.components.models.fcn import build_fcn  # noqa: E402
 from autocnnp.components.models.unet import build_unet  # noqa: E402
 from autocnnp.engine.spec import ArchitectureSpec  # noqa: E402
+from autocnnp.engine.vocabulary import LOSSES  # noqa: E402
 
 
 # --- built-ins -------------------------------------------------------------------------------
@@ -185,7 +186,7 @@ def test_perfect_prediction_has_low_loss_and_dice_one() -> None:
     np.testing.assert_allclose(losses.dice_metric(masks, perfect).numpy(), 1.0)
 
 
-@pytest.mark.parametrize("name", losses.LOSS_NAMES)
+@pytest.mark.parametrize("name", LOSSES)
 def test_losses_are_per_image_so_batches_decompose(name: str) -> None:
     # the property data parallelism relies on: mean over 2b == mean of the two b-means
     masks, probs = _batch(n=6)

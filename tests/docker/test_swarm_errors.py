@@ -14,7 +14,8 @@ import docker.errors
 import pytest
 
 from autocnnp.errors import AutocnnpError, EnvironmentProblemError
-from autocnnp.run_manage.swarm import SWARM_FILE, SwarmBackend, _update_json
+from autocnnp.engine.rundir import update_json
+from autocnnp.run_manage.swarm import SWARM_FILE, SwarmBackend
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -43,7 +44,7 @@ def test_updating_a_corrupt_run_file_names_it(tmp_path, name):
     path = tmp_path / name
     path.write_text("not json")
     with pytest.raises(AutocnnpError) as info:
-        _update_json(path, state="stopped")
+        update_json(path, state="stopped")
     assert str(info.value).startswith(f"{path}: not valid JSON at line 1 column 1;")
     assert path.read_text() == "not json"        # left as it was
 

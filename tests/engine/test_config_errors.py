@@ -188,3 +188,21 @@ def test_no_traceback_from_the_real_command_and_full_error_on_request(tmp_path):
                           env={**os.environ, "AUTOCNNP_FULL_ERROR": "1"})
     assert loud.returncode == 2
     assert "Traceback (most recent call last)" in loud.stderr
+
+
+@pytest.mark.parametrize("text, degree", [("+3", 3), (" 4 ", 4), ("1", 1)])
+def test_parallelism_degree_is_read_as_the_schema_reads_it_never_as_a_silent_one(text, degree, tmp_path):
+    from autocnnp.engine.validate import load_spec
+
+    assert load_spec(write_config(tmp_path, degree=text)).parallelism_degree == degree
+
+
+def test_a_parallelism_degree_that_is_not_a_number_is_reported_once(tmp_path):
+    from autocnnp.engine.validate import load_spec
+    from autocnnp.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        load_spec(write_config(tmp_path, degree="2.5"))
+    assert [str(p) for p in info.value.problems] == [
+        f"{tmp_path / 'c.xml'}:3: <parallelism-degree>: '2.5' is not valid; expected a positive "
+        f"integer (1, 2, ...)"]

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from autocnnp.components.datasets import load_volume, volume_stem
-from autocnnp.atomic import atomic_write
+from autocnnp.engine.rundir import atomic_write
 from autocnnp.errors import DataError
 
 __all__ = ["IMAGE_FORMATS", "MASK_FORMATS", "NIFTI_SUFFIXES", "is_nifti", "list_volumes",

@@ -1,0 +1,22 @@
+"""The names a config may use for the things training is made of, and the pinned stack.
+
+One source for each list: validation offers them (with did-you-mean), the spec defaults to
+them, and the rank-side code that builds the optimizer, loss and metrics accepts exactly them.
+"""
+
+from __future__ import annotations
+
+#: ``<property name="optimizer">``
+OPTIMIZERS = ("sgd", "adam", "rmsprop")
+#: ``<property name="loss">``
+LOSSES = ("dice", "crossentropy", "dice_crossentropy")
+#: ``<evaluation><metrics>``: SegEval metrics computed on the test split (all by default)
+METRICS = ("dice", "pixel_accuracy", "mean_accuracy", "mean_iou", "fw_iou", "sensitivity",
+           "specificity", "hd95")
+
+#: the Horovod release the Horovod engine is built and tested with (TensorFlow 2.15 / Keras 2)
+HOROVOD_VERSION = "0.28.1"
+
+#: environment variables through which a launcher gives each rank its thread counts
+INTRA_OP_THREADS_ENV = "AUTOCNNP_INTRA_OP_THREADS"
+INTER_OP_THREADS_ENV = "AUTOCNNP_INTER_OP_THREADS"

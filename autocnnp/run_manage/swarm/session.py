@@ -1,0 +1,49 @@
+"""What every part of the swarm backend shares: the docker client, the terminal, the names."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, TextIO
+
+from autocnnp.run_manage.backend import Backend
+from autocnnp.run_manage.docker_api import docker_call
+
+#: the launcher's record of a swarm job in its run directory (job id, plan, what it created)
+SWARM_FILE = "swarm.json"
+TOKEN_HASH_FILE = "swarm-token.sha256"
+POLL_S = 1.0
+FAILED = {"failed", "rejected", "orphaned", "remove"}
+ENDED_BY_SWARM = {"shutdown"}
+
+
+class SwarmSession(Backend):
+    """The docker client (made on first use) and the output of one swarm command."""
+
+    name = "swarm"
+    uses_image = True
+
+    def __init__(self, client: Any = None, *, init: bool | None = None,
+                 out: TextIO | None = None) -> None:
+        super().__init__(out=out)
+        self._client = client
+        self.init = (os.environ.get("AUTOCNNP_SWARM_INIT") == "1") if init is None else init
+
+    @property
+    def client(self):
+        if self._client is None:
+            from autocnnp.run_manage.docker_api import docker_client
+
+            self._client = docker_client()
+        return self._client
+
+    def swarm_state(self) -> dict:
+        with docker_call("cannot ask the Docker daemon for its swarm state (docker info)"):
+            return self.client.info().get("Swarm") or {}
+
+    def _node_name(self, node_id: str | None) -> str:
+        if not node_id:
+            return "(not scheduled)"
+        try:
+            return self.client.api.inspect_node(node_id)["Description"]["Hostname"]
+        except Exception:
+            return node_id[:12]
