@@ -1,6 +1,6 @@
 """What the built-in actions do on every rank (the bodies of ``autocnnp.components.actions``).
 
-Each function reads what it needs from the :class:`~autocnnp.run_manage.context.RankContext`
+Each function reads what it needs from the :class:`~autocnnp.generator.context.RankContext`
 and stores what it provides in ``ctx.values`` under the action's binding names:
 
 =========================  ==================  ================================================

@@ -48,7 +48,7 @@ class Action:
     """One parallelization step, executed on every rank in binding order.
 
     Subclasses set the class attributes below and implement :meth:`run`. ``run`` receives the
-    rank's :class:`~autocnnp.run_manage.context.RankContext`, reads the values named in
+    rank's :class:`~autocnnp.generator.context.RankContext`, reads the values named in
     ``requires`` from ``ctx.values`` and stores the ones named in ``provides``.
     """
 

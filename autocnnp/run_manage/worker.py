@@ -140,7 +140,7 @@ def run(run_dir: Path, resume: bool, log: logging.Logger) -> tuple[int, Any]:
     """Assemble, run the actions, train and evaluate on this rank. Returns (0, ctx)."""
     from autocnnp.components import training
     from autocnnp.generator.assembly import assemble, run_actions
-    from autocnnp.run_manage.context import RankContext
+    from autocnnp.generator.context import RankContext
 
     spec = load_run_spec(run_dir)
     generator = assemble(spec, load_plugins=True)
