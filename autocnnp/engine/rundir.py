@@ -39,6 +39,7 @@ class RunState(str, Enum):
     """What ``state.json`` records about a run."""
 
     PREPARED = "prepared"
+    PENDING = "pending"     # queued by a batch system, not started yet
     RUNNING = "running"
     FINISHED = "finished"
     FAILED = "failed"

@@ -32,6 +32,7 @@ BACKENDS: dict[str, str] = {
     "local": "autocnnp.run_manage.local:LocalBackend",
     "hosts": "autocnnp.run_manage.local:HostsBackend",
     "swarm": "autocnnp.run_manage.swarm:SwarmBackend",
+    "slurm": "autocnnp.run_manage.slurm:SlurmBackend",
 }
 
 

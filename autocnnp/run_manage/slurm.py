@@ -26,8 +26,11 @@ from pathlib import Path
 from typing import TextIO
 
 from autocnnp.engine import rundir
-from autocnnp.engine.plan_slurm import SCRIPT_FILE, SlurmPlan
+from autocnnp.engine.plan_slurm import SCRIPT_FILE, SlurmPlan, build_slurm_plan
+from autocnnp.engine.spec import TrainingSpec
 from autocnnp.errors import AutocnnpError, EnvironmentProblemError, JobFailedError
+from autocnnp.run_manage.backend import Backend
+from autocnnp.run_manage.machine import detect_machine
 
 PENDING = ("PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD", "SUSPENDED",
            "PREEMPTED", "RESIZING", "SIGNALING", "STAGE_OUT", "CONFIGURING")
@@ -200,3 +203,29 @@ def stop(run_dir: Path, state: dict) -> str:
     if proc.returncode != 0:
         raise AutocnnpError(f"scancel {job_id} failed: {proc.stderr.strip()}")
     return f"cancelled slurm job {job_id}"
+
+
+class SlurmBackend(Backend):
+    """Submit the planned batch script with sbatch and follow the job (see the module doc)."""
+
+    name = "slurm"
+
+    def plan(self, spec: TrainingSpec, run_dir: Path, *, resume: bool = False) -> SlurmPlan:
+        return build_slurm_plan(spec, run_dir, detect_machine(), resume=resume)
+
+    def check(self, plan: SlurmPlan, spec: TrainingSpec | None = None) -> SlurmPlan:
+        check_cluster(plan)
+        return plan
+
+    def launch(self, spec: TrainingSpec, plan: SlurmPlan, run_dir: Path, *, resume: bool = False) -> None:
+        from autocnnp.run_manage.local import first_failure
+
+        job_id = submit(plan, run_dir, rundir.record_state)
+        follow(run_dir, job_id, rundir.record_state, out=self.out, first_failure=first_failure)
+
+    def status(self, run_dir: Path, state: dict) -> dict:
+        state.update(status(run_dir, state))
+        return state
+
+    def stop(self, run_dir: Path, state: dict) -> str:
+        return stop(run_dir, state)

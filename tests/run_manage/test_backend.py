@@ -24,8 +24,8 @@ def test_get_backend_passes_options_and_refuses_an_unknown_name():
     backend = get_backend("swarm", out=out, init=True)
     assert backend.init is True and backend.out is out
     assert get_backend("local", init=None).name == "local"
-    with pytest.raises(AutocnnpError, match=r"unknown backend 'slurm'; known: local, hosts, swarm"):
-        get_backend("slurm")
+    with pytest.raises(AutocnnpError, match=r"unknown backend 'pbs'; known: local, hosts, swarm, slurm"):
+        get_backend("pbs")
 
 
 def test_choosing_the_local_backend_does_not_import_the_docker_sdk():
