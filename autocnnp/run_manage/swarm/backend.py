@@ -29,7 +29,8 @@ class SwarmBackend(Launch):
     """Plan, check, launch, watch, stop and clean up swarm jobs; see the module docstring."""
 
     def plan(self, spec: TrainingSpec, run_dir: Path, *, resume: bool = False) -> SwarmPlan:
-        """The plan before pre-flight lays it out on the swarm's nodes."""
+        """The plan before pre-flight lays it out on the swarm's nodes (:meth:`launch` plans a
+        resume again with the ranks' ``--resume``)."""
         return build_swarm_plan(spec, run_dir, job_id=run_dir.name)
 
     def preview_plan(self, spec: TrainingSpec, run_dir: Path, *, assume_nodes: str | None = None) -> SwarmPlan:
@@ -39,9 +40,6 @@ class SwarmBackend(Launch):
         else:
             nodes = discover_nodes()
         return build_swarm_plan(spec, run_dir, job_id=run_dir.name, nodes=nodes)
-
-    def announce(self, plan: SwarmPlan) -> str:
-        return str(plan)
 
     def check(self, plan: SwarmPlan, spec: TrainingSpec | None = None) -> SwarmPlan:
         return self.preflight(plan, spec)[0]
