@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A real one-node Slurm on this machine, for the slurm backend's tests, CI and curious users.
 #
+#   bash scripts/slurm-local.sh install # only install slurm-wlm + munge (Debian) if missing
 #   bash scripts/slurm-local.sh up      # install slurm-wlm + munge if missing, start munged,
 #                                       # slurmctld and slurmd; prints the SLURM_CONF to export
 #   bash scripts/slurm-local.sh status  # sinfo of the local cluster
@@ -128,8 +129,9 @@ down() {
 }
 
 case "${1:-}" in
+  install) install_packages; stamp "slurm-wlm and munge installed" ;;
   up) up ;;
   down) down ;;
   status) SLURM_CONF=$CONF sinfo ;;
-  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+  *) echo "usage: $0 install|up|down|status" >&2; exit 2 ;;
 esac

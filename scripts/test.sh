@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command: set everything up (scripts/setup.sh), start dockerd and a one-node swarm
-# for the docker tests, then run the whole test suite (every tier: fast, slow, mpi, docker).
+# for the docker tests, install Slurm for the slurm tests, then run the whole test suite
+# (every tier: fast, slow, mpi, docker, slurm).
 # Extra arguments go to pytest, e.g. `bash scripts/test.sh -m "not docker" -x`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,4 +11,9 @@ bash scripts/setup.sh
 t0=$(date +%s)
 bash .ci/docker.sh
 echo "[test] docker ready ($(( $(date +%s) - t0 ))s)"
+# The slurm tier needs Debian's slurm-wlm and munge; the tests start a one-node Slurm with
+# scripts/slurm-local.sh up and stop it with down when the session ends.
+t0=$(date +%s)
+bash scripts/slurm-local.sh install
+echo "[test] slurm packages ready ($(( $(date +%s) - t0 ))s)"
 exec .venv/bin/python -m pytest -ra --durations=15 "$@"

@@ -137,8 +137,12 @@ def callbacks_for_fit(ctx: Any, *, progress: bool = True) -> list[Any]:
     """Every callback of the actions and plugins, in the order the module docstring gives."""
     from autocnnp.components.rank_runtime import make_statistics_sync, make_weight_guard
 
+    from autocnnp.components.preemption import make_warning_callback, warning_signal
+
     comm = ctx.require("communicator")
     callbacks = list(ctx.require("sync_callbacks"))
+    if warning_signal() is not None:  # a cluster that warns before it kills (Slurm)
+        callbacks.append(make_warning_callback(comm))
     # before the guard and the checkpoints: they read the averaged statistics
     callbacks.append(make_statistics_sync(comm))
     if ctx.spec.monitoring.weight_check:
@@ -200,6 +204,7 @@ def restore(ctx: Any) -> int:
 def train(ctx: Any) -> TrainResult:
     """Compile, resume if asked, fit, check weights across ranks, save the model (rank 0)."""
     from autocnnp.components.losses import dice_metric
+    from autocnnp.components.preemption import WarningSignalStop
     from autocnnp.components.rank_runtime import average_statistics, check_weights_identical
 
     comm = ctx.require("communicator")
@@ -212,10 +217,13 @@ def train(ctx: Any) -> TrainResult:
     start = time.perf_counter()
     history: dict[str, list[float]] = {}
     if initial_epoch < hp.end_epoch:
-        result = model.fit(train_ds, epochs=hp.end_epoch, initial_epoch=initial_epoch,
-                           steps_per_epoch=data.steps_per_epoch, validation_data=valid_ds,
-                           validation_steps=data.validation_steps,
-                           callbacks=callbacks_for_fit(ctx), verbose=0)
+        try:
+            result = model.fit(train_ds, epochs=hp.end_epoch, initial_epoch=initial_epoch,
+                               steps_per_epoch=data.steps_per_epoch, validation_data=valid_ds,
+                               validation_steps=data.validation_steps,
+                               callbacks=callbacks_for_fit(ctx), verbose=0)
+        except WarningSignalStop as stop:
+            checkpoint_on_warning(ctx, stop)
         history = {k: [float(v) for v in vals] for k, vals in result.history.items()}
     seconds = time.perf_counter() - start
     epochs = max(hp.end_epoch - initial_epoch, 0)
@@ -229,6 +237,27 @@ def train(ctx: Any) -> TrainResult:
         save_model(ctx)
     return TrainResult(initial_epoch=initial_epoch, end_epoch=hp.end_epoch, seconds=seconds,
                        images_per_s=images / seconds if seconds > 0 else 0.0, history=history)
+
+
+def checkpoint_on_warning(ctx: Any, stop: Any) -> None:
+    """Every rank stopped at the same step on the cluster's warning signal: average the
+    statistics, let rank 0 checkpoint the weights reached (as the last finished epoch: the
+    resumed job runs the interrupted epoch again from them) and stop every rank with
+    :class:`~autocnnp.components.preemption.PreemptedError`."""
+    from autocnnp.components.preemption import PreemptedError
+    from autocnnp.components.rank_runtime import average_statistics
+
+    comm = ctx.require("communicator")
+    model = ctx.require("model")
+    average_statistics(model, comm)
+    manager = ctx.require("checkpoints").manager
+    folder = manager.directory / f"{manager.PREFIX}{stop.epoch - 1:05d}"
+    if comm.rank == 0:
+        folder = manager.save(model, ctx.require("optimizer"), stop.epoch - 1,
+                              {"time": time.time(),
+                               "interrupted": {"epoch": stop.epoch, "step": stop.step}})
+    raise PreemptedError(f"checkpointed on the warning signal at epoch {stop.epoch} step "
+                         f"{stop.step} ({folder}); the job is requeued and resumes there")
 
 
 def save_model(ctx: Any) -> Path:

@@ -28,6 +28,7 @@ from autocnnp.engine.spec import Launcher, TrainingSpec, spec_to_dict
 
 WORKER_MODULE = "autocnnp.run_manage.worker"
 #: the exit status of a rank that checkpointed on Slurm's warning signal and stopped
+#: (:data:`autocnnp.components.preemption.PREEMPTED_EXIT`; a test keeps them equal)
 PREEMPTED_EXIT = 75
 #: the signal Slurm sends before the time limit or a preemption (``--signal``)
 WARNING_SIGNAL = "USR1"
@@ -136,6 +137,7 @@ def build_slurm_plan(spec: TrainingSpec, run_dir: Path, machine: MachineInfo, *,
     env = {
         "AUTOCNNP_INTRA_OP_THREADS": str(threads),
         "AUTOCNNP_INTER_OP_THREADS": "1",
+        "AUTOCNNP_WARNING_SIGNAL": WARNING_SIGNAL,
         "OMP_NUM_THREADS": str(threads),
         "TF_CPP_MIN_LOG_LEVEL": "2",
         "PYTHONUNBUFFERED": "1",

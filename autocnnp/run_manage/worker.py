@@ -172,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     rank = rank_from_env()
     log = setup_logging(run_dir, rank)
     install_sigterm_handler(log)
+    from autocnnp.components.preemption import install as install_warning_handler
+    install_warning_handler()  # before TensorFlow: the signal's default action kills
     try:
         code, _ = run(run_dir, args.resume, log)
         logging.shutdown()
@@ -182,7 +184,14 @@ def main(argv: list[str] | None = None) -> int:
         ctx = _CURRENT.get("ctx")
         if ctx is not None and "communicator" in ctx.values:
             rank = ctx.rank
+        from autocnnp.components.preemption import PreemptedError
         from autocnnp.errors import AutocnnpError
+        if isinstance(exc, PreemptedError):  # not a failure: no error record, one line
+            log.warning("%s", exc)
+            if rank == 0:
+                print(f"autocnnp: {exc}", flush=True)
+            logging.shutdown()
+            os._exit(exc.exit_code)
         try:
             write_error(run_dir, rank, exc)
         except OSError as write_exc:

@@ -56,6 +56,7 @@ def test_the_shipped_config_plans_this_exact_script() -> None:
 set -uo pipefail
 export AUTOCNNP_INTER_OP_THREADS=1
 export AUTOCNNP_INTRA_OP_THREADS=1
+export AUTOCNNP_WARNING_SIGNAL=USR1
 export OMPI_ALLOW_RUN_AS_ROOT=1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export OMPI_MCA_btl_vader_single_copy_mechanism=none
@@ -73,7 +74,8 @@ if [ $status -eq 75 ]; then
 fi
 exit $status
 """
-    assert PREEMPTED_EXIT == 75
+    from autocnnp.components import preemption
+    assert PREEMPTED_EXIT == preemption.PREEMPTED_EXIT == preemption.PreemptedError.exit_code
 
 
 def test_a_gpu_cluster_job_with_every_setting(tmp_path: Path) -> None:
