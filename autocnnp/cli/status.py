@@ -22,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(state, indent=2))
         return 0
     print(f"{run_dir.name}: {state.get('state')}")
-    for key in ("backend", "started", "ended", "seconds", "failure"):
+    for key in ("backend", "slurm", "started", "ended", "seconds", "failure"):
         if state.get(key) is not None:
             print(f"  {key}: {state[key]}")
     swarm = state.get("swarm")

@@ -15,7 +15,7 @@ from typing import Any, Callable, TextIO
 
 from autocnnp.engine import rundir
 from autocnnp.engine.spec import TrainingSpec, spec_from_dict, spec_to_dict
-from autocnnp.errors import AutocnnpError, DataError
+from autocnnp.errors import AutocnnpError, DataError, EnvironmentProblemError
 from autocnnp.generator.assembly import load_checked_spec
 
 
@@ -140,7 +140,14 @@ def _execute(spec: TrainingSpec, run_dir: Path, *, created: bool, resume: bool, 
     rundir.write_json(run_dir / rundir.PLAN_FILE, plan.to_dict())
     _say(out, f"run dir: {run_dir}")
     _say(out, backend.announce(plan))
-    backend.launch(spec, plan, run_dir, resume=resume)
+    try:
+        backend.launch(spec, plan, run_dir, resume=resume)
+    except EnvironmentProblemError:
+        # refused by the backend's pre-flight (no launcher, no such partition, ...): no rank
+        # ran and no state was recorded, so a new run directory goes, as above
+        if created and not (run_dir / rundir.STATE_FILE).exists():
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
 
     metrics_file = run_dir / rundir.TEST_METRICS
     metrics = rundir.read_json(metrics_file) if metrics_file.exists() else None
