@@ -188,3 +188,20 @@ def test_no_traceback_from_the_real_command_and_full_error_on_request(tmp_path):
                           env={**os.environ, "AUTOCNNP_FULL_ERROR": "1"})
     assert loud.returncode == 2
     assert "Traceback (most recent call last)" in loud.stderr
+
+
+def test_data_cache_is_checked_and_read(tmp_path, capsys, monkeypatch):
+    from autocnnp.engine.spec import DataCache
+    from autocnnp.engine.validate import load_spec
+
+    monkeypatch.chdir(tmp_path)
+    path = write_config(tmp_path)
+    text = path.read_text()
+    path.write_text(text.replace("<data>", '<data cache="ram">'))
+    assert main(["validate", str(path.name)]) == 2
+    assert capsys.readouterr().err.strip().endswith(
+        "c.xml:6: <data>: cache='ram' is not allowed. Known: auto, memory, none")
+    path.write_text(text.replace("<data>", '<data cache="none">'))
+    assert load_spec(path, []).data.cache is DataCache.NONE
+    path.write_text(text)
+    assert load_spec(path, []).data.cache is DataCache.AUTO
