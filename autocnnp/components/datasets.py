@@ -412,6 +412,9 @@ class SampleList:
     decodes it once; random access decodes a volume per slice.
     """
 
+    #: the exception a read raised inside a tf.data pipeline (see training.reading_errors)
+    failure: BaseException | None = None
+
     def __init__(self, root: Path, fmt: str, refs: list[SampleRef], *, num_classes: int,
                  image_size: int | None, channel: int, split: str) -> None:
         self.root, self.format, self.refs = root, fmt, refs
@@ -695,6 +698,8 @@ AUTO_MEMORY_BYTES = 256 * 2**20
 class InMemorySamples:
     """A whole split read into memory once, with :class:`SampleList`'s reading interface
     (``<data cache="memory">``)."""
+
+    failure: BaseException | None = None
 
     def __init__(self, split: Split) -> None:
         self.split = split
