@@ -104,7 +104,9 @@ def _workers(marker: str) -> list[int]:
             cmd = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"autocnnp.run_manage.worker" in cmd and any(marker.encode() in c for c in cmd):
+        # the workers are python processes; mpirun's own command line names them too
+        if b"python" in Path(cmd[0].decode(errors="replace")).name.encode() \
+                and b"autocnnp.run_manage.worker" in cmd and any(marker.encode() in c for c in cmd):
             pids.append(int(entry.name))
     return pids
 
