@@ -57,7 +57,7 @@ from autocnnp.errors import DataError
 
 __all__ = ["Split", "FORMATS", "detect_format", "load_split", "shard_indices", "check_split",
            "SampleRef", "SampleList", "list_split", "steps_per_epoch", "epoch_order",
-           "epoch_batches", "InMemorySamples", "choose_cache", "array_bytes", "check_splits",
+           "epoch_batches", "InMemorySamples", "choose_cache", "array_bytes", "check_splits", "scan_split",
            "read_image_file", "read_mask_file", "resize_image", "resize_mask", "volume_stem"]
 
 #: the layouts :func:`load_split` reads.
@@ -759,3 +759,35 @@ def check_splits(data: Any) -> None:
             continue
         list_split(path, format=data.format, num_classes=data.num_classes,
                    image_size=data.image_size, split=split).check_headers()
+
+
+def scan_split(samples: SampleList, progress: Any = None) -> tuple[list[DataError], list[str]]:
+    """Read every sample of ``samples`` once, one at a time (memory stays flat), and return
+    every problem (not only the first) as DataErrors naming their file, and notes: masks
+    holding only background. A volume that fails is reported once, not once per slice.
+    ``progress(done, total)`` is called along the way."""
+    problems: list[DataError] = []
+    notes: list[str] = []
+    seen: set[str] = set()
+    first: tuple[tuple[int, ...], str] | None = None
+    for i, ref in enumerate(samples.refs):
+        if progress is not None:
+            progress(i, len(samples))
+        try:
+            image, mask = samples.read(i)
+        except DataError as exc:
+            if exc.message not in seen:
+                seen.add(exc.message)
+                problems.append(exc)
+            continue
+        if first is None:
+            first = (image.shape, ref.name)
+        elif image.shape != first[0]:
+            problems.append(_not_uniform(samples.root, ref.name, image.shape, first[1],
+                                         first[0]))
+        if not mask.any():
+            notes.append(f"{ref.mask if ref.z is None else ref.name}: empty mask "
+                         f"(background only)")
+    if progress is not None:
+        progress(len(samples), len(samples))
+    return problems, notes
