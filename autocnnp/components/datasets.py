@@ -39,8 +39,9 @@ the epoch) to the ranks, so every rank reads only its own shard, and the steps p
 the same on every rank (:func:`steps_per_epoch` states the rule for the remainder).
 
 Every problem is a :class:`~autocnnp.errors.DataError` naming the file: the listing's problems
-before training starts, a file that turns out unreadable when it is read. Only numpy is imported at module level; nibabel, Pillow and scikit-image are imported
-when a loader needs them.
+before training starts, a file that turns out unreadable when it is read. Only numpy is
+imported at module level; nibabel, Pillow and scikit-image are imported when a loader needs
+them.
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ from autocnnp.errors import DataError
 
 __all__ = ["Split", "FORMATS", "detect_format", "load_split", "shard_indices", "check_split",
            "SampleRef", "SampleList", "list_split", "steps_per_epoch", "epoch_order",
-           "epoch_batches", "InMemorySamples", "choose_cache", "array_bytes", "check_splits", "scan_split",
+           "epoch_batches", "InMemorySamples", "choose_cache", "array_bytes", "check_splits",
+           "scan_split",
            "read_image_file", "read_mask_file", "resize_image", "resize_mask", "volume_stem"]
 
 #: the layouts :func:`load_split` reads.
