@@ -27,6 +27,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "describe": ("autocnnp.cli.describe", "show a component's parameters and documentation"),
     "demo-data": ("autocnnp.cli.demo_data", "build the MNI152 brain-tissue demo dataset"),
     "preprocess": ("autocnnp.cli.preprocess", "ImgMed: NIfTI volumes to 2D training slices"),
+    "check-data": ("autocnnp.cli.check_data",
+                   "check every sample of a config's data and report every problem"),
     "evaluate": ("autocnnp.cli.evaluate", "SegEval: score predicted masks against ground truth"),
     "tune": ("autocnnp.cli.tune", "GreScale guideline: tune the learning-rate policy for N workers"),
     "report": ("autocnnp.cli.report", "reproducibility report of a run (Renard et al. checklist)"),

@@ -1,4 +1,6 @@
-"""The one data loader used by training: folders of images and masks to in-memory arrays.
+"""The one data loader used by training: folders of images and masks, listed once and read
+sample by sample (:func:`list_split`, what training streams from), or read whole into
+in-memory arrays (:func:`load_split`, ``<data cache="memory">`` and the tools).
 
 Three layouts are accepted (:func:`detect_format` tells them apart):
 
@@ -32,23 +34,32 @@ Conventions of the returned :class:`Split`:
 * ``image_size`` resizes every slice to ``image_size x image_size``: images bilinearly, masks
   by nearest neighbour so labels stay labels.
 
-Every problem is a :class:`~autocnnp.errors.DataError` naming the file, raised before training
-starts. Only numpy is imported at module level; nibabel, Pillow and scikit-image are imported
-when a loader needs them.
+Streaming: :func:`epoch_batches` deals each epoch's permutation (a function of the seed and
+the epoch) to the ranks, so every rank reads only its own shard, and the steps per epoch are
+the same on every rank (:func:`steps_per_epoch` states the rule for the remainder).
+
+Every problem is a :class:`~autocnnp.errors.DataError` naming the file: the listing's problems
+before training starts, a file that turns out unreadable when it is read. Only numpy is
+imported at module level; nibabel, Pillow and scikit-image are imported when a loader needs
+them.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 import numpy as np
 
 from autocnnp.errors import DataError
 
 __all__ = ["Split", "FORMATS", "detect_format", "load_split", "shard_indices", "check_split",
+           "SampleRef", "SampleList", "list_split", "steps_per_epoch", "epoch_order",
+           "epoch_batches", "InMemorySamples", "choose_cache", "array_bytes", "check_splits",
+           "scan_split",
            "read_image_file", "read_mask_file", "resize_image", "resize_mask", "volume_stem"]
 
 #: the layouts :func:`load_split` reads.
@@ -248,13 +259,19 @@ def resize_mask(mask: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
     return mask[rows[:, None], cols[None, :]]
 
 
-# --- loaders ---------------------------------------------------------------------------------
+# --- listing and reading one sample ----------------------------------------------------------
 
-@dataclass
-class _Samples:
-    images: list[np.ndarray]
-    masks: list[np.ndarray]
-    names: list[str]
+@dataclass(frozen=True)
+class SampleRef:
+    """One sample on disk: an image file and its mask, and the slice ``z`` of a volume pair."""
+
+    image: Path
+    mask: Path
+    z: int | None = None
+
+    @property
+    def name(self) -> str:
+        return str(self.image) if self.z is None else f"{self.image}[z={self.z}]"
 
 
 def _bad_labels(mask: np.ndarray, where: str, num_classes: int) -> DataError | None:
@@ -265,18 +282,6 @@ def _bad_labels(mask: np.ndarray, where: str, num_classes: int) -> DataError | N
         f"{where}: labels {bad} outside the declared classes 0..{num_classes - 1}",
         remedy=f"declare {max(bad) + 1} classes in <data><classes> or fix the mask"
         if max(bad) >= num_classes else "class indices must not be negative")
-
-
-def _add(samples: _Samples, image: np.ndarray, mask: np.ndarray, name: str,
-         image_size: int | None) -> None:
-    if image.ndim == 2:
-        image = image[..., None]
-    if image_size is not None:
-        image = resize_image(image, image_size)
-        mask = resize_mask(mask, image_size)
-    samples.images.append(image.astype(np.float32, copy=False))
-    samples.masks.append(mask.astype(np.int32, copy=False))
-    samples.names.append(name)
 
 
 def _shape_mismatch(image_file: Path, mask_file: Path, image_shape: tuple, mask_shape: tuple,
@@ -303,17 +308,30 @@ def _matched(images_dir: Path, masks_dir: Path,
     return pairs
 
 
-def _load_pairs(root: Path, samples: _Samples, image_size: int | None, num_classes: int,
-                **_: object) -> None:
-    for image_file, mask_file in _matched(root / "images", root / "masks", _PAIR_SUFFIXES):
-        image = read_image_file(image_file)
-        mask = read_mask_file(mask_file)
-        if image.shape[:2] != mask.shape:
-            raise _shape_mismatch(image_file, mask_file, image.shape[:2], mask.shape)
-        problem = _bad_labels(mask, str(mask_file), num_classes)
-        if problem is not None:
-            raise problem
-        _add(samples, normalize_unit(image, image_file), mask, str(image_file), image_size)
+def _open_nifti(path: Path, what: str) -> Any:
+    """The nibabel image of ``path`` (header read, pixels not yet); DataError when unreadable."""
+    import nibabel as nib
+    try:
+        return nib.load(str(path))
+    except FileNotFoundError as exc:
+        raise DataError(f"{path}: no such file") from exc
+    except Exception as exc:
+        raise DataError(f"{path}: cannot read NIfTI {what}: {exc}",
+                        remedy="check that the file is a complete .nii or .nii.gz") from exc
+
+
+def _volume_shape(path: Path, channel: int | None, what: str) -> tuple[int, int, int]:
+    """The 3D shape of a volume (channel ``channel`` of a 4D one) from its header alone."""
+    shape = tuple(int(s) for s in _open_nifti(path, what).shape)
+    if len(shape) == 4:
+        channel = 0 if channel is None else channel
+        if not 0 <= channel < shape[3]:
+            raise DataError(f"{path}: channel {channel} does not exist; the volume has "
+                            f"{shape[3]} channels (0..{shape[3] - 1})")
+        shape = shape[:3]
+    if len(shape) != 3:
+        raise DataError(f"{path}: expected a 3D or 4D volume, got shape {shape}")
+    return shape  # type: ignore[return-value]
 
 
 def load_volume(path: Path, *, channel: int | None = 0, what: str = "image") -> tuple[
@@ -322,13 +340,10 @@ def load_volume(path: Path, *, channel: int | None = 0, what: str = "image") -> 
 
     Raises DataError naming the file when it is missing, corrupt, or not 3D/4D.
     """
-    import nibabel as nib
     path = Path(path)
+    img = _open_nifti(path, what)
     try:
-        img = nib.load(str(path))
         data = np.asanyarray(img.dataobj)
-    except FileNotFoundError as exc:
-        raise DataError(f"{path}: no such file") from exc
     except Exception as exc:
         raise DataError(f"{path}: cannot read NIfTI {what}: {exc}",
                         remedy="check that the file is a complete .nii or .nii.gz") from exc
@@ -345,57 +360,214 @@ def load_volume(path: Path, *, channel: int | None = 0, what: str = "image") -> 
     return data, zooms
 
 
-def _load_volume_pairs(pairs: list[tuple[Path, Path]], samples: _Samples,
-                       image_size: int | None, channel: int, num_classes: int) -> None:
-    for image_file, mask_file in pairs:
-        volume, _ = load_volume(image_file, channel=channel)
-        labels, _ = load_volume(mask_file, channel=0, what="mask")
-        if volume.shape != labels.shape:
-            raise _shape_mismatch(image_file, mask_file, volume.shape, labels.shape,
-                                  what="volume")
-        volume = normalize_unit(volume, image_file)
-        labels = to_labels(labels, mask_file)
-        problem = _bad_labels(labels, str(mask_file), num_classes)
-        if problem is not None:
-            raise problem
-        for k in range(volume.shape[2]):
-            _add(samples, volume[:, :, k], labels[:, :, k], f"{image_file}[z={k}]",
-                 image_size)
-
-
-def _load_nifti(root: Path, samples: _Samples, image_size: int | None, channel: int,
-                num_classes: int) -> None:
-    pairs = _matched(root / "images", root / "masks", _NIFTI_SUFFIXES)
-    _load_volume_pairs(pairs, samples, image_size, channel, num_classes)
-
-
-def _load_msd(root: Path, samples: _Samples, image_size: int | None, channel: int,
-              num_classes: int) -> None:
+def _msd_pairs(root: Path) -> list[tuple[Path, Path]]:
     meta_file = root / "dataset.json"
     try:
         meta = json.loads(meta_file.read_text())
     except (OSError, ValueError) as exc:
         raise DataError(f"{meta_file}: cannot read dataset.json: {exc}") from exc
     entries = meta.get("training") if isinstance(meta, dict) else None
-    if entries:
-        pairs = []
-        for entry in entries:
-            try:
-                pairs.append(((root / entry["image"]).resolve(), (root / entry["label"]).resolve()))
-            except (TypeError, KeyError) as exc:
-                raise DataError(f"{meta_file}: a 'training' entry lacks 'image' or 'label': "
-                                f"{entry!r}") from exc
-        for image, label in pairs:
-            for f in (image, label):
-                if not f.is_file():
-                    raise DataError(f"{f}: listed in {meta_file} but missing")
-    else:
-        pairs = _matched(root / "imagesTr", root / "labelsTr", _NIFTI_SUFFIXES)
-    _load_volume_pairs(pairs, samples, image_size, channel, num_classes)
+    if not entries:
+        return _matched(root / "imagesTr", root / "labelsTr", _NIFTI_SUFFIXES)
+    pairs = []
+    for entry in entries:
+        try:
+            pairs.append(((root / entry["image"]).resolve(), (root / entry["label"]).resolve()))
+        except (TypeError, KeyError) as exc:
+            raise DataError(f"{meta_file}: a 'training' entry lacks 'image' or 'label': "
+                            f"{entry!r}") from exc
+    for image, label in pairs:
+        for f in (image, label):
+            if not f.is_file():
+                raise DataError(f"{f}: listed in {meta_file} but missing")
+    return pairs
 
 
-_LOADERS: dict[str, Callable[..., None]] = {"pairs": _load_pairs, "nifti": _load_nifti,
-                                            "msd": _load_msd}
+def _volume_refs(pairs: list[tuple[Path, Path]], channel: int) -> list[SampleRef]:
+    """One reference per slice, from the volumes' headers (no pixels are read)."""
+    refs = []
+    for image_file, mask_file in pairs:
+        shape = _volume_shape(image_file, channel, "image")
+        mask_shape = _volume_shape(mask_file, 0, "mask")
+        if shape != mask_shape:
+            raise _shape_mismatch(image_file, mask_file, shape, mask_shape, what="volume")
+        refs += [SampleRef(image_file, mask_file, k) for k in range(shape[2])]
+    return refs
+
+
+def _list_refs(root: Path, fmt: str, channel: int) -> list[SampleRef]:
+    if fmt == "pairs":
+        return [SampleRef(i, m) for i, m in _matched(root / "images", root / "masks",
+                                                     _PAIR_SUFFIXES)]
+    if fmt == "nifti":
+        return _volume_refs(_matched(root / "images", root / "masks", _NIFTI_SUFFIXES), channel)
+    return _volume_refs(_msd_pairs(root), channel)
+
+
+class SampleList:
+    """A split's samples listed once (file pairs, or (volume, slice) pairs from the headers),
+    read one at a time on demand: memory follows what is read, not the split.
+
+    Made by :func:`list_split`. :meth:`read` returns what :func:`load_split` would hold for
+    that sample, with the same checks and messages. Volumes are normalised per volume: the
+    last volume pair read is kept (one volume's memory), so reading a volume's slices in order
+    decodes it once; random access decodes a volume per slice.
+    """
+
+    #: the exception a read raised inside a tf.data pipeline (see training.reading_errors)
+    failure: BaseException | None = None
+
+    def __init__(self, root: Path, fmt: str, refs: list[SampleRef], *, num_classes: int,
+                 image_size: int | None, channel: int, split: str) -> None:
+        self.root, self.format, self.refs = root, fmt, refs
+        self.num_classes, self.image_size = num_classes, image_size
+        self.channel, self.split = channel, split
+        self._volume: tuple[Path, np.ndarray, np.ndarray] | None = None
+        self._first_shape: tuple[int, ...] | None = None
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+    @property
+    def names(self) -> list[str]:
+        return [ref.name for ref in self.refs]
+
+    @property
+    def sample_shape(self) -> tuple[int, int, int]:
+        """``(H, W, C)`` of every image, from the first sample (the only one read for it)."""
+        if self._first_shape is None:
+            self._first_shape = tuple(int(s) for s in self.read(0)[0].shape)
+        return self._first_shape  # type: ignore[return-value]
+
+    def read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Sample ``index`` as an ``(H, W, C)`` float32 image in [0, 1] and an ``(H, W)``
+        int32 mask; DataError naming the file for anything :func:`load_split` refuses."""
+        ref = self.refs[index]
+        if ref.z is None:
+            image, mask = self._read_pair(ref)
+        else:
+            volume, labels = self._read_volume(ref)
+            image, mask = volume[:, :, ref.z], labels[:, :, ref.z]
+        if image.ndim == 2:
+            image = image[..., None]
+        if self.image_size is not None:
+            image = resize_image(image, self.image_size)
+            mask = resize_mask(mask, self.image_size)
+        return image.astype(np.float32, copy=False), mask.astype(np.int32, copy=False)
+
+    def read_batch(self, indices: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Samples ``indices`` stacked; every one must have the first sample's shape."""
+        images, masks = [], []
+        for i in indices:
+            image, mask = self.read(int(i))
+            if image.shape != self.sample_shape:
+                raise _not_uniform(self.root, self.refs[int(i)].name, image.shape,
+                                   self.refs[0].name, self.sample_shape)
+            images.append(image)
+            masks.append(mask)
+        return np.stack(images), np.stack(masks)
+
+    def _read_pair(self, ref: SampleRef) -> tuple[np.ndarray, np.ndarray]:
+        image = read_image_file(ref.image)
+        mask = read_mask_file(ref.mask)
+        if image.shape[:2] != mask.shape:
+            raise _shape_mismatch(ref.image, ref.mask, image.shape[:2], mask.shape)
+        problem = _bad_labels(mask, str(ref.mask), self.num_classes)
+        if problem is not None:
+            raise problem
+        return normalize_unit(image, ref.image), mask
+
+    def _read_volume(self, ref: SampleRef) -> tuple[np.ndarray, np.ndarray]:
+        if self._volume is not None and self._volume[0] == ref.image:
+            return self._volume[1], self._volume[2]
+        self._volume = None  # never hold two volumes
+        volume, _ = load_volume(ref.image, channel=self.channel)
+        labels, _ = load_volume(ref.mask, channel=0, what="mask")
+        if volume.shape != labels.shape:
+            raise _shape_mismatch(ref.image, ref.mask, volume.shape, labels.shape,
+                                  what="volume")
+        volume = normalize_unit(volume, ref.image)
+        labels = to_labels(labels, ref.mask)
+        problem = _bad_labels(labels, str(ref.mask), self.num_classes)
+        if problem is not None:
+            raise problem
+        self._volume = (ref.image, volume, labels)
+        return volume, labels
+
+    def check_headers(self) -> None:
+        """Check what the file headers tell without reading pixels: for 2D pairs, that image
+        and mask have the same size and, without ``image_size``, that every sample has the
+        first one's size; then read the first sample. Volumes were checked when listed."""
+        first: tuple[tuple[int, ...], str] | None = None
+        for ref in self.refs if self.format == "pairs" else ():
+            image_shape = _header_shape(ref.image, "image")
+            mask_shape = _header_shape(ref.mask, "mask")
+            if image_shape is None or mask_shape is None:
+                continue
+            if image_shape[:2] != mask_shape[:2]:
+                raise _shape_mismatch(ref.image, ref.mask, image_shape[:2], mask_shape[:2])
+            if self.image_size is None:
+                if first is None:
+                    first = (image_shape[:2], ref.name)
+                elif image_shape[:2] != first[0]:
+                    raise _not_uniform(self.root, ref.name, image_shape[:2], first[1],
+                                       first[0], what="size")
+        self.read(0)
+
+
+def _header_shape(path: Path, what: str) -> tuple[int, ...] | None:
+    """``(H, W, ...)`` from a ``.npy`` or image header (None where the header cannot tell:
+    a bad header is left for the full read to name)."""
+    try:
+        if path.suffix.lower() == ".npy":
+            with open(path, "rb") as fh:
+                version = np.lib.format.read_magic(fh)
+                shape = np.lib.format._read_array_header(fh, version)[0]
+            shape = tuple(int(s) for s in shape)
+            return shape[:2] if len(shape) in (2, 3) else None
+        from PIL import Image
+        with Image.open(path) as img:  # lazy: reads the header only
+            return (img.size[1], img.size[0])
+    except Exception as exc:
+        raise DataError(f"{path}: cannot read {what}: {exc}",
+                        remedy="re-export the file or remove it from the folder") from exc
+
+
+def _not_uniform(root: Path, name: str, shape: tuple, first_name: str, first_shape: tuple,
+                 what: str | None = None) -> DataError:
+    if what is None:
+        what = "channels" if tuple(shape[:2]) == tuple(first_shape[:2]) else "size"
+    return DataError(f"{root}: {name} has shape {tuple(shape)} but {first_name} has "
+                     f"{tuple(first_shape)}; every sample needs the same {what}",
+                     remedy="set image_size in <data> to resize every slice"
+                     if what == "size" else None)
+
+
+def list_split(path: Path, *, format: str = "auto", num_classes: int,
+               image_size: int | None = None, split: str = "train",
+               channel: int = 0) -> SampleList:
+    """List one split's samples without reading their pixels (volumes: headers only).
+
+    Arguments as for :func:`load_split`. Raises DataError for what the listing shows: a
+    missing folder, an unknown layout, an image without a mask, an unreadable volume header,
+    image and mask volumes of different shapes, a channel that does not exist, an empty split.
+    """
+    root = _resolve(Path(path), split)
+    fmt = detect_format(root) if format == "auto" else FORMAT_ALIASES.get(format, format)
+    if fmt not in FORMATS:
+        raise DataError(f"{root}: unknown data format {format!r}; known: auto, "
+                        f"{', '.join(FORMATS)}")
+    if image_size is not None and image_size < 1:
+        raise DataError(f"{root}: image_size must be a positive integer, got {image_size}")
+    if not root.is_dir():
+        raise DataError(f"{root}: no such data folder")
+    if num_classes < 1:
+        raise DataError(f"{root}: num_classes must be >= 1, got {num_classes}")
+    refs = _list_refs(root, fmt, channel)
+    if not refs:
+        raise DataError(f"{root}: the {split} split is empty")
+    return SampleList(root, fmt, refs, num_classes=num_classes, image_size=image_size,
+                      channel=channel, split=split)
 
 
 def load_split(path: Path, *, format: str = "auto", num_classes: int,
@@ -413,40 +585,59 @@ def load_split(path: Path, *, format: str = "auto", num_classes: int,
             and in messages. For MSD every case of the ``training`` list is read.
         channel: which channel of 4D volumes to use.
 
-    Raises DataError for anything that would make training fail or lie.
+    Raises DataError for anything that would make training fail or lie. Training streams
+    instead (:func:`list_split`) unless ``<data cache="memory">``.
     """
-    root = _resolve(Path(path), split)
-    fmt = detect_format(root) if format == "auto" else FORMAT_ALIASES.get(format, format)
-    if fmt not in _LOADERS:
-        raise DataError(f"{root}: unknown data format {format!r}; known: auto, "
-                        f"{', '.join(FORMATS)}")
-    if image_size is not None and image_size < 1:
-        raise DataError(f"{root}: image_size must be a positive integer, got {image_size}")
-    if not root.is_dir():
-        raise DataError(f"{root}: no such data folder")
-    samples = _Samples([], [], [])
-    if num_classes < 1:
-        raise DataError(f"{root}: num_classes must be >= 1, got {num_classes}")
-    _LOADERS[fmt](root, samples, image_size, channel=channel, num_classes=num_classes)
-    if not samples.images:
-        raise DataError(f"{root}: the {split} split is empty")
-    _check_uniform(samples, root)
-    result = Split(images=np.stack(samples.images), masks=np.stack(samples.masks),
-                   names=samples.names, source=root)
+    samples = list_split(path, format=format, num_classes=num_classes, image_size=image_size,
+                         split=split, channel=channel)
+    images, masks = [], []
+    for i in range(len(samples)):
+        image, mask = samples.read(i)
+        images.append(image)
+        masks.append(mask)
+    names = samples.names
+    for image, name in zip(images, names):
+        if image.shape != images[0].shape:
+            raise _not_uniform(samples.root, name, image.shape, names[0], images[0].shape)
+    result = Split(images=np.stack(images), masks=np.stack(masks), names=names,
+                   source=samples.root)
     check_split(result, num_classes)
     return result
 
 
-def _check_uniform(samples: _Samples, root: Path) -> None:
-    first_shape, first_name = samples.images[0].shape, samples.names[0]
-    for image, name in zip(samples.images, samples.names):
-        if image.shape != first_shape:
-            what = "channels" if image.shape[:2] == first_shape[:2] else "size"
-            raise DataError(f"{root}: {name} has shape {image.shape} but {first_name} has "
-                            f"{first_shape}; every sample needs the same {what}",
-                            remedy="set image_size in <data> to resize every slice"
-                            if what == "size" else None)
+# --- the order of an epoch -------------------------------------------------------------------
 
+def steps_per_epoch(n: int, size: int, batch_size: int) -> int:
+    """Training steps per epoch, the same on every rank (computed from the global count).
+
+    The rule: each epoch's permutation is dealt round-robin to the ranks (shards of
+    ``n // size`` or ``n // size + 1`` samples), and every rank cuts its shard into this many
+    batches of near-equal size, at most ``batch_size``: ``ceil(ceil(n / size) / batch_size)``.
+    Every sample is used exactly once per epoch. The one exception is a batch size of 1 with
+    ``n`` not a multiple of ``size``: then a rank cannot make one more batch than another,
+    and the ``n % size`` samples dealt last are left out of that epoch (other ones each epoch,
+    since the order is reshuffled).
+    """
+    if size < 1 or batch_size < 1:
+        raise ValueError(f"size and batch_size must be >= 1, got {size}, {batch_size}")
+    if n < size:
+        raise ValueError(f"{n} samples for {size} ranks: every rank needs at least one")
+    return min(math.ceil(math.ceil(n / size) / batch_size), n // size)
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The permutation of ``range(n)`` for ``epoch``: a function of the seed and the epoch
+    only, so every rank computes the same one and a resumed run repeats it."""
+    return np.random.default_rng([int(seed), int(epoch)]).permutation(n)
+
+
+def epoch_batches(n: int, rank: int, size: int, batch_size: int, seed: int,
+                  epoch: int) -> list[np.ndarray]:
+    """The sample indices of each batch rank ``rank`` trains on in ``epoch``
+    (see :func:`steps_per_epoch` for the rule)."""
+    steps = steps_per_epoch(n, size, batch_size)
+    shard = epoch_order(n, seed, epoch)[rank::size][: steps * batch_size]
+    return np.array_split(shard, steps)
 
 # --- sharding and validation -----------------------------------------------------------------
 
@@ -498,3 +689,107 @@ def check_split(split: Split, num_classes: int) -> None:
         problem = _bad_labels(masks[i], names[i], num_classes)
         if problem is not None:
             raise problem
+
+
+# --- holding a split in memory ---------------------------------------------------------------
+
+#: ``<data cache="auto">`` holds the training and validation arrays in memory up to this size
+AUTO_MEMORY_BYTES = 256 * 2**20
+
+
+class InMemorySamples:
+    """A whole split read into memory once, with :class:`SampleList`'s reading interface
+    (``<data cache="memory">``)."""
+
+    failure: BaseException | None = None
+
+    def __init__(self, split: Split) -> None:
+        self.split = split
+        self.root = split.source
+
+    @classmethod
+    def read_all(cls, samples: SampleList) -> "InMemorySamples":
+        return cls(load_split(samples.root, format=samples.format,
+                              num_classes=samples.num_classes, image_size=samples.image_size,
+                              split=samples.split, channel=samples.channel))
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    @property
+    def names(self) -> list[str]:
+        return self.split.names
+
+    @property
+    def sample_shape(self) -> tuple[int, int, int]:
+        return tuple(int(s) for s in self.split.images.shape[1:])  # type: ignore[return-value]
+
+    def read_batch(self, indices: Any) -> tuple[np.ndarray, np.ndarray]:
+        indices = np.asarray(indices, dtype=np.int64)
+        return self.split.images[indices], self.split.masks[indices]
+
+
+def array_bytes(samples: int, shape: tuple[int, ...]) -> int:
+    """Bytes of ``samples`` float32 images of ``shape`` (H, W, C) and their int32 masks."""
+    h, w, c = (tuple(shape) + (1,))[:3]
+    return int(samples) * h * w * (4 * c + 4)
+
+
+def choose_cache(requested: str, samples: int, shape: tuple[int, ...]) -> tuple[str, str]:
+    """``(cache, why)``: ``memory`` or ``none`` for ``<data cache=requested>``, and the reason
+    to log. ``auto`` takes memory when the arrays fit in :data:`AUTO_MEMORY_BYTES`."""
+    size = array_bytes(samples, shape)
+    mib = f"{size / 2**20:.1f} MiB for {samples} samples of {tuple(shape)}"
+    if requested in ("memory", "none"):
+        return requested, f'<data cache="{requested}"> in the config; the arrays would take {mib}'
+    if size <= AUTO_MEMORY_BYTES:
+        return "memory", (f"auto: the arrays take {mib}, within "
+                          f"{AUTO_MEMORY_BYTES // 2**20} MiB per rank")
+    return "none", (f"auto: the arrays would take {mib}, more than "
+                    f"{AUTO_MEMORY_BYTES // 2**20} MiB per rank: each rank streams its shard")
+
+
+def check_splits(data: Any) -> None:
+    """What ``autocnnp run`` checks before launching, without reading whole splits: every
+    configured split of ``data`` (a :class:`~autocnnp.engine.spec.DataSpec`) is listed
+    (image/mask pairing, volume headers), 2D headers are compared
+    (:meth:`SampleList.check_headers`) and the first sample is read. Memory stays flat
+    whatever the size of the data; raises DataError naming the file."""
+    for split in ("train", "valid", "test"):
+        path = getattr(data, split)
+        if path is None:
+            continue
+        list_split(path, format=data.format, num_classes=data.num_classes,
+                   image_size=data.image_size, split=split).check_headers()
+
+
+def scan_split(samples: SampleList, progress: Any = None) -> tuple[list[DataError], list[str]]:
+    """Read every sample of ``samples`` once, one at a time (memory stays flat), and return
+    every problem (not only the first) as DataErrors naming their file, and notes: masks
+    holding only background. A volume that fails is reported once, not once per slice.
+    ``progress(done, total)`` is called along the way."""
+    problems: list[DataError] = []
+    notes: list[str] = []
+    seen: set[str] = set()
+    first: tuple[tuple[int, ...], str] | None = None
+    for i, ref in enumerate(samples.refs):
+        if progress is not None:
+            progress(i, len(samples))
+        try:
+            image, mask = samples.read(i)
+        except DataError as exc:
+            if exc.message not in seen:
+                seen.add(exc.message)
+                problems.append(exc)
+            continue
+        if first is None:
+            first = (image.shape, ref.name)
+        elif image.shape != first[0]:
+            problems.append(_not_uniform(samples.root, ref.name, image.shape, first[1],
+                                         first[0]))
+        if not mask.any():
+            notes.append(f"{ref.mask if ref.z is None else ref.name}: empty mask "
+                         f"(background only)")
+    if progress is not None:
+        progress(len(samples), len(samples))
+    return problems, notes

@@ -140,35 +140,59 @@ class HyperparameterValues:
 
 @dataclass
 class RankDataset:
-    """This rank's data: its shard of the training split, and its validation shard.
+    """This rank's data: where its training batches and its validation shard come from.
 
-    Training: the split is permuted with the config's seed (the same permutation on every
-    rank), then cut into contiguous shards (:func:`~autocnnp.components.datasets.
-    shard_indices`), so each rank sees a random, disjoint part. Every rank runs the same
-    ``steps_per_epoch`` (``ceil(smallest shard / batch)``; batches wrap around the shard),
-    because ranks that ran different numbers of steps would wait for each other's allreduce
-    forever.
+    Training (:func:`~autocnnp.components.datasets.epoch_batches`): the split is listed once;
+    each epoch's permutation (from the config's seed and the epoch, the same on every rank)
+    is dealt round-robin to the ranks, so the shards are disjoint, every sample is used once
+    per epoch and the order changes from epoch to epoch and repeats with the seed (a resumed
+    run repeats it too). Every rank runs the same ``steps_per_epoch``, computed from the
+    global count (:func:`~autocnnp.components.datasets.steps_per_epoch`), because ranks that
+    ran different numbers of steps would wait for each other's allreduce forever.
 
-    Validation: sharded the same way (no permutation) and averaged across ranks by
-    ``MetricAverageCallback``; exact when the shards have equal sizes (otherwise the mean of
-    per-rank means). With fewer validation samples than ranks every rank uses all of them.
-    The test split is not loaded here: rank 0 scores the whole of it after training.
+    ``train`` and ``valid`` read samples on demand: a
+    :class:`~autocnnp.components.datasets.SampleList` (``cache`` ``none``: files are read as
+    the batches are needed, so memory follows the batch) or an
+    :class:`~autocnnp.components.datasets.InMemorySamples` (``memory``: the split was read
+    whole once).
+
+    Validation: contiguous shards (:func:`~autocnnp.components.datasets.shard_indices`),
+    averaged across ranks by ``MetricAverageCallback``; exact when the shards have equal
+    sizes (otherwise the mean of per-rank means). With fewer validation samples than ranks
+    every rank uses all of them.
     """
 
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_valid: np.ndarray | None
-    y_valid: np.ndarray | None
+    train: Any
+    valid: Any | None
+    valid_indices: np.ndarray | None
+    rank: int
+    size: int
+    seed: int
     steps_per_epoch: int
     n_train_total: int
     n_valid_total: int
     batch_size: int
+    cache: str = "none"
+
+    def train_batches(self, epoch: int) -> list[np.ndarray]:
+        """The sample indices of this rank's training batches in ``epoch``."""
+        from autocnnp.components.datasets import epoch_batches
+
+        return epoch_batches(self.n_train_total, self.rank, self.size, self.batch_size,
+                             self.seed, epoch)
+
+    def valid_batches(self) -> list[np.ndarray]:
+        """This rank's validation batches, in order (empty without validation data)."""
+        if self.valid_indices is None:
+            return []
+        idx = self.valid_indices
+        return [idx[i:i + self.batch_size] for i in range(0, len(idx), self.batch_size)]
 
     @property
     def validation_steps(self) -> int | None:
-        if self.x_valid is None:
+        if self.valid_indices is None:
             return None
-        return max(1, math.ceil(len(self.x_valid) / self.batch_size))
+        return max(1, math.ceil(len(self.valid_indices) / self.batch_size))
 
 
 @dataclass
@@ -196,24 +220,25 @@ def _env_int(name: str) -> int:
 _SPLITS: dict[tuple, Any] = {}
 
 
-def load_split_cached(ctx: Any, which: str, *, keep: bool = True) -> Any | None:
-    """The ``train``/``valid``/``test`` split of the spec's data (None if not configured).
-
-    Cached per process: ``define_task`` reads the training split to learn the image shape,
-    ``inject_dataset`` shards the same arrays. ``keep=False`` drops it from the cache.
-    """
+def open_split(ctx: Any, which: str, cache: str = "none") -> Any | None:
+    """The ``train``/``valid``/``test`` split of the spec's data (None if not configured):
+    a :class:`~autocnnp.components.datasets.SampleList` that reads samples on demand, or,
+    with ``cache="memory"``, an :class:`~autocnnp.components.datasets.InMemorySamples`
+    holding the whole split (read once per process and kept)."""
     from autocnnp.components import datasets
 
     data = ctx.spec.data
     path = getattr(data, which)
     if path is None:
         return None
-    key = (str(path), data.format, data.num_classes, data.image_size, which)
+    key = (str(path), data.format, data.num_classes, data.image_size, which, cache)
     if key not in _SPLITS:
-        _SPLITS[key] = datasets.load_split(Path(path), format=data.format,
-                                           num_classes=data.num_classes,
-                                           image_size=data.image_size, split=which)
-    return _SPLITS[key] if keep else _SPLITS.pop(key)
+        samples = datasets.list_split(Path(path), format=data.format,
+                                      num_classes=data.num_classes,
+                                      image_size=data.image_size, split=which)
+        _SPLITS[key] = datasets.InMemorySamples.read_all(samples) if cache == "memory" \
+            else samples
+    return _SPLITS[key]
 
 
 # --- train_env_def ---------------------------------------------------------------------------
@@ -367,10 +392,9 @@ def allocate_memory(ctx: Any, *, growth: bool = True, soft_placement: bool = Fal
 # --- injection -------------------------------------------------------------------------------
 
 def define_task(ctx: Any) -> None:
-    """Define the segmentation task; reads the training split to learn the image shape."""
+    """Define the segmentation task; reads one training sample to learn the image shape."""
     data = ctx.spec.data
-    train = load_split_cached(ctx, "train")
-    shape = tuple(int(s) for s in train.images.shape[1:])
+    shape = open_split(ctx, "train").sample_shape
     ctx.values["task"] = SegmentationTask(classes=tuple(data.classes), input_shape=shape,
                                           name=ctx.spec.task)
     _callbacks(ctx)
@@ -421,43 +445,41 @@ def build_architecture(ctx: Any) -> None:
 
 
 def inject_dataset(ctx: Any) -> None:
-    """Load the data and keep this rank's shard (see :class:`RankDataset`)."""
-    from autocnnp.components.datasets import shard_indices
+    """List the data, choose how it is held (``<data cache>``) and set up this rank's shard
+    (see :class:`RankDataset`)."""
+    from autocnnp.components.datasets import choose_cache, shard_indices, steps_per_epoch
 
     comm = ctx.require("communicator")
     hp = ctx.require("hyperparameters")
-    ctx.require("task")
-    train = load_split_cached(ctx, "train", keep=False)
-    n = len(train)
+    task = ctx.require("task")
+    listed = open_split(ctx, "train")
+    valid_listed = open_split(ctx, "valid")
+    n = len(listed)
+    n_valid = len(valid_listed) if valid_listed is not None else 0
     if n < comm.size:
-        raise DataError(f"{train.source}: the training split has {n} samples, fewer than the "
+        raise DataError(f"{listed.root}: the training split has {n} samples, fewer than the "
                         f"{comm.size} ranks; every rank needs at least one")
-    order = np.random.default_rng(int(ctx.spec.reproducibility.seed)).permutation(n)
-    mine = np.sort(order[shard_indices(n, comm.rank, comm.size)])
-    smallest = n // comm.size
-    steps = max(1, math.ceil(smallest / hp.batch_size))
-    if smallest < hp.batch_size:
-        ctx.log.warning("each rank holds %d training samples, fewer than the batch size %d: "
-                        "batches repeat samples", smallest, hp.batch_size)
-    x_valid = y_valid = None
-    n_valid = 0
-    valid = load_split_cached(ctx, "valid", keep=False)
+    cache, why = choose_cache(ctx.spec.data.cache.value, n + n_valid, task.input_shape)
+    if comm.rank == 0:
+        ctx.log.info("data cache: %s (%s)", cache, why)
+    train = open_split(ctx, "train", cache)
+    valid = open_split(ctx, "valid", cache)
+    steps = steps_per_epoch(n, comm.size, hp.batch_size)
+    if n // comm.size < hp.batch_size:
+        ctx.log.warning("each rank gets %d training samples per epoch, fewer than the batch "
+                        "size %d: batches are smaller", n // comm.size, hp.batch_size)
+    valid_indices = None
     if valid is not None:
-        n_valid = len(valid)
-        if n_valid >= comm.size:
-            vidx = shard_indices(n_valid, comm.rank, comm.size)
-            x_valid, y_valid = valid.images[vidx], valid.masks[vidx]
-        else:
-            x_valid, y_valid = valid.images, valid.masks
+        valid_indices = (shard_indices(n_valid, comm.rank, comm.size) if n_valid >= comm.size
+                         else np.arange(n_valid))
     ctx.values["dataset"] = RankDataset(
-        x_train=np.ascontiguousarray(train.images[mine]),
-        y_train=np.ascontiguousarray(train.masks[mine]), x_valid=x_valid, y_valid=y_valid,
-        steps_per_epoch=steps, n_train_total=n, n_valid_total=n_valid,
-        batch_size=hp.batch_size)
+        train=train, valid=valid, valid_indices=valid_indices, rank=comm.rank,
+        size=comm.size, seed=int(ctx.spec.reproducibility.seed), steps_per_epoch=steps,
+        n_train_total=n, n_valid_total=n_valid, batch_size=hp.batch_size, cache=cache)
     _callbacks(ctx)
-    ctx.log.info("data: %d/%d training samples on this rank, %d steps per epoch, %s "
-                 "validation samples", len(mine), n, steps,
-                 len(x_valid) if x_valid is not None else 0)
+    ctx.log.info("data: %d training samples in all, %d steps of up to %d per epoch on every "
+                 "rank, %d validation samples on this rank", n, steps, hp.batch_size,
+                 len(valid_indices) if valid_indices is not None else 0)
 
 
 # --- train_strategy_def ----------------------------------------------------------------------

@@ -325,6 +325,9 @@ class SegEvaluator:
         self._cm = np.zeros((num_classes or 1,) * 2, dtype=np.int64)
         self._hd: dict[int, list[float]] = {}
         self._hd_missing: dict[int, int] = {}
+        #: per item added, in order: {class: HD95} (inf where one side is empty); what
+        #: :meth:`combined` needs to merge evaluators exactly
+        self.item_hd: list[dict[int, float]] = []
         self.items = 0
 
     def add(self, gt: np.ndarray, pred: np.ndarray, spacing: Sequence[float] | None = None,
@@ -358,13 +361,37 @@ class SegEvaluator:
             self._cm = grown
         self._cm += confusion_matrix(gt, pred, n)
         if self.hd95:
-            for c in np.union1d(np.unique(gt), np.unique(pred)):
-                d = hausdorff_distance(gt == c, pred == c, spacing)
-                if math.isinf(d):
-                    self._hd_missing[int(c)] = self._hd_missing.get(int(c), 0) + 1
-                else:
-                    self._hd.setdefault(int(c), []).append(d)
+            self._add_hd({int(c): hausdorff_distance(gt == c, pred == c, spacing)
+                          for c in np.union1d(np.unique(gt), np.unique(pred))})
         self.items += 1
+
+    def _add_hd(self, distances: dict[int, float]) -> None:
+        for c in sorted(distances):
+            if math.isinf(distances[c]):
+                self._hd_missing[c] = self._hd_missing.get(c, 0) + 1
+            else:
+                self._hd.setdefault(c, []).append(distances[c])
+        self.item_hd.append(distances)
+
+    @classmethod
+    def combined(cls, num_classes: int, confusion: np.ndarray, item_hd: Sequence[dict[int, float]],
+                 items: int, *, hd95: bool = True,
+                 class_names: dict[int, str] | None = None) -> "SegEvaluator":
+        """An evaluator holding the sum of several: ``confusion`` summed over them, and
+        ``item_hd`` of all their items in the order a single evaluator would have added
+        them, which makes the result equal to that evaluator's exactly (the means of HD95
+        are summed in the same order)."""
+        merged = cls(num_classes, hd95=hd95, class_names=class_names)
+        merged._cm = np.asarray(confusion, dtype=np.int64).copy()
+        for distances in item_hd if hd95 else ():
+            merged._add_hd({int(c): float(d) for c, d in distances.items()})
+        merged.items = int(items)
+        return merged
+
+    @property
+    def confusion(self) -> np.ndarray:
+        """The confusion matrix of everything added so far (``n_ij``, int64)."""
+        return self._cm
 
     def result(self) -> SegEvalResult:
         """The metrics of everything added so far."""

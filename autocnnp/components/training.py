@@ -31,6 +31,7 @@ final model to ``RUN_DIR/model/`` (a SavedModel, plus ``autocnnp.json`` describi
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
@@ -38,11 +39,12 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Iterator, TextIO
 
 import numpy as np
 
 from autocnnp.engine import rundir
+from autocnnp.errors import AutocnnpError
 
 #: written next to the SavedModel: what ``autocnnp predict`` needs to prepare inputs
 MODEL_META = "autocnnp.json"
@@ -111,26 +113,76 @@ def make_progress_callback(end_epoch: int, stream: TextIO | None = None) -> Any:
     return Progress()
 
 
-def make_datasets(ctx: Any) -> tuple[Any, Any]:
-    """tf.data pipelines of this rank's shard: an endless shuffled training stream (batches
-    cross epoch ends so every rank runs exactly ``steps_per_epoch`` steps) and the validation
-    shard."""
+def make_datasets(ctx: Any, initial_epoch: int = 0) -> tuple[Any, Any]:
+    """tf.data pipelines of this rank's data: an endless training stream of
+    ``steps_per_epoch`` batches per epoch, epoch after epoch from ``initial_epoch`` (the
+    batches of :meth:`~autocnnp.components.rank_runtime.RankDataset.train_batches`), and the
+    validation shard (None without validation data).
+
+    Only sample indices travel through the pipeline until the map step reads their pixels
+    (several batches in parallel, in order, and a few batches ahead by ``prefetch``): a rank
+    holds a few batches, not its shard, unless the data is cached in memory. A file that
+    cannot be read fails ``fit`` with a :class:`~autocnnp.errors.DataError` naming it.
+    """
     import tensorflow as tf
 
     data = ctx.require("dataset")
-    comm = ctx.require("communicator")
-    seed = int(ctx.spec.reproducibility.seed) + comm.rank
-    train = (tf.data.Dataset.from_tensor_slices((data.x_train, data.y_train))
-             .shuffle(len(data.x_train), seed=seed, reshuffle_each_iteration=True)
-             .repeat()
-             .batch(data.batch_size, drop_remainder=True)
-             .prefetch(tf.data.AUTOTUNE))
+    shape = tuple(ctx.require("task").input_shape)
+
+    def train_indices() -> Any:
+        epoch = int(initial_epoch)
+        while True:
+            yield from data.train_batches(epoch)
+            epoch += 1
+
+    train = _read_batches(tf, tf.data.Dataset.from_generator(
+        train_indices, output_signature=tf.TensorSpec([None], tf.int64)), data.train, shape)
     valid = None
-    if data.x_valid is not None:
-        valid = (tf.data.Dataset.from_tensor_slices((data.x_valid, data.y_valid))
-                 .batch(data.batch_size)
-                 .prefetch(tf.data.AUTOTUNE))
+    if data.valid is not None:
+        valid = _read_batches(tf, tf.data.Dataset.from_generator(
+            data.valid_batches, output_signature=tf.TensorSpec([None], tf.int64)),
+            data.valid, shape)
     return train, valid
+
+
+@contextlib.contextmanager
+def reading_errors(*sources: Any) -> Iterator[None]:
+    """Turn TensorFlow's wrapping of a reader's exception back into that exception (a
+    DataError naming the file) when a pipeline of :func:`make_datasets` failed to read.
+    ``sources`` are the RankDataset or sample sources whose reads run inside."""
+    import tensorflow as tf
+
+    try:
+        yield
+    except tf.errors.OpError as exc:
+        for source in sources:
+            for part in (source, getattr(source, "train", None), getattr(source, "valid", None)):
+                failure = getattr(part, "failure", None)
+                if isinstance(failure, AutocnnpError):
+                    raise failure from exc
+        raise
+
+
+def _read_batches(tf: Any, indices: Any, source: Any, shape: tuple[int, ...]) -> Any:
+    """``indices`` (a dataset of index batches) mapped to ``(images, masks)`` read from
+    ``source``; the reader's DataError is kept on ``source.failure`` for :func:`train`."""
+
+    def read(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        try:
+            return source.read_batch(idx)
+        except Exception as exc:
+            source.failure = exc
+            raise
+
+    def load(idx: Any) -> tuple[Any, Any]:
+        images, masks = tf.numpy_function(read, [idx], (tf.float32, tf.int32),
+                                          stateful=False)
+        images.set_shape((None,) + shape)
+        masks.set_shape((None,) + shape[:2])
+        return images, masks
+
+    return (indices.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            .prefetch(tf.data.AUTOTUNE))
 
 
 def callbacks_for_fit(ctx: Any, *, progress: bool = True) -> list[Any]:
@@ -213,15 +265,17 @@ def train(ctx: Any) -> TrainResult:
     data = ctx.require("dataset")
     model.compile(optimizer=ctx.require("optimizer"), loss=hp.loss, metrics=[dice_metric])
     initial_epoch = restore(ctx)
-    train_ds, valid_ds = make_datasets(ctx)
+    train_ds, valid_ds = make_datasets(ctx, initial_epoch)
     start = time.perf_counter()
     history: dict[str, list[float]] = {}
     if initial_epoch < hp.end_epoch:
         try:
-            result = model.fit(train_ds, epochs=hp.end_epoch, initial_epoch=initial_epoch,
-                               steps_per_epoch=data.steps_per_epoch, validation_data=valid_ds,
-                               validation_steps=data.validation_steps,
-                               callbacks=callbacks_for_fit(ctx), verbose=0)
+            with reading_errors(data):
+                result = model.fit(train_ds, epochs=hp.end_epoch, initial_epoch=initial_epoch,
+                                   steps_per_epoch=data.steps_per_epoch,
+                                   validation_data=valid_ds,
+                                   validation_steps=data.validation_steps,
+                                   callbacks=callbacks_for_fit(ctx), verbose=0)
         except WarningSignalStop as stop:
             checkpoint_on_warning(ctx, stop)
         history = {k: [float(v) for v in vals] for k, vals in result.history.items()}
@@ -285,7 +339,14 @@ def predict_labels(model: Any, images: np.ndarray, batch_size: int = 8) -> np.nd
 
 
 def evaluate(ctx: Any) -> dict[str, Any] | None:
-    """Score the trained model on the whole test split (rank 0 only) with SegEval.
+    """Score the trained model on the test split with SegEval, every rank its share.
+
+    The test split is streamed: its batches (of the training batch size, in file order) are
+    dealt round-robin to the ranks, each rank reads and predicts only its own, then the
+    confusion matrices are summed with one allreduce (exact for every overlap metric) and
+    the per-item HD95 values are gathered on rank 0 in file order, so the result equals an
+    evaluation of the whole split in one process exactly. A large test split never has to
+    fit on one rank. A collective: every rank calls it.
 
     ``<evaluation><property name="metrics">`` (``spec.evaluation.metrics``) selects what is
     reported: HD95 (the slow part) is computed only when ``hd95`` is selected, and the list
@@ -296,28 +357,38 @@ def evaluate(ctx: Any) -> dict[str, Any] | None:
     Writes ``RUN_DIR/test_metrics.json`` and prints one summary line. Returns the metrics
     dict on rank 0, None elsewhere or when the config has no test split.
     """
-    from autocnnp.components.rank_runtime import load_split_cached
+    from autocnnp.components.rank_runtime import open_split
     from autocnnp.components.segeval import SELECTABLE_METRICS, SegEvaluator
 
     comm = ctx.require("communicator")
-    if comm.rank != 0 or ctx.spec.data.test is None:
+    if ctx.spec.data.test is None:
         return None
     selected = list(dict.fromkeys(ctx.spec.evaluation.metrics))
     unknown = [m for m in selected if m not in SELECTABLE_METRICS]
-    if unknown:  # validate.py rejects these in a config; a programmatic spec may not
+    if unknown and comm.rank == 0:  # validate.py rejects these in a config; a spec may not
         ctx.log.warning("unknown evaluation metric(s) %s ignored", ", ".join(unknown))
-        selected = [m for m in selected if m in SELECTABLE_METRICS]
+    selected = [m for m in selected if m in SELECTABLE_METRICS]
     task = ctx.require("task")
-    test = load_split_cached(ctx, "test", keep=False)
+    model = ctx.require("model")
+    batch = ctx.require("hyperparameters").batch_size
+    test = open_split(ctx, "test")
+    names = test.names
     start = time.perf_counter()
-    pred = predict_labels(ctx.require("model"), test.images,
-                          ctx.require("hyperparameters").batch_size)
+    class_names = {i: n for i, n in enumerate(task.classes)}
     evaluator = SegEvaluator(task.num_classes, hd95="hd95" in selected,
-                             class_names={i: n for i, n in enumerate(task.classes)})
-    for i in range(len(test)):
-        evaluator.add(test.masks[i], pred[i], name=test.names[i])
-    result = evaluator.result()
-    metrics = {"split": "test", "source": str(test.source), "samples": len(test),
+                             class_names=class_names)
+    order = []
+    for first in range(comm.rank * batch, len(test), comm.size * batch):
+        indices = np.arange(first, min(first + batch, len(test)))
+        images, masks = test.read_batch(indices)
+        pred = predict_labels(model, images, batch)
+        for k, i in enumerate(indices):
+            evaluator.add(masks[k], pred[k], name=names[i])
+            order.append(int(i))
+    result = gather_evaluation(evaluator, order, comm, class_names)
+    if result is None:
+        return None
+    metrics = {"split": "test", "source": str(test.root), "samples": len(test),
                "seconds": round(time.perf_counter() - start, 3), "selected_metrics": selected,
                **result.to_dict()}
     path = Path(ctx.run_dir) / rundir.TEST_METRICS
@@ -329,3 +400,28 @@ def evaluate(ctx: Any) -> dict[str, Any] | None:
     print(f"test dice {fg:.3f} ({per_class})  mean IoU {result.means['mean_iou']:.3f}  "
           f"-> {path}", flush=True)
     return metrics
+
+
+def gather_evaluation(evaluator: Any, order: list[int], comm: Any,
+                      class_names: dict[int, str]) -> Any:
+    """The :class:`~autocnnp.components.segeval.SegEvalResult` of every rank's ``evaluator``
+    together, on rank 0 (None on the others): one allreduce of the confusion matrices, one
+    gather of the per-item HD95 values and of ``order``, the global index of each item."""
+    from autocnnp.components.segeval import SegEvaluator
+
+    if comm.size == 1:
+        return evaluator.result()
+    import horovod.tensorflow as hvd_tf
+    import tensorflow as tf
+
+    confusion = hvd_tf.allreduce(tf.constant(evaluator.confusion), op=hvd_tf.Sum,
+                                 name="autocnnp_eval_confusion").numpy()
+    parts = hvd_tf.allgather_object((order, evaluator.item_hd), name="autocnnp_eval_hd95")
+    if comm.rank != 0:
+        return None
+    items = sorted((i, hd) for part_order, part_hd in parts
+                   for i, hd in zip(part_order, part_hd or [{}] * len(part_order)))
+    total = sum(len(part_order) for part_order, _ in parts)
+    merged = SegEvaluator.combined(evaluator.num_classes, confusion, [hd for _, hd in items],
+                                   total, hd95=evaluator.hd95, class_names=class_names)
+    return merged.result()

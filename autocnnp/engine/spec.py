@@ -35,6 +35,14 @@ class Launcher(str, enum.Enum):
     SRUN = "srun"
 
 
+class DataCache(str, enum.Enum):
+    """How the ranks hold the training and validation data (``<data cache="...">``)."""
+
+    AUTO = "auto"      # memory when the arrays are small (see datasets.choose_cache), else none
+    MEMORY = "memory"  # every rank reads the whole split into memory once
+    NONE = "none"      # every rank streams its own shard from the files
+
+
 class LRPolicyName(str, enum.Enum):
     """Learning-rate policies (thesis 6.2-6.3)."""
 
@@ -68,6 +76,7 @@ class DataSpec:
     classes: tuple[str, ...] = ("background", "foreground")
     image_size: int | None = None
     demo: str | None = None
+    cache: DataCache = DataCache.AUTO
 
     @property
     def num_classes(self) -> int:

@@ -321,7 +321,15 @@ def _data(check: Checker, element: etree._Element | None,
                       test=splits["test"], format=element.get("format", "auto"),
                       classes=classes, image_size=int(size_el.text) if size_el is not None
                       and (size_el.text or "").strip().isdigit() else None,
-                      demo=demo)
+                      demo=demo, cache=_data_cache(element.get("cache")))
+
+
+def _data_cache(text: str | None) -> S.DataCache:
+    """``<data cache>``; a value the schema refused (reported there) falls back to auto."""
+    try:
+        return S.DataCache(text or "auto")
+    except ValueError:
+        return S.DataCache.AUTO
 
 
 def _generator(check: Checker, element: etree._Element | None) -> tuple[S.ModuleChoice, ...]:

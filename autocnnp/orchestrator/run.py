@@ -62,16 +62,12 @@ def ensure_data(spec: TrainingSpec, out: TextIO) -> None:
 
 
 def check_data(spec: TrainingSpec) -> None:
-    """Read every split once before launching, so bad data fails before training starts."""
-    from autocnnp.components.datasets import check_split, load_split
+    """Check every split before launching, cheaply: listing and headers, and one sample each
+    (:func:`~autocnnp.components.datasets.check_splits`); a file that is unreadable past its
+    header fails the rank that reads it, naming the file."""
+    from autocnnp.components.datasets import check_splits
 
-    for split in ("train", "valid", "test"):
-        path = getattr(spec.data, split)
-        if path is None:
-            continue
-        loaded = load_split(path, format=spec.data.format, num_classes=spec.data.num_classes,
-                            image_size=spec.data.image_size, split=split)
-        check_split(loaded, spec.data.num_classes)
+    check_splits(spec.data)
 
 
 def run_job(config: Path | None = None, *, resume_dir: Path | None = None,

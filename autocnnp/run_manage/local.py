@@ -72,10 +72,13 @@ def first_failure(run_dir: Path, launcher_output: str) -> JobFailedError:
         reports.sort(key=lambda r: r.get("time", ""))
         r = reports[0]
         log = run_dir / rundir.LOGS / f"rank-{r.get('rank')}.log"
-        return JobFailedError(
+        failure = JobFailedError(
             f"rank {r.get('rank')} on {r.get('host')} failed: {r.get('type')}: {r.get('message')}"
             f"\n  log: {log}", rank=r.get("rank"), host=r.get("host"),
             remedy=r.get("remedy") or (None if r.get("user_error") else resume))
+        if r.get("user_error") and isinstance(r.get("exit_code"), int):
+            failure.exit_code = r["exit_code"]  # a data error found by a rank is still a 2
+        return failure
     exited = _MPI_EXIT.search(launcher_output)
     if exited:
         return JobFailedError(f"rank {exited.group(1)} exited with code {exited.group(2)} "

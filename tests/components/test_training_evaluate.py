@@ -19,6 +19,9 @@ class _Split(SimpleNamespace):
     def __len__(self) -> int:
         return len(self.masks)
 
+    def read_batch(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.images[indices], self.masks[indices]
+
 
 def _ctx(tmp_path: Path, metrics: tuple[str, ...], monkeypatch: pytest.MonkeyPatch
          ) -> SimpleNamespace:
@@ -28,9 +31,10 @@ def _ctx(tmp_path: Path, metrics: tuple[str, ...], monkeypatch: pytest.MonkeyPat
     masks[:, 10:14, 2:6] = 2
     pred = np.roll(masks, 1, axis=2)
     test = _Split(images=rng.random((3, 16, 16, 1)), masks=masks, names=["a", "b", "c"],
-                  source=tmp_path / "test")
-    monkeypatch.setattr(rank_runtime, "load_split_cached", lambda ctx, which, keep=True: test)
-    monkeypatch.setattr(training, "predict_labels", lambda model, images, batch: pred)
+                  root=tmp_path / "test")
+    monkeypatch.setattr(rank_runtime, "open_split", lambda ctx, which, cache="none": test)
+    monkeypatch.setattr(training, "predict_labels",
+                        lambda model, images, batch: pred[:len(images)])  # rows alike
     values = {"communicator": Communicator(0, 1, 0, 1, "h"), "model": object(),
               "task": SegmentationTask(("bg", "a", "b"), (16, 16, 1)),
               "hyperparameters": SimpleNamespace(batch_size=2)}

@@ -206,3 +206,20 @@ def test_a_parallelism_degree_that_is_not_a_number_is_reported_once(tmp_path):
     assert [str(p) for p in info.value.problems] == [
         f"{tmp_path / 'c.xml'}:3: <parallelism-degree>: '2.5' is not valid; expected a positive "
         f"integer (1, 2, ...)"]
+
+
+def test_data_cache_is_checked_and_read(tmp_path, capsys, monkeypatch):
+    from autocnnp.engine.spec import DataCache
+    from autocnnp.engine.validate import load_spec
+
+    monkeypatch.chdir(tmp_path)
+    path = write_config(tmp_path)
+    text = path.read_text()
+    path.write_text(text.replace("<data>", '<data cache="ram">'))
+    assert main(["validate", str(path.name)]) == 2
+    assert capsys.readouterr().err.strip().endswith(
+        "c.xml:6: <data>: cache='ram' is not allowed. Known: auto, memory, none")
+    path.write_text(text.replace("<data>", '<data cache="none">'))
+    assert load_spec(path, []).data.cache is DataCache.NONE
+    path.write_text(text)
+    assert load_spec(path, []).data.cache is DataCache.AUTO

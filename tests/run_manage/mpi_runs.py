@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from autocnnp.engine.spec import (ActionChoice, ArchitectureSpec, DataSpec, DeploymentSpec,
+from autocnnp.engine.spec import (ActionChoice, ArchitectureSpec, DataCache, DataSpec,
+                                  DeploymentSpec,
                                   Hyperparameters, LRPolicyName, LRPolicySpec, ModuleChoice,
                                   MonitoringSpec, ReproducibilitySpec, TrainingSpec,
                                   spec_to_dict)
@@ -31,7 +32,8 @@ def write_run(run_dir: Path, data: Path, *, lr: float, batch: int, epochs: int =
               optimizer: str = "sgd", momentum: float = 0.0, policy: str = "linear_scaling",
               ranks: int = 2, plugins: tuple[ActionChoice, ...] = (), valid: bool = False,
               test: bool = False, checkpoint_every: int = 0,
-              arch_params: dict[str, Any] | None = None) -> Path:
+              arch_params: dict[str, Any] | None = None, cache: str = "auto",
+              seed: int = 7) -> Path:
     """Write ``run_dir/spec.json`` for a tiny U-Net on the demo data in ``data``."""
     modules = (ModuleChoice(name="train_strategy_def", actions=plugins),) if plugins else ()
     spec = TrainingSpec(
@@ -39,14 +41,15 @@ def write_run(run_dir: Path, data: Path, *, lr: float, batch: int, epochs: int =
         architecture=ArchitectureSpec(name="unet", params={"depth": 3, "base_filters": 4,
                                                             **(arch_params or {})}),
         data=DataSpec(train=data / "train", valid=data / "valid" if valid else None,
-                      test=data / "test" if test else None, classes=CLASSES),
+                      test=data / "test" if test else None, classes=CLASSES,
+                      cache=DataCache(cache)),
         hyperparameters=Hyperparameters(lr=lr, optimizer=optimizer, loss="dice_crossentropy",
                                         minibatch_size=batch, start_epoch=0, end_epoch=epochs,
                                         momentum=momentum),
         generator=modules,
         lr_policy=LRPolicySpec(name=LRPolicyName(policy)),
         deployment=DeploymentSpec(threads_per_rank=1),
-        reproducibility=ReproducibilitySpec(seed=7),
+        reproducibility=ReproducibilitySpec(seed=seed),
         monitoring=MonitoringSpec(tensorboard=False, checkpoint_every=checkpoint_every))
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "spec.json").write_text(json.dumps(spec_to_dict(spec), indent=1))

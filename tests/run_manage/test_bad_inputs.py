@@ -1,4 +1,6 @@
-"""Bad inputs at run time fail before training starts, with a message naming the file."""
+"""Bad inputs at run time fail with exit status 2 and a message naming the file: before
+training starts when the launcher's check sees them (pairing, headers, one sample per split),
+otherwise when the rank that reads the file does (label values: the header cannot tell)."""
 
 from __future__ import annotations
 
