@@ -18,12 +18,9 @@ import os
 import signal
 from typing import Any
 
+from autocnnp.engine.plan_slurm import PREEMPTED_EXIT
+from autocnnp.engine.plan_slurm import WARNING_SIGNAL_ENV as ENV_WARNING_SIGNAL
 from autocnnp.errors import AutocnnpError
-
-#: the variable that names the warning signal (``USR1``); unset: no warning handling
-ENV_WARNING_SIGNAL = "AUTOCNNP_WARNING_SIGNAL"
-#: the exit status of a rank that checkpointed on the warning signal (sysexits' TEMPFAIL)
-PREEMPTED_EXIT = 75
 
 _received: dict[str, Any] = {"signal": None}
 

@@ -25,6 +25,13 @@ def thread_env(threads: int) -> dict[str, str]:
             "OMP_NUM_THREADS": str(threads or 1)}
 
 
+def rank_env(threads: int) -> dict[str, str]:
+    """Every MPI rank's environment: its threads, a quiet TensorFlow, Open MPI as root."""
+    return {**thread_env(threads), "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1",
+            "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+            "OMPI_MCA_btl_vader_single_copy_mechanism": "none"}
+
+
 @dataclass(frozen=True)
 class MachineInfo:
     """What planning needs to know about the machine that launches the job."""
@@ -112,14 +119,7 @@ def build_plan(spec: TrainingSpec, run_dir: Path, machine: MachineInfo, *,
     if n != spec.parallelism_degree:
         raise ValueError(f"hosts offer {n} slots for {spec.parallelism_degree} ranks")
     threads = threads_per_rank(spec, machine)
-    env = {
-        **thread_env(threads),
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-        "PYTHONUNBUFFERED": "1",
-        "OMPI_ALLOW_RUN_AS_ROOT": "1",
-        "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
-        "OMPI_MCA_btl_vader_single_copy_mechanism": "none",
-    }
+    env = rank_env(threads)
     worker = [machine.python, "-m", WORKER_MODULE, str(run_dir)] + (["--resume"] if resume else [])
     hosts: dict[str, int] = {}
     for slot in ranks:

@@ -23,15 +23,15 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from autocnnp.engine.plan import MachineInfo, threads_per_rank
+from autocnnp.engine.plan import WORKER_MODULE, MachineInfo, rank_env, threads_per_rank
 from autocnnp.engine.spec import Launcher, TrainingSpec, spec_to_dict
-
-WORKER_MODULE = "autocnnp.run_manage.worker"
 #: the exit status of a rank that checkpointed on Slurm's warning signal and stopped
-#: (:data:`autocnnp.components.preemption.PREEMPTED_EXIT`; a test keeps them equal)
+#: (sysexits' TEMPFAIL; :class:`autocnnp.components.preemption.PreemptedError`)
 PREEMPTED_EXIT = 75
-#: the signal Slurm sends before the time limit or a preemption (``--signal``)
+#: the signal Slurm sends before the time limit or a preemption (``--signal``), and the
+#: variable that names it to the ranks (:mod:`autocnnp.components.preemption`)
 WARNING_SIGNAL = "USR1"
+WARNING_SIGNAL_ENV = "AUTOCNNP_WARNING_SIGNAL"
 #: the batch script, written into the run directory
 SCRIPT_FILE = "slurm.sbatch"
 
@@ -134,17 +134,7 @@ def build_slurm_plan(spec: TrainingSpec, run_dir: Path, machine: MachineInfo, *,
     """The plan of a Slurm job (pure: starts nothing, reads nothing)."""
     d = spec.deployment
     threads = d.threads_per_rank or threads_per_rank(spec, machine)
-    env = {
-        "AUTOCNNP_INTRA_OP_THREADS": str(threads),
-        "AUTOCNNP_INTER_OP_THREADS": "1",
-        "AUTOCNNP_WARNING_SIGNAL": WARNING_SIGNAL,
-        "OMP_NUM_THREADS": str(threads),
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-        "PYTHONUNBUFFERED": "1",
-        "OMPI_ALLOW_RUN_AS_ROOT": "1",
-        "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
-        "OMPI_MCA_btl_vader_single_copy_mechanism": "none",
-    }
+    env = {**rank_env(threads), WARNING_SIGNAL_ENV: WARNING_SIGNAL}
     # validation makes srun the slurm backend's default launcher and refuses horovodrun
     launcher = Launcher.MPIRUN if d.launcher is Launcher.MPIRUN else Launcher.SRUN
     return SlurmPlan(job_name=f"autocnnp-{run_dir.name}"[:64], run_dir=run_dir,

@@ -75,7 +75,7 @@ fi
 exit $status
 """
     from autocnnp.components import preemption
-    assert PREEMPTED_EXIT == preemption.PREEMPTED_EXIT == preemption.PreemptedError.exit_code
+    assert PREEMPTED_EXIT == preemption.PreemptedError.exit_code == 75
 
 
 def test_a_gpu_cluster_job_with_every_setting(tmp_path: Path) -> None:
