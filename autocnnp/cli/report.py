@@ -32,7 +32,8 @@ def run(args: argparse.Namespace) -> int:
     report = build_report(rundir.read_json(run_dir / rundir.SPEC_FILE),
                           rundir.read_json(run_dir / rundir.MANIFEST_FILE),
                           _optional(run_dir / rundir.TEST_METRICS),
-                          _optional(run_dir / "metrics" / "train_summary.json"), repeats)
+                          _optional(run_dir / "metrics" / "train_summary.json"), repeats,
+                          None if repeats else rundir.read_state(run_dir))
     target = (group if repeats else run_dir) / "report.md"
     text = report.markdown((group if repeats else run_dir).name)
     atomic_write(target, text.encode())

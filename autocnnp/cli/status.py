@@ -15,6 +15,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=("text", "json"), default="text")
 
 
+def format_epoch(record: object, end_epoch: int | None = None) -> str:
+    """One ``metrics/epochs.jsonl`` record as the run printed it: ``3/30  loss 0.41  val_dice
+    0.80  lr 2.0e-03  12.1s`` (a value the log holds as null, a NaN, prints as ``nan``)."""
+    if not isinstance(record, dict):
+        return str(record)
+    parts = [f"{record.get('epoch', '?')}" + (f"/{end_epoch}" if end_epoch else "")]
+    for key, fmt in (("loss", ".3g"), ("dice", ".2f"), ("val_loss", ".3g"),
+                     ("val_dice", ".2f"), ("lr", ".1e")):
+        if key in record:
+            value = record[key]
+            parts.append(f"{key} {'nan' if value is None else format(value, fmt)}")
+    if isinstance(record.get("time_s"), (int, float)):
+        parts.append(f"{record['time_s']:.1f}s")
+    return "  ".join(parts)
+
+
 def run(args: argparse.Namespace) -> int:
     run_dir = resolve_run(args.run)
     state = status(run_dir)
@@ -33,6 +49,6 @@ def run(args: argparse.Namespace) -> int:
             error = f" ({task['error']})" if task.get("error") else ""
             print(f"  rank {task.get('rank')}: {task.get('state')} on {task.get('node')}{error}")
     if "last_epoch" in state:
-        print(f"  last epoch: {json.dumps(state['last_epoch'])}")
+        print(f"  last epoch: {format_epoch(state['last_epoch'], state.get('end_epoch'))}")
     print(f"  checkpoints: {', '.join(state['checkpoints']) or 'none'}")
     return 0

@@ -44,7 +44,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -284,8 +284,7 @@ class SegEvalResult:
         """
         columns, mean_keys = columns_for(metrics)
         header = ["class", *columns, "support"]
-        rows = [[self.name(c), *(_fmt(v.get(m)) for m in columns),
-                 str(int(v.get("support", 0)))]
+        rows = [[self.name(c), *(_cell(v, m) for m in columns), str(int(v.get("support", 0)))]
                 for c, v in self.per_class.items()]
         widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
         lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip()]
@@ -296,8 +295,33 @@ class SegEvalResult:
         if shown:
             lines.append("")
             key_width = max(len(k) for k in shown)
-            lines += [f"{k.ljust(key_width)}  {_fmt(self.means[k])}" for k in shown]
+            lines += [f"{k.ljust(key_width)}  {_fmt(self.means[k])}"
+                      + (f"  ({MEAN_NOTES[k](self)})" if k in MEAN_NOTES else "")
+                      for k in shown]
         return "\n".join(lines)
+
+
+def _cell(values: dict[str, float], metric: str) -> str:
+    """A per-class cell; HD95 also counts the items where it is infinite (one side empty)."""
+    text = _fmt(values.get(metric))
+    missing = int(values.get("hd95_missing", 0) or 0) if metric == "hd95" else 0
+    return f"{text} ({missing} inf)" if missing else text
+
+
+def _hd95_note(result: "SegEvalResult") -> str:
+    missing = sum(int(v.get("hd95_missing", 0)) for c, v in result.per_class.items() if c > 0)
+    return (f"foreground classes with a finite HD95; {missing} item(s) where one side lacked "
+            f"the class are not averaged, see hd95_missing" if missing
+            else "foreground classes with a finite HD95")
+
+
+#: what a summary line of :meth:`SegEvalResult.table` averages, where it is easy to misread
+MEAN_NOTES: dict[str, Callable[["SegEvalResult"], str]] = {
+    "mean_dice": lambda r: "all classes, background included",
+    "mean_dice_foreground": lambda r: "classes 1.., the headline test dice",
+    "mean_iou": lambda r: "all classes, background included",
+    "mean_hd95": _hd95_note,
+}
 
 
 def _fmt(value: float | None) -> str:

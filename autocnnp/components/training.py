@@ -397,8 +397,8 @@ def evaluate(ctx: Any) -> dict[str, Any] | None:
     per_class = ", ".join(f"{result.name(c)} {result.per_class[c]['dice']:.3f}"
                           for c in range(1, task.num_classes)
                           if not math.isnan(result.per_class[c]["dice"]))
-    print(f"test dice {fg:.3f} ({per_class})  mean IoU {result.means['mean_iou']:.3f}  "
-          f"-> {path}", flush=True)
+    print(f"test dice {fg:.3f} (mean over foreground classes: {per_class})  mean IoU "
+          f"{result.means['mean_iou']:.3f}  -> {path}", flush=True)
     return metrics
 
 

@@ -26,14 +26,18 @@ class CheckItem:
 class Report:
     checks: list[CheckItem]
     sections: list[tuple[str, list[str]]] = field(default_factory=list)
+    #: one line on how the run ended, when it did not finish ("" when it did)
+    outcome: str = ""
 
     @property
     def passed(self) -> int:
         return sum(c.ok for c in self.checks)
 
     def markdown(self, title: str) -> str:
-        lines = [f"# Reproducibility report: {title}", "",
-                 f"Checklist (Renard et al. 2020): {self.passed}/{len(self.checks)} satisfied", "",
+        lines = [f"# Reproducibility report: {title}", ""]
+        if self.outcome:
+            lines += [f"**{self.outcome}**", ""]
+        lines += [f"Checklist (Renard et al. 2020): {self.passed}/{len(self.checks)} satisfied", "",
                  "| recommendation | | what the run records |", "|---|---|---|"]
         lines += [f"| {c.item} | {'yes' if c.ok else '**no**'} | {c.detail} |" for c in self.checks]
         for heading, body in self.sections:
@@ -41,18 +45,43 @@ class Report:
         return "\n".join(lines) + "\n"
 
 
+def _split_size(record: dict | None) -> str | None:
+    """``48 samples (97 files)``; older manifests recorded only files."""
+    if not record:
+        return None
+    files = record.get("files")
+    if record.get("samples") is not None:
+        return f"{record['samples']} samples ({files} files)"
+    return f"{files} files" if files else None
+
+
 def _fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
+def run_outcome(state: dict | None) -> str:
+    """How a run ended, in one line, when it did not finish (``state.json``); "" otherwise."""
+    if not state or state.get("state") in (None, "finished"):
+        return ""
+    text = f"This run did not finish: its state is {state.get('state')}"
+    where = [f"rank {state['failed_rank']}" if state.get("failed_rank") is not None else "",
+             f"on {state['failed_host']}" if state.get("failed_host") else ""]
+    where_text = " ".join(w for w in where if w)
+    if state.get("failure"):
+        text += f" ({where_text + ': ' if where_text else ''}{state['failure']})"
+    return text + "; its metrics, if any, are those of an unfinished training."
+
+
 def build_report(spec: dict, manifest: dict, test_metrics: dict | None = None,
-                 train_summary: dict | None = None, repeats: dict | None = None) -> Report:
-    """The checklist and the report sections for one run (or a group of repeated runs)."""
+                 train_summary: dict | None = None, repeats: dict | None = None,
+                 state: dict | None = None) -> Report:
+    """The checklist and the report sections for one run (or a group of repeated runs);
+    ``state`` (``state.json``) makes the report say when the run did not finish."""
     hp, data, policy = spec["hyperparameters"], spec["data"], spec["lr_policy"]
     arch = spec["architecture"]
     ranks = spec["parallelism_degree"]
     splits = manifest.get("data") or {}
-    counts = {k: (v or {}).get("files") for k, v in splits.items()}
+    counts = {k: _split_size(v) for k, v in splits.items()}
     checks: list[CheckItem] = []
 
     arch_text = arch.get("path") or f"built-in {arch.get('name')}"
@@ -66,7 +95,7 @@ def build_report(spec: dict, manifest: dict, test_metrics: dict | None = None,
                             f"train sha256 {(splits.get('train') or {}).get('sha256', '?')[:12]}..."
                             if described else "no record of the training data"))
     has_valid, has_test = bool(data.get("valid")), bool(data.get("test"))
-    split_text = ", ".join(f"{k}: {counts.get(k)} files" for k in ("train", "valid", "test") if counts.get(k))
+    split_text = ", ".join(f"{k}: {counts[k]}" for k in ("train", "valid", "test") if counts.get(k))
     checks.append(CheckItem("train/validation/test allocation stated", has_valid and has_test,
                             split_text + ("" if has_valid else "; no validation split: say why")
                             + ("" if has_test else "; no test split")))
@@ -113,4 +142,4 @@ def build_report(spec: dict, manifest: dict, test_metrics: dict | None = None,
         sections.append(("Test metrics (one run)", body))
     if train_summary:
         sections.append(("Training", [f"- {k}: {v}" for k, v in train_summary.items()]))
-    return Report(checks, sections)
+    return Report(checks, sections, outcome=run_outcome(state))

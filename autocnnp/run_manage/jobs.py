@@ -32,7 +32,9 @@ def status(run_dir: Path) -> dict:
         try:
             if lines:
                 state["last_epoch"] = json.loads(lines[-1])
-        except ValueError:
+                spec = rundir.read_json(run_dir / rundir.SPEC_FILE)
+                state["end_epoch"] = (spec.get("hyperparameters") or {}).get("end_epoch")
+        except (ValueError, AutocnnpError):
             state["last_epoch"] = f"unreadable last line of {epochs}"
     ckpts = sorted(p.name for p in (run_dir / rundir.CHECKPOINTS).glob("*") if not p.name.startswith("."))
     state["checkpoints"] = ckpts

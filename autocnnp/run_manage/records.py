@@ -81,6 +81,25 @@ def checksum_tree(path: Path | None) -> dict[str, Any] | None:
     return {"path": str(path), "files": len(files), "sha256": digest.hexdigest()}
 
 
+def describe_split(spec: TrainingSpec, split: str) -> dict[str, Any] | None:
+    """The checksum record of one split plus its number of samples (image/mask pairs or
+    volume slices, as training counts them; files such as ``.keep`` or a dataset.json are
+    not samples)."""
+    from autocnnp.components.datasets import list_split
+    from autocnnp.errors import DataError
+
+    record = checksum_tree(getattr(spec.data, split))
+    if record is not None:
+        try:
+            record["samples"] = len(list_split(
+                getattr(spec.data, split), format=spec.data.format,
+                num_classes=spec.data.num_classes, image_size=spec.data.image_size,
+                split=split))
+        except DataError:
+            record["samples"] = None  # not listable (the data check reports why)
+    return record
+
+
 def build_manifest(spec: TrainingSpec, argv: list[str], image: str | None = None) -> dict[str, Any]:
     """What ``manifest.json`` records; ``image``: the container image the ranks run from."""
     return {
@@ -92,6 +111,6 @@ def build_manifest(spec: TrainingSpec, argv: list[str], image: str | None = None
         "packages": package_versions(),
         "hardware": hardware(),
         "code": code_version(),
-        "data": {split: checksum_tree(getattr(spec.data, split)) for split in ("train", "valid", "test")},
+        "data": {split: describe_split(spec, split) for split in ("train", "valid", "test")},
         "image": image,
     }

@@ -352,3 +352,23 @@ def test_table_rejects_unknown_metric_names() -> None:
     gt, pred = _real_pair()
     with pytest.raises(ValueError, match="'jaccard'.*choose from dice, pixel_accuracy"):
         evaluate_arrays(gt, pred, 3, hd95=False).table(["dice", "jaccard"])
+
+
+def test_the_table_says_what_each_mean_averages_and_counts_infinite_hd95():
+    gt = np.zeros((2, 8, 8), dtype=np.int32)
+    gt[0, 2:5, 2:5] = 1
+    gt[1, 2:5, 2:5] = 1
+    pred = gt.copy()
+    pred[1] = 0  # slice 2: class 1 missed entirely -> HD95 infinite there
+    evaluator = SegEvaluator(2, class_names={0: "bg", 1: "lesion"})
+    for g, p in zip(gt, pred):
+        evaluator.add(g, p)
+    table = evaluator.result().table()
+    assert "mean_dice             " in table
+    lines = {line.split()[0]: line for line in table.splitlines() if line.strip()}
+    assert lines["mean_dice"].endswith("(all classes, background included)")
+    assert lines["mean_dice_foreground"].endswith("(classes 1.., the headline test dice)")
+    assert lines["mean_hd95"].endswith(
+        "(foreground classes with a finite HD95; 1 item(s) where one side lacked the class "
+        "are not averaged, see hd95_missing)")
+    assert "0.0000 (1 inf)" in lines["lesion"]

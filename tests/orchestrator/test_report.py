@@ -50,3 +50,36 @@ def test_repeats_no_validation_split_and_two_metrics():
     assert result["train/validation/test allocation stated"] is False
     assert result["at least three metrics"] is False
     assert "| mean_dice | 0.9000 | 0.0100 | [0.8800, 0.9200] |" in report.markdown("g")
+
+
+def test_splits_are_counted_in_samples_and_a_failed_run_says_so():
+    spec = spec_to_dict(load_checked_spec(ROOT / "configs" / "quickstart.xml"))
+    manifest = dict(MANIFEST, data={
+        "train": {"files": 97, "samples": 48, "sha256": "ab" * 32},
+        "valid": {"files": 25, "samples": 12, "sha256": "cd" * 32},
+        "test": {"files": 60, "sha256": "ef" * 32}})  # an older manifest: files only
+    state = {"state": "failed", "failed_rank": 1, "failed_host": "node2",
+             "failure": "loss is NaN at epoch 3 step 7"}
+    page = build_report(spec, manifest, METRICS, state=state).markdown("q")
+    assert ("| train/validation/test allocation stated | yes | train: 48 samples (97 files), "
+            "valid: 12 samples (25 files), test: 60 files |") in page
+    assert page.splitlines()[2] == (
+        "**This run did not finish: its state is failed (rank 1 on node2: loss is NaN at "
+        "epoch 3 step 7); its metrics, if any, are those of an unfinished training.**")
+    finished = build_report(spec, manifest, METRICS, state={"state": "finished"}).markdown("q")
+    assert "did not finish" not in finished
+
+
+def test_the_manifest_counts_samples_not_files(tmp_path):
+    from autocnnp.components.demo_data import build_demo_dataset
+    from autocnnp.run_manage.records import describe_split
+
+    data = tmp_path / "mni"
+    build_demo_dataset(data, size=32, n_slices=20)
+    (data / "train" / ".keep").write_text("")
+    spec = load_checked_spec(ROOT / "configs" / "quickstart.xml")
+    spec = spec.replace(data=spec.data.__class__(**{**spec.data.__dict__, "train": data / "train",
+                                                    "image_size": None}))
+    record = describe_split(spec, "train")
+    assert record["samples"] == 12
+    assert record["files"] == 2 * 12 + 1  # images, masks and the .keep
