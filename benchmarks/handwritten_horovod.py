@@ -29,6 +29,8 @@ def main() -> None:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--first-step-file", type=Path,
+                        help="rank 0 writes the wall time its first step ended here")
     args = parser.parse_args()
 
     import numpy as np
@@ -68,6 +70,10 @@ def main() -> None:
         def on_epoch_begin(self, epoch, logs=None):
             self.start = time.perf_counter()
 
+        def on_train_batch_end(self, batch, logs=None):
+            if args.first_step_file and hvd.rank() == 0 and not args.first_step_file.exists():
+                args.first_step_file.write_text(json.dumps({"time": time.time()}))
+
         def on_epoch_end(self, epoch, logs=None):
             self.times = getattr(self, "times", []) + [time.perf_counter() - self.start]
 
@@ -86,7 +92,8 @@ def main() -> None:
     if hvd.rank() == 0:
         print(json.dumps({"ranks": hvd.size(), "steps_per_epoch": steps,
                           "images_per_epoch": steps * batch * hvd.size(),
-                          "epoch_seconds": timed, "images_per_s": images / sum(timed)}),
+                          "epoch_seconds": timed, "first_epoch_s": timer.times[0],
+                          "images_per_s": images / sum(timed)}),
               flush=True)
 
 
