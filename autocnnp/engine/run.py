@@ -94,9 +94,6 @@ def run_job(config: Path | None = None, *, resume_dir: Path | None = None,
         except (TypeError, KeyError, ValueError) as exc:
             raise AutocnnpError(f"{spec_file}: not a spec this version of autocnnp can read "
                                 f"({type(exc).__name__}: {exc})") from None
-        if not any((run_dir / rundir.CHECKPOINTS).glob("*")):
-            _say(out, f"no checkpoint in {run_dir / rundir.CHECKPOINTS}: starting from epoch "
-                      f"{spec.hyperparameters.start_epoch}")
         for stale in (run_dir / rundir.ERRORS).glob("rank-*.json"):
             stale.rename(stale.with_suffix(".json.previous"))
         return _execute(spec, run_dir, created=False, resume=True, out=out, argv=argv,

@@ -126,6 +126,7 @@ def write_error(run_dir: Path, rank: int, exc: BaseException) -> Path:
     record = {"rank": rank, "host": socket.gethostname(), "pid": os.getpid(),
               "type": type(exc).__name__, "message": exc.message if user_error else str(exc),
               "remedy": exc.remedy if user_error else None, "user_error": user_error,
+              "exit_code": exc.exit_code if user_error else 1,
               "traceback": "".join(traceback.format_exception(type(exc), exc,
                                                               exc.__traceback__)),
               "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
