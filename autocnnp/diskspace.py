@@ -18,7 +18,7 @@ from typing import Callable, TypeVar
 from autocnnp.errors import AutocnnpError
 
 #: size of a reserve file: room for a state or error record with a long traceback
-RESERVE_BYTES = 256 * 1024
+RESERVE_BYTES = 64 * 1024
 
 T = TypeVar("T")
 

@@ -18,7 +18,7 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TextIO
+from typing import BinaryIO, TextIO
 
 from autocnnp.engine import rundir
 from autocnnp.engine.plan import JobPlan
@@ -50,13 +50,34 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+#: space the launcher sets aside so that it can record the job's end on a full disk
+STATE_RESERVE = ".state.reserve"
+
+
 def record_state(run_dir: Path, **fields) -> dict:
-    """Merge ``fields`` into RUN_DIR/state.json; return the new state."""
+    """Merge ``fields`` into RUN_DIR/state.json; return the new state. On a full disk the
+    launcher's reserve (see :func:`launch`) is given up to make room for it."""
+    from autocnnp.diskspace import write_with_reserve
+
     path = run_dir / rundir.STATE_FILE
     current = rundir.read_run_json(path) if path.exists() else {}
     current.update(fields)
-    atomic_write_json(path, current)
+    write_with_reserve(lambda: atomic_write_json(path, current), run_dir / STATE_RESERVE)
+    if "ended" in fields:  # the launcher's last word: the reserve is not needed any more
+        (run_dir / STATE_RESERVE).unlink(missing_ok=True)
     return current
+
+
+def _log_line(log: BinaryIO, line: str, failed: list[bool]) -> None:
+    """Append to launcher.log (unbuffered: nothing is left to flush at close); a full disk
+    stops the log, not the job (said once)."""
+    if failed:
+        return
+    try:
+        log.write(line.encode())
+    except OSError as exc:
+        failed.append(True)
+        sys.stderr.write(f"autocnnp: launcher.log not written further: {exc}\n")
 
 
 def first_failure(run_dir: Path, launcher_output: str) -> JobFailedError:
@@ -101,8 +122,11 @@ def launch(plan: JobPlan, run_dir: Path, *, out: TextIO = sys.stdout) -> None:
     env = os.environ.copy()
     env.update(plan.env_dict())
     started = time.monotonic()
-    with open(logs / "launcher.log", "a") as log:
-        log.write(f"# {_now()} {' '.join(plan.command)}\n")
+    from autocnnp.diskspace import reserve
+    reserve(run_dir / STATE_RESERVE)
+    log_failed: list[bool] = []
+    with open(logs / "launcher.log", "ab", buffering=0) as log:
+        _log_line(log, f"# {_now()} {' '.join(plan.command)}\n", log_failed)
         proc = subprocess.Popen(plan.command, env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, bufsize=1,
                                 start_new_session=True)
@@ -113,8 +137,7 @@ def launch(plan: JobPlan, run_dir: Path, *, out: TextIO = sys.stdout) -> None:
         try:
             assert proc.stdout is not None
             for line in proc.stdout:
-                log.write(line)
-                log.flush()
+                _log_line(log, line, log_failed)
                 output.append(line)
                 if not _MPI_NOISE.match(line.strip()) and line.strip():
                     out.write(line)

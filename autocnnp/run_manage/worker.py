@@ -116,10 +116,19 @@ def load_run_spec(run_dir: Path) -> Any:
     return spec_from_dict(data)
 
 
+def reserve_path(run_dir: Path, rank: int) -> Path:
+    """Space set aside at start for this rank's error record (see :func:`write_error`)."""
+    return run_dir / "errors" / f".rank-{rank}.reserve"
+
+
 def write_error(run_dir: Path, rank: int, exc: BaseException) -> Path:
-    """Record ``exc`` in ``RUN_DIR/errors/rank-K.json`` (atomically); returns the path."""
+    """Record ``exc`` in ``RUN_DIR/errors/rank-K.json`` (atomically); returns the path.
+
+    On a full disk the rank's reserve file (written at start) is deleted to make room, so
+    that the record survives the failure it explains."""
     err_dir = run_dir / "errors"
     err_dir.mkdir(parents=True, exist_ok=True)
+    from autocnnp.diskspace import write_with_reserve
     from autocnnp.errors import AutocnnpError
 
     user_error = isinstance(exc, AutocnnpError)
@@ -132,8 +141,16 @@ def write_error(run_dir: Path, rank: int, exc: BaseException) -> Path:
               "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     path = err_dir / f"rank-{rank}.json"
     tmp = err_dir / f".rank-{rank}.json.tmp"
-    tmp.write_text(json.dumps(record, indent=1), encoding="utf-8")
-    os.replace(tmp, path)
+
+    def write() -> None:
+        try:
+            tmp.write_text(json.dumps(record, indent=1), encoding="utf-8")
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            raise
+        os.replace(tmp, path)
+
+    write_with_reserve(write, reserve_path(run_dir, rank))
     return path
 
 
@@ -175,8 +192,13 @@ def main(argv: list[str] | None = None) -> int:
     rank = rank_from_env()
     log = setup_logging(run_dir, rank)
     install_sigterm_handler(log)
+    from autocnnp.diskspace import DiskFullError, is_disk_full, reserve
+
+    reserve_path(run_dir, rank).parent.mkdir(parents=True, exist_ok=True)
+    reserve(reserve_path(run_dir, rank))
     try:
         code, _ = run(run_dir, args.resume, log)
+        reserve_path(run_dir, rank).unlink(missing_ok=True)
         logging.shutdown()
         return code
     except BaseException as exc:  # noqa: BLE001 - every failure must be recorded
@@ -186,6 +208,11 @@ def main(argv: list[str] | None = None) -> int:
         if ctx is not None and "communicator" in ctx.values:
             rank = ctx.rank
         from autocnnp.errors import AutocnnpError
+        if is_disk_full(exc) and not isinstance(exc, AutocnnpError):
+            where = Path(getattr(exc, "filename", None) or run_dir)
+            exc = DiskFullError(where.parent if where != run_dir else run_dir, None,
+                                remedy=f"free space there, then continue with: autocnnp run "
+                                       f"--resume {run_dir}")
         try:
             write_error(run_dir, rank, exc)
         except OSError as write_exc:
