@@ -22,9 +22,11 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(state, indent=2))
         return 0
     print(f"{run_dir.name}: {state.get('state')}")
-    for key in ("backend", "started", "ended", "seconds", "failure"):
+    for key in ("backend", "started", "ended", "seconds", "failure", "settled", "note"):
         if state.get(key) is not None:
             print(f"  {key}: {state[key]}")
+    for process in state.get("processes") or []:
+        print(f"  process: {process}")
     swarm = state.get("swarm")
     if isinstance(swarm, str):
         print(f"  swarm: {swarm}")

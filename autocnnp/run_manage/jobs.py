@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from autocnnp.engine import rundir
@@ -27,7 +28,6 @@ def read_state(run_dir: Path) -> dict:
 
 
 def _alive(pid: int | None) -> bool:
-    import os
     if not pid:
         return False
     try:
@@ -40,10 +40,25 @@ def _alive(pid: int | None) -> bool:
 
 
 def status(run_dir: Path) -> dict:
-    """The run's state, last epoch, and failure if any."""
+    """The run's state, last epoch, and failure if any.
+
+    Local and hosts runs: "running" only while the run's locks are held (launcher, mpirun or
+    a rank alive); a run whose launcher died is settled from what its ranks recorded
+    (:func:`~autocnnp.run_manage.ownership.settle`), and a live one names its processes.
+    """
     state = read_state(run_dir)
-    if state.get("state") == "running" and state.get("backend") != "swarm" and not _alive(state.get("pid")):
-        state["state"] = "dead (launcher gone without recording an end)"
+    if state.get("backend") != "swarm":
+        from autocnnp.run_manage import ownership
+
+        state = ownership.settle(run_dir, state)
+        if state.get("state") == "running":
+            live = ownership.holders(run_dir)
+            state["processes"] = [str(h) for h in live]
+            launcher = state.get("launcher_pid")
+            if launcher and not any(h.pid == launcher for h in live):
+                state["note"] = (f"the launcher (pid {launcher}) is gone; the job runs on: "
+                                 f"watch it here, end it with `autocnnp stop`, and status "
+                                 f"records its end once it is over")
     if state.get("backend") == "swarm":
         from autocnnp.run_manage.swarm import SwarmBackend
         state.update(SwarmBackend().status(run_dir))
@@ -76,13 +91,60 @@ def logs(run_dir: Path, rank: int | None = None) -> str:
 
 
 def stop(run_dir: Path) -> str:
+    """Stop a run. Local and hosts: only processes that hold the run's locks are signalled
+    (the mpirun process group that ``state.json`` names, once it is proven to hold the lock,
+    then any rank left), never a process group a stale ``state.json`` merely names."""
     state = read_state(run_dir)
     if state.get("backend") == "swarm":
         from autocnnp.run_manage.swarm import SwarmBackend
         return SwarmBackend().stop(run_dir)
-    if state.get("state") != "running" or not _alive(state.get("pgid")):
-        return f"{run_dir.name} is not running (state: {state.get('state')})"
+    from autocnnp.run_manage import ownership
     from autocnnp.run_manage.local import record_state, stop_group
+
+    state = ownership.settle(run_dir, state)
+    pgid = state.get("pgid")
+    live = ownership.holders(run_dir)
+    if not ownership.is_live(run_dir):
+        note = (f"; process group {pgid} named in state.json does not hold the run's lock and "
+                f"was not signalled") if pgid and _alive(pgid) else ""
+        return f"{run_dir.name} is not running (state: {state.get('state')}){note}"
+    launcher = state.get("launcher_pid")
+    launcher_alive = bool(launcher) and any(h.pid == launcher for h in live)
     record_state(run_dir, stop_requested=True)  # the launcher reports "stopped", not "failed"
-    stop_group(int(state["pgid"]))
+    if pgid and any(h.pid == pgid for h in live):  # mpirun, proven by the lock it holds
+        stop_group(int(pgid))
+    elif launcher_alive:  # still preparing (no mpirun yet): SIGTERM makes it stop and record
+        _terminate(int(launcher), grace_s=30.0)
+    for holder in ownership.holders(run_dir):  # ranks orphaned by a dead mpirun
+        if holder.pid != launcher and holder.pid != os.getpid():
+            _terminate(holder.pid)
+    if not launcher_alive:  # nobody else will record the end
+        record_state(run_dir, state="stopped", ended=_now(),
+                     settled="recorded by autocnnp stop; the launcher was gone")
     return f"stopped {run_dir.name}; resume with: autocnnp run --resume {run_dir}"
+
+
+def _now() -> str:
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _terminate(pid: int, grace_s: float = 10.0) -> None:
+    """SIGTERM one process, SIGKILL it if it is still there after ``grace_s``."""
+    import signal
+    import time
+
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return
+        time.sleep(0.2)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

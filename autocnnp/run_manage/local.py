@@ -24,6 +24,7 @@ from autocnnp.engine import rundir
 from autocnnp.engine.plan import JobPlan
 from autocnnp.errors import EnvironmentProblemError, JobFailedError
 from autocnnp.atomic import atomic_write_json
+from autocnnp.run_manage.ownership import held_fds
 
 _MPI_SIGNAL = re.compile(r"process rank (\d+) with PID (\d+) on node (\S+) exited on signal (\d+) \(([^)]+)\)")
 _MPI_EXIT = re.compile(r"Process name: \[\[\d+,\d+\],(\d+)\]\s+Exit code:\s+(\d+)")
@@ -127,10 +128,12 @@ def launch(plan: JobPlan, run_dir: Path, *, out: TextIO = sys.stdout) -> None:
     log_failed: list[bool] = []
     with open(logs / "launcher.log", "ab", buffering=0) as log:
         _log_line(log, f"# {_now()} {' '.join(plan.command)}\n", log_failed)
+        # mpirun keeps the run's owner lock: the run stays owned if this process is killed
         proc = subprocess.Popen(plan.command, env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, bufsize=1,
-                                start_new_session=True)
-        record_state(run_dir, state="running", pid=proc.pid, pgid=proc.pid, backend=plan.backend.value,
+                                start_new_session=True, pass_fds=held_fds())
+        record_state(run_dir, state="running", pid=proc.pid, pgid=proc.pid,
+                     launcher_pid=os.getpid(), backend=plan.backend.value,
                      stop_requested=False, failure=None, failed_rank=None, failed_host=None,
                started=_now(), command=list(plan.command))
         output: list[str] = []

@@ -8,10 +8,17 @@ evaluates (rank 0). Output:
 * ``RUN_DIR/logs/rank-K.log``: this rank's log (actions, settings, warnings);
 * ``RUN_DIR/errors/rank-K.json`` when the rank fails: ``{rank, host, pid, type, message,
   traceback, time}``, read by the launcher to report the first failure;
-* ``RUN_DIR/metrics/train_summary.json`` (rank 0): training time and throughput.
+* ``RUN_DIR/metrics/train_summary.json`` (rank 0): training time and throughput;
+* ``RUN_DIR/completed.json`` (rank 0, last): the job finished (what ``status`` believes
+  when the launcher died before recording the end).
+
+Every rank holds ``RUN_DIR/.ranks.lock`` (shared) while it runs, so that nothing else can
+take the run directory over from ranks orphaned by a killed launcher
+(:mod:`autocnnp.run_manage.ownership`).
 
 Exit status: 0 on success; a user error (bad data, bad architecture file, diverging ranks...)
-prints one line on stderr and exits with its ``exit_code`` (2 for data and config problems);
+prints one line on stderr and exits with its ``exit_code`` (2 for data and config problems,
+4 when the loss or weights became NaN/Inf, 5 when the disk is full);
 a bug prints its traceback and exits 1; SIGTERM (the launcher stopping the job) exits 143 at
 once, even while the rank waits in an allreduce.
 """
@@ -176,6 +183,10 @@ def run(run_dir: Path, resume: bool, log: logging.Logger) -> tuple[int, Any]:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(summary, indent=1))
     training.evaluate(ctx)
+    if ctx.rank == 0:  # the ground truth of "finished", whatever happens to the launcher
+        from autocnnp.run_manage.ownership import write_completion
+
+        write_completion(run_dir, end_epoch=result.end_epoch)
     log.info("rank finished")
     return 0, ctx
 
@@ -193,7 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     log = setup_logging(run_dir, rank)
     install_sigterm_handler(log)
     from autocnnp.diskspace import DiskFullError, is_disk_full, reserve
+    from autocnnp.run_manage.ownership import hold_rank_lock
 
+    hold_rank_lock(run_dir)  # the run counts as live while any rank runs (ownership.py)
     reserve_path(run_dir, rank).parent.mkdir(parents=True, exist_ok=True)
     reserve(reserve_path(run_dir, rank))
     try:

@@ -103,3 +103,212 @@ def test_diverging_run_fails_with_its_own_exit_code_and_valid_json(small_config,
     log = run_dir / "metrics" / "epochs.jsonl"
     for line in (log.read_text().splitlines() if log.exists() else []):
         strict_json(line)
+
+
+# --- 2. a corrupt newest checkpoint ----------------------------------------------------------
+
+def test_resume_falls_back_past_a_corrupt_checkpoint_and_removes_stale_folders(
+        demo: Path, tmp_path: Path) -> None:
+    run_dir = write_run(tmp_path / "run", demo, lr=0.05, batch=3, epochs=3, ranks=2,
+                        checkpoint_every=1)
+    first = launch(run_dir, 2)
+    assert first.returncode == 0, first.stderr[-3000:]
+    checkpoints = run_dir / "checkpoints"
+    data = checkpoints / "epoch-00003" / "ckpt.data-00000-of-00001"
+    flipped = bytearray(data.read_bytes())
+    flipped[len(flipped) // 2] ^= 0x01  # one bit
+    data.write_bytes(bytes(flipped))
+    (checkpoints / ".tmp-epoch-00004-99999").mkdir()  # a writer killed mid-write
+    (checkpoints / ".tmp-epoch-00004-99999" / "ckpt.index").write_bytes(b"half")
+
+    resumed = launch(run_dir, 2, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    lines = resumed.stdout.splitlines()
+    assert lines[:2] == [
+        "checkpoint epoch-00003 skipped: ckpt.data-00000-of-00001 does not match its sha256 in "
+        "manifest.json (corrupted bytes); kept as epoch-00003.corrupt",
+        "resuming from checkpoint epoch-00002 (epoch 2)"]
+    assert lines[2].startswith("epoch 3/3  loss ")
+    epochs = [json.loads(line)["epoch"]
+              for line in (run_dir / "metrics" / "epochs.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2, 3]
+    assert sorted(p.name for p in checkpoints.iterdir()) == [
+        "epoch-00001", "epoch-00002", "epoch-00003", "epoch-00003.corrupt"]
+    from autocnnp.components.rank_runtime import CheckpointManager
+    assert CheckpointManager.verify(checkpoints / "epoch-00003") is None
+    assert "removed .tmp-epoch-00004-99999, left by a checkpoint writer that was interrupted" \
+        in (run_dir / "logs" / "rank-0.log").read_text()
+
+
+# --- 3, 4, 6. a killed launcher: one owner, and status / stop / --resume tell the truth -----
+
+def _autocnnp(*args: str, env: dict, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "autocnnp", *args], capture_output=True,
+                          text=True, env=env, timeout=timeout)
+
+
+def _epochs(run_dir: Path) -> list[int]:
+    path = run_dir / "metrics" / "epochs.jsonl"
+    return [json.loads(l)["epoch"] for l in path.read_text().splitlines()] if path.exists() else []
+
+
+def _start_and_kill_launcher(config: Path, env: dict, epoch: int) -> tuple[Path, int]:
+    """Start `autocnnp run`, wait for ``epoch`` epochs, SIGKILL the launcher alone (as a
+    closed terminal or an OOM killer would); returns the run directory and mpirun's pid."""
+    import signal
+    import time
+
+    launcher = subprocess.Popen([sys.executable, "-m", "autocnnp", "run", str(config)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                                start_new_session=True)
+    runs = config.parent / "runs"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        dirs = list(runs.glob("*")) if runs.exists() else []
+        if dirs and len(_epochs(dirs[0])) >= epoch:
+            break
+        assert launcher.poll() is None
+        time.sleep(0.2)
+    else:
+        pytest.fail(f"training did not reach epoch {epoch} in time")
+    run_dir = dirs[0]
+    launcher.send_signal(signal.SIGKILL)
+    launcher.wait()
+    state = json.loads((run_dir / "state.json").read_text())
+    assert state["launcher_pid"] == launcher.pid
+    return run_dir, state["pgid"]
+
+
+def test_killed_launcher_leaves_a_job_that_resume_refuses_and_stop_ends(small_config, cli_env):
+    from autocnnp.run_manage import ownership
+
+    config = small_config(ranks=2, epochs=400)
+    run_dir, mpirun_pid = _start_and_kill_launcher(config, cli_env, epoch=2)
+    status = _autocnnp("status", str(run_dir), env=cli_env)
+    lines = status.stdout.splitlines()
+    assert lines[0] == f"{run_dir.name}: running", status.stdout + status.stderr
+    state = json.loads((run_dir / "state.json").read_text())
+    assert (f"  note: the launcher (pid {state['launcher_pid']}) is gone; the job runs on: watch "
+            f"it here, end it with `autocnnp stop`, and status records its end once it is over"
+            in lines)
+    assert any(l.startswith(f"  process: pid {mpirun_pid} (mpirun ") for l in lines)
+    assert sum("autocnnp.run_manage.worker" in l for l in lines if "process:" in l) == 2
+
+    refused = _autocnnp("run", "--resume", str(run_dir), env=cli_env)
+    live = ownership.holders(run_dir)
+    assert refused.returncode == 1
+    assert refused.stderr == (f"autocnnp run: error: {ownership.busy_message(run_dir, live)}\n"
+                              f"  remedy: wait for it (autocnnp status {run_dir}) or end it "
+                              f"(autocnnp stop {run_dir})\n")
+    assert {h.pid for h in live} >= {mpirun_pid}
+    epochs = _epochs(run_dir)
+    assert epochs == list(range(1, len(epochs) + 1))  # nobody else wrote into the run
+
+    stopped = _autocnnp("stop", str(run_dir), env=cli_env)
+    assert stopped.stdout.strip() == (f"stopped {run_dir.name}; resume with: autocnnp run "
+                                      f"--resume {run_dir}"), stopped.stderr
+    assert ownership.holders(run_dir) == [] and not ownership.is_live(run_dir)
+    state = json.loads((run_dir / "state.json").read_text())
+    assert state["state"] == "stopped"
+    assert state["settled"] == "recorded by autocnnp stop; the launcher was gone"
+
+
+def test_killed_launcher_job_finishes_and_status_and_resume_say_so(small_config, cli_env):
+    import time
+
+    from autocnnp.run_manage import ownership
+
+    config = small_config(ranks=2, epochs=6)
+    run_dir, _ = _start_and_kill_launcher(config, cli_env, epoch=1)
+    deadline = time.monotonic() + 300
+    while ownership.is_live(run_dir) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not ownership.is_live(run_dir), "the orphaned job did not end"
+    assert json.loads((run_dir / "state.json").read_text())["state"] == "running"  # nobody wrote
+
+    status = _autocnnp("status", str(run_dir), env=cli_env)
+    assert status.stdout.splitlines()[:2] == [
+        f"{run_dir.name}: finished", "  backend: local"], status.stdout + status.stderr
+    assert ("  settled: from rank 0's completed.json; the launcher ended without recording the "
+            "end") in status.stdout.splitlines()
+    state = json.loads((run_dir / "state.json").read_text())
+    assert state["state"] == "finished" and state["exit_code"] == 0
+
+    resumed = _autocnnp("run", "--resume", str(run_dir), env=cli_env)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    done = json.loads((run_dir / "completed.json").read_text())
+    assert resumed.stdout.splitlines()[0] == (
+        f"{run_dir.name} already finished (rank 0 recorded its completion at {done['time']}); "
+        f"nothing to resume")
+    assert "Test metrics" in resumed.stdout
+    assert _epochs(run_dir) == [1, 2, 3, 4, 5, 6]
+
+
+# --- 5. a disk that fills up during training -------------------------------------------------
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A 24 MB tmpfs (needs root); unmounted afterwards."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _fill(folder: Path) -> None:
+    with open(folder / "filler", "wb") as handle:
+        try:
+            while True:
+                handle.write(b"\0" * 65536)
+                handle.flush()
+        except OSError:
+            pass
+
+
+def test_disk_full_during_training_is_reported_and_recorded(small_config, cli_env,
+                                                            small_disk: Path) -> None:
+    import re
+    import time
+
+    from autocnnp.components.rank_runtime import CheckpointManager
+
+    config = small_config(ranks=2, epochs=400)
+    config.write_text(re.sub(r"<run_root>.*</run_root>", f"<run_root>{small_disk}/runs</run_root>",
+                             config.read_text()))
+    launcher = subprocess.Popen([sys.executable, "-m", "autocnnp", "run", str(config)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=cli_env)
+    deadline = time.monotonic() + 300
+    run_dir = None
+    while time.monotonic() < deadline:
+        dirs = list((small_disk / "runs").glob("*"))
+        if dirs and len(_epochs(dirs[0])) >= 2:
+            run_dir = dirs[0]
+            break
+        assert launcher.poll() is None, launcher.communicate()
+        time.sleep(0.2)
+    assert run_dir is not None, "training did not reach epoch 2 in time"
+    _fill(small_disk)
+    out, err = launcher.communicate(timeout=300)
+    assert launcher.returncode == 5, out + err
+    message = re.search(r"autocnnp run: error: rank 0 on \S+ failed: DiskFullError: (.*)", err)
+    assert message, err
+    assert re.fullmatch(rf"no space left on {run_dir}/(checkpoints|metrics) \(0\.\d MB free\)"
+                        rf"(, need about \d+ MB)?", message.group(1)), message.group(1)
+    assert "remedy: free space there" in err and f"autocnnp run --resume {run_dir}" in err
+    assert "Traceback" not in err
+    # the launcher recorded the end on the full disk, and the rank's record survived too
+    state = json.loads((run_dir / "state.json").read_text())
+    assert state["state"] == "failed" and state["exit_code"] == 5
+    assert "DiskFullError: no space left on" in state["failure"]
+    assert json.loads((run_dir / "errors" / "rank-0.json").read_text())["type"] == "DiskFullError"
+    # earlier checkpoints are intact, nothing half-written is left
+    names = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+    assert names and all(n.startswith("epoch-") for n in names), names
+    assert all(CheckpointManager.verify(run_dir / "checkpoints" / n) is None for n in names)
