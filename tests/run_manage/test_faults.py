@@ -111,7 +111,7 @@ def test_resume_falls_back_past_a_corrupt_checkpoint_and_removes_stale_folders(
         demo: Path, tmp_path: Path) -> None:
     run_dir = write_run(tmp_path / "run", demo, lr=0.05, batch=3, epochs=3, ranks=2,
                         checkpoint_every=1)
-    first = launch(run_dir, 2)
+    first = launch(run_dir, 2, timeout=600)
     assert first.returncode == 0, first.stderr[-3000:]
     checkpoints = run_dir / "checkpoints"
     data = checkpoints / "epoch-00003" / "ckpt.data-00000-of-00001"
@@ -121,7 +121,7 @@ def test_resume_falls_back_past_a_corrupt_checkpoint_and_removes_stale_folders(
     (checkpoints / ".tmp-epoch-00004-99999").mkdir()  # a writer killed mid-write
     (checkpoints / ".tmp-epoch-00004-99999" / "ckpt.index").write_bytes(b"half")
 
-    resumed = launch(run_dir, 2, "--resume")
+    resumed = launch(run_dir, 2, "--resume", timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     lines = resumed.stdout.splitlines()
     assert lines[:2] == [
