@@ -246,21 +246,6 @@ def test_killed_launcher_job_finishes_and_status_and_resume_say_so(small_config,
 
 # --- 5. a disk that fills up during training -------------------------------------------------
 
-@pytest.fixture
-def small_disk(tmp_path: Path):
-    """A 24 MB tmpfs (needs root); unmounted afterwards."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mount)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
 def _fill(folder: Path) -> None:
     with open(folder / "filler", "wb") as handle:
         try:
@@ -272,14 +257,15 @@ def _fill(folder: Path) -> None:
 
 
 def test_disk_full_during_training_is_reported_and_recorded(small_config, cli_env,
-                                                            small_disk: Path) -> None:
+                                                            small_disk) -> None:
     import re
     import time
 
     from autocnnp.components.rank_runtime import CheckpointManager
 
+    disk = small_disk("24m")
     config = small_config(ranks=2, epochs=400)
-    config.write_text(re.sub(r"<run_root>.*</run_root>", f"<run_root>{small_disk}/runs</run_root>",
+    config.write_text(re.sub(r"<run_root>.*</run_root>", f"<run_root>{disk}/runs</run_root>",
                              config.read_text()))
     launcher = subprocess.Popen([sys.executable, "-m", "autocnnp", "run", str(config)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -287,14 +273,14 @@ def test_disk_full_during_training_is_reported_and_recorded(small_config, cli_en
     deadline = time.monotonic() + 300
     run_dir = None
     while time.monotonic() < deadline:
-        dirs = list((small_disk / "runs").glob("*"))
+        dirs = list((disk / "runs").glob("*"))
         if dirs and len(_epochs(dirs[0])) >= 2:
             run_dir = dirs[0]
             break
         assert launcher.poll() is None, launcher.communicate()
         time.sleep(0.2)
     assert run_dir is not None, "training did not reach epoch 2 in time"
-    _fill(small_disk)
+    _fill(disk)
     out, err = launcher.communicate(timeout=300)
     assert launcher.returncode == 5, out + err
     message = re.search(r"autocnnp run: error: rank 0 on \S+ failed: DiskFullError: (.*)", err)
