@@ -99,7 +99,7 @@ def stop(run_dir: Path) -> str:
         from autocnnp.run_manage.swarm import SwarmBackend
         return SwarmBackend().stop(run_dir)
     from autocnnp.run_manage import ownership
-    from autocnnp.run_manage.local import record_state, stop_group
+    from autocnnp.run_manage.local import _now, record_state, stop_group, stop_process
 
     state = ownership.settle(run_dir, state)
     pgid = state.get("pgid")
@@ -114,37 +114,12 @@ def stop(run_dir: Path) -> str:
     if pgid and any(h.pid == pgid for h in live):  # mpirun, proven by the lock it holds
         stop_group(int(pgid))
     elif launcher_alive:  # still preparing (no mpirun yet): SIGTERM makes it stop and record
-        _terminate(int(launcher), grace_s=30.0)
+        stop_process(int(launcher), grace_s=30.0)
     for holder in ownership.holders(run_dir):  # ranks orphaned by a dead mpirun
         if holder.pid != launcher and holder.pid != os.getpid():
-            _terminate(holder.pid)
+            stop_process(holder.pid)
     if not launcher_alive:  # nobody else will record the end
         record_state(run_dir, state="stopped", ended=_now(),
                      settled="recorded by autocnnp stop; the launcher was gone")
     return f"stopped {run_dir.name}; resume with: autocnnp run --resume {run_dir}"
 
-
-def _now() -> str:
-    from datetime import datetime, timezone
-
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _terminate(pid: int, grace_s: float = 10.0) -> None:
-    """SIGTERM one process, SIGKILL it if it is still there after ``grace_s``."""
-    import signal
-    import time
-
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline:
-        if not _alive(pid):
-            return
-        time.sleep(0.2)
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass

@@ -166,19 +166,30 @@ def launch(plan: JobPlan, run_dir: Path, *, out: TextIO = sys.stdout) -> None:
 
 def stop_group(pgid: int, grace_s: float = 10.0) -> bool:
     """SIGTERM a job's process group, then SIGKILL what is left after ``grace_s``."""
+    return _stop(lambda sig: os.killpg(pgid, sig), grace_s)
+
+
+def stop_process(pid: int, grace_s: float = 10.0) -> bool:
+    """SIGTERM one process, then SIGKILL it if it is still there after ``grace_s``."""
+    return _stop(lambda sig: os.kill(pid, sig), grace_s)
+
+
+def _stop(send, grace_s: float) -> bool:
+    """``send(SIGTERM)``, wait until ``send(0)`` finds nothing, SIGKILL after ``grace_s``;
+    False when there was nothing to signal."""
     try:
-        os.killpg(pgid, signal.SIGTERM)
+        send(signal.SIGTERM)
     except ProcessLookupError:
         return False
     deadline = time.monotonic() + grace_s
     while time.monotonic() < deadline:
         try:
-            os.killpg(pgid, 0)
+            send(0)
         except ProcessLookupError:
             return True
         time.sleep(0.2)
     try:
-        os.killpg(pgid, signal.SIGKILL)
+        send(signal.SIGKILL)
     except ProcessLookupError:
         pass
     return True
