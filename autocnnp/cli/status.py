@@ -1,4 +1,9 @@
-"""Show the state of a run: running, finished, failed (with the failing rank), last epoch."""
+"""Show the state of a run: running, finished, failed (with the failing rank), last epoch.
+
+Local and hosts runs are "running" while their launcher, mpirun or a rank is alive (they
+hold the run directory's locks), and the live processes are listed. When the launcher died
+without recording the end, status settles it from what the ranks wrote: rank 0's
+completed.json (finished) or errors/rank-K.json (failed), else "dead"."""
 
 from __future__ import annotations
 
