@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from autocnnp.errors import AutocnnpError
+from autocnnp.errors import AutocnnpError, EnvironmentProblemError
 
 OWNER_LOCK = ".owner.lock"
 RANKS_LOCK = ".ranks.lock"
@@ -129,7 +129,10 @@ def acquire(run_dir: Path) -> int:
     owner = paths[OWNER_LOCK]
     if str(owner) in _HELD:
         return _HELD[str(owner)]
-    fd = os.open(owner, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fd = os.open(owner, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise EnvironmentProblemError(f"cannot create the lock file {owner}: {exc}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -137,6 +140,12 @@ def acquire(run_dir: Path) -> int:
         raise RunBusyError(busy_message(run_dir, holders(run_dir)),
                            remedy=f"wait for it (autocnnp status {run_dir}) or end it "
                                   f"(autocnnp stop {run_dir})") from None
+    except OSError as exc:  # ENOLCK: a filesystem without flock
+        os.close(fd)
+        raise EnvironmentProblemError(
+            f"cannot lock {owner}: {exc}",
+            remedy="put the run directory (<run_root>) on a filesystem that supports flock "
+                   "(local disks, NFSv4)") from None
     if _held_by_others(paths[RANKS_LOCK]):  # ranks orphaned by a dead mpirun
         os.close(fd)
         raise RunBusyError(busy_message(run_dir, holders(run_dir)),
@@ -157,13 +166,22 @@ def held_fds() -> tuple[int, ...]:
     return tuple(_HELD.values())
 
 
-def hold_rank_lock(run_dir: Path) -> None:
+def hold_rank_lock(run_dir: Path) -> str | None:
     """Called by every rank at start: hold the run's rank lock (shared) for this process's
-    life, so that the run counts as live while any rank runs."""
+    life, so that the run counts as live while any rank runs. Returns why it could not (a
+    filesystem without flock), for the rank to log: training goes on without it."""
     path = _lock_paths(run_dir)[RANKS_LOCK]
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    fcntl.flock(fd, fcntl.LOCK_SH)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        return f"cannot open {path}: {exc}"
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+    except OSError as exc:
+        os.close(fd)
+        return f"cannot lock {path}: {exc}"
     _HELD[str(path)] = fd
+    return None
 
 
 # --- what the ranks leave: the ground truth when the launcher is gone -------------------------

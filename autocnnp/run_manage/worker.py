@@ -206,7 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     from autocnnp.diskspace import DiskFullError, is_disk_full, reserve
     from autocnnp.run_manage.ownership import hold_rank_lock
 
-    hold_rank_lock(run_dir)  # the run counts as live while any rank runs (ownership.py)
+    problem = hold_rank_lock(run_dir)  # the run counts as live while any rank runs
+    if problem:
+        log.warning("%s: this rank does not mark the run directory as in use", problem)
     reserve_path(run_dir, rank).parent.mkdir(parents=True, exist_ok=True)
     reserve(reserve_path(run_dir, rank))
     try:
