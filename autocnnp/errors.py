@@ -81,12 +81,18 @@ class DataError(AutocnnpError):
 
 
 class JobFailedError(AutocnnpError):
-    """A launched job failed; names the first failing rank and host when known."""
+    """A launched job failed; names the first failing rank and host when known.
+
+    ``exit_code`` is 1, or the exit code of the rank's own error when the rank reported a
+    user error (4 when training diverged, 2 for data...), so that scripts can tell them apart.
+    """
 
     exit_code = 1
 
     def __init__(self, message: str, *, rank: int | None = None, host: str | None = None,
-                 remedy: str | None = None) -> None:
+                 remedy: str | None = None, exit_code: int | None = None) -> None:
         self.rank = rank
         self.host = host
+        if exit_code is not None:
+            self.exit_code = exit_code
         super().__init__(message, remedy=remedy)

@@ -4,12 +4,27 @@ The run directory (RUN_ROOT/<config>-<time>) receives the resolved config, the p
 manifest (packages, hardware, code version, data checksums), per-rank logs, metrics per epoch,
 TensorBoard events, checkpoints, the final model and the test metrics.
 
-Resume an interrupted or failed run from its last checkpoint with --resume RUN_DIR.
+Resume an interrupted or failed run from its last checkpoint with --resume RUN_DIR; it
+refuses (naming the processes) while a launcher or ranks of that run are still alive, and
+says so when the run already finished.
+
+When the launcher ends: Ctrl-C or SIGTERM stops every rank (checkpoints already written stay)
+and records the run as stopped. A launcher killed outright (SIGKILL, a lost terminal session
+that kills with SIGKILL) cannot: its mpirun and ranks run on and keep the run directory
+owned. `autocnnp status RUN` then shows the run as running, names its processes and notes
+the launcher is gone; `autocnnp stop RUN` ends it; once it ends, status records the end from
+what the ranks wrote (completed.json by rank 0, errors/rank-K.json), and --resume finishes a
+run that did not finish.
+
+Exit status: 0 finished; 1 the job failed (the first failing rank is named); 2 bad config or
+data; 3 something missing on this machine (MPI, Horovod...); 4 training diverged (NaN or Inf
+loss or weights); 5 no space left on a disk; 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 from pathlib import Path
 
 from autocnnp.orchestrator.run import run_job
@@ -42,9 +57,16 @@ def format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM: stop the job like Ctrl-C does
+
+
 def run(args: argparse.Namespace) -> int:
     if (args.config is None) == (args.resume is None):
         raise AutocnnpError("give a CONFIG to start a run, or --resume RUN_DIR to continue one")
+    # a launcher that is terminated takes its job down with it; one that is SIGKILLed cannot,
+    # and its job runs on, owned and observable (see the module docstring)
+    signal.signal(signal.SIGTERM, _interrupt)
     result = run_job(args.config, resume_dir=args.resume, init_swarm=args.init)
     print()
     if hasattr(result, "summary"):

@@ -1,4 +1,9 @@
-"""Show the state of a run: running, finished, failed (with the failing rank), last epoch."""
+"""Show the state of a run: running, finished, failed (with the failing rank), last epoch.
+
+Local and hosts runs are "running" while their launcher, mpirun or a rank is alive (they
+hold the run directory's locks), and the live processes are listed. When the launcher died
+without recording the end, status settles it from what the ranks wrote: rank 0's
+completed.json (finished) or errors/rank-K.json (failed), else "dead"."""
 
 from __future__ import annotations
 
@@ -38,9 +43,11 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(state, indent=2))
         return 0
     print(f"{run_dir.name}: {state.get('state')}")
-    for key in ("backend", "slurm", "started", "ended", "seconds", "failure"):
+    for key in ("backend", "slurm", "started", "ended", "seconds", "failure", "settled", "note"):
         if state.get(key) is not None:
             print(f"  {key}: {state[key]}")
+    for process in state.get("processes") or []:
+        print(f"  process: {process}")
     swarm = state.get("swarm")
     if isinstance(swarm, str):
         print(f"  swarm: {swarm}")

@@ -34,8 +34,9 @@ import json
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -146,6 +147,24 @@ def build_demo_dataset(out: Path, *, size: int = 128, n_slices: int = 150,
     out = Path(out)
     if size < 8:
         raise DataError(f"demo data: size must be at least 8, got {size}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # two runs that need the dataset at once: the second waits, then finds it complete
+    with _build_lock(out):
+        return _build_unlocked(out, size, n_slices, seed)
+
+
+@contextmanager
+def _build_lock(out: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``.OUT.lock`` next to ``out``, released when the builder
+    ends however it ends."""
+    import fcntl
+
+    with open(out.parent / f".{out.name}.lock", "a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        yield
+
+
+def _build_unlocked(out: Path, size: int, n_slices: int, seed: int) -> dict[str, Any]:
     params = _params(size, n_slices, seed)
     if out.exists():
         if not out.is_dir():
@@ -164,8 +183,10 @@ def build_demo_dataset(out: Path, *, size: int = 128, n_slices: int = 150,
 
     t1, labels = demo_volumes()
     zs = _slice_indices(labels, n_slices)
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it 0700: the dataset is for everyone
     try:
         meta = _write(tmp, t1, labels, zs, size, seed, params)
         if out.exists():

@@ -70,6 +70,23 @@ class WeightDivergenceError(AutocnnpError):
     exit_code = 1
 
 
+class TrainingDivergedError(AutocnnpError):
+    """The loss, an epoch metric or the weights became NaN or Inf: training diverged.
+
+    Raised on every rank at the same step (see :func:`make_nonfinite_guard`); the worker and
+    the launcher exit with :attr:`exit_code` 4.
+    """
+
+    exit_code = 4
+
+    def __init__(self, message: str, *, epoch: int, step: int | None,
+                 ranks: tuple[int, ...], remedy: str | None = None) -> None:
+        self.epoch = epoch
+        self.step = step
+        self.ranks = ranks
+        super().__init__(message, remedy=remedy)
+
+
 # --- values the actions provide --------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -529,6 +546,133 @@ def ring_allreduce(ctx: Any) -> None:
     _callbacks(ctx)
 
 
+# --- NaN and Inf: stop every rank at the step where training diverges -----------------------
+
+#: the remedy of :class:`TrainingDivergedError`
+DIVERGED_REMEDY = ('lower the learning rate (<property name="lr">) or check the training data '
+                   'for NaN/Inf values, then start a new run with `autocnnp run CONFIG`; '
+                   '`autocnnp run --resume RUN` would continue from the last good checkpoint '
+                   'with the same settings')
+
+#: what a rank found not finite, as bits of the flag it sends to the others
+NONFINITE_KINDS = {1: "loss", 2: "weights", 4: "epoch metrics"}
+
+
+def json_safe_logs(logs: dict[str, Any] | None) -> tuple[dict[str, float | None], list[str]]:
+    """Keras logs as JSON numbers: NaN and Inf become ``None`` (JSON ``null``, since bare
+    ``NaN`` is not JSON) and their names are returned, to be recorded as ``"nonfinite"``."""
+    values: dict[str, float | None] = {}
+    nonfinite: list[str] = []
+    for key, value in (logs or {}).items():
+        number = float(value)
+        if math.isfinite(number):
+            values[key] = number
+        else:
+            values[key] = None
+            nonfinite.append(key)
+    return values, nonfinite
+
+
+def nonfinite_message(epoch: int, step: int | None, flags: dict[int, int],
+                      checkpoint: str | None) -> str:
+    """The message of :class:`TrainingDivergedError` (kept in one place for the tests).
+
+    ``flags`` maps each rank that found something not finite to its :data:`NONFINITE_KINDS`
+    bits; ``step`` is None for the check after the epoch's validation.
+    """
+    where = (f"epoch {epoch}, step {step}" if step is not None
+             else f"the end of epoch {epoch} (after validation)")
+    found = "; ".join(
+        " and ".join(f"the {name}" for bit, name in NONFINITE_KINDS.items() if bits & bit)
+        + f" of rank {rank}" for rank, bits in sorted(flags.items()))
+    last = checkpoint or "none (no checkpoint was written before)"
+    return (f"training diverged at {where}: NaN or Inf in {found}; every rank stopped there. "
+            f"Last good checkpoint: {last}")
+
+
+def make_finite_check(variables: list[Any]) -> Callable[[], bool]:
+    """A function telling whether every value of ``variables`` is finite: one compiled
+    TensorFlow graph (a few ms per call where eager ops per variable took ten times more)."""
+    import tensorflow as tf
+
+    if not variables:
+        return lambda: True
+
+    @tf.function(autograph=False)
+    def all_finite() -> Any:
+        return tf.reduce_all(tf.stack([tf.reduce_all(tf.math.is_finite(v)) for v in variables]))
+
+    return lambda: bool(all_finite())
+
+
+def gather_flags(comm: Communicator, bits: int) -> dict[int, int]:
+    """Every rank's flag bits, with one small allreduce (each rank fills its own slot of a
+    vector and the ranks sum it); ranks whose bits are 0 are left out. A collective."""
+    if comm.size < 2:
+        return {comm.rank: bits} if bits else {}
+    import horovod.tensorflow as hvd_tf
+    import tensorflow as tf
+
+    mine = np.zeros(comm.size, dtype=np.int32)
+    mine[comm.rank] = bits
+    total = hvd_tf.allreduce(tf.constant(mine), op=hvd_tf.Sum,
+                             name="autocnnp_nonfinite_guard").numpy()
+    return {rank: int(value) for rank, value in enumerate(total) if value}
+
+
+def make_nonfinite_guard(comm: Communicator, manager: "CheckpointManager | None") -> Any:
+    """A Keras callback that stops training on every rank at the step where the loss or the
+    weights of any rank become NaN or Inf, and at the end of an epoch whose averaged metrics
+    (validation included) are not finite.
+
+    After every training step each rank checks its own batch loss and its trainable weights,
+    and the ranks exchange one flag each (:func:`gather_flags`), so that all of them raise
+    :class:`TrainingDivergedError` together instead of the others waiting in the next
+    allreduce. It runs before the checkpoint callback: no checkpoint holds NaN weights.
+    """
+    import tensorflow as tf
+
+    class NonFiniteGuard(tf.keras.callbacks.Callback):
+        """Raises TrainingDivergedError on every rank when any rank sees NaN or Inf."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.comm = comm
+            self.epoch = 0
+            self.weights_finite: Callable[[], bool] = lambda: True
+
+        def on_train_begin(self, logs: dict | None = None) -> None:
+            self.weights_finite = make_finite_check(list(self.model.trainable_weights))
+
+        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+            self.epoch = epoch + 1
+
+        def _stop_if_flagged(self, bits: int, step: int | None) -> None:
+            flags = gather_flags(self.comm, bits)
+            if not flags:
+                return
+            latest = manager.latest() if manager is not None else None
+            checkpoint = f"{latest[1]} (epoch {latest[0]})" if latest else None
+            raise TrainingDivergedError(
+                nonfinite_message(self.epoch, step, flags, checkpoint), epoch=self.epoch,
+                step=step, ranks=tuple(sorted(flags)), remedy=DIVERGED_REMEDY)
+
+        def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+            loss = (logs or {}).get("loss")
+            bits = 0
+            if loss is not None and not math.isfinite(float(loss)):
+                bits |= 1
+            if not self.weights_finite():
+                bits |= 2
+            self._stop_if_flagged(bits, batch + 1)
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            _, nonfinite = json_safe_logs(logs)
+            self._stop_if_flagged(4 if nonfinite else 0, None)
+
+    return NonFiniteGuard()
+
+
 # --- the weight-consistency guard (DESIGN.md section 9) --------------------------------------
 
 def weight_checksum(variables: list[Any]) -> np.ndarray:
@@ -581,12 +725,24 @@ def check_weights_identical(model: Any, comm: Communicator, where: str, *,
     import tensorflow as tf
 
     variables = list(model.trainable_weights if trainable_only else model.weights)
-    local = tf.constant(weight_checksum(variables), dtype=tf.float64)
+    checksum = weight_checksum(variables)
+    # NaN compares false with everything (a NaN spread would pass "> tol"), and how an
+    # allreduce orders NaN is undefined: send finite numbers plus a flag for NaN/Inf
+    finite = bool(np.all(np.isfinite(checksum)))
+    local = tf.constant(np.append(np.where(np.isfinite(checksum), checksum, 0.0),
+                                  0.0 if finite else 1.0), dtype=tf.float64)
     high = hvd_tf.allreduce(local, op=hvd_tf.Max, name="autocnnp_weight_guard_max").numpy()
     low = hvd_tf.allreduce(local, op=hvd_tf.Min, name="autocnnp_weight_guard_min").numpy()
+    if high[3] > 0:
+        raise TrainingDivergedError(
+            f"training diverged: the weights hold NaN or Inf after {where} (found by the "
+            f"weight check){'' if finite else f' on rank {comm.rank}'}",
+            epoch=0, step=None, ranks=() if finite else (comm.rank,),
+            remedy=DIVERGED_REMEDY)
+    high, low = high[:3], low[:3]
     scale = np.array([high[1], high[1], high[2]])  # sum|w| bounds the weighted sum
     spread = float(np.max(np.abs(high - low) / np.maximum(scale, 1e-30)))
-    if spread > GUARD_RTOL:
+    if not spread <= GUARD_RTOL:
         raise WeightDivergenceError(divergence_message(where, comm.size, spread))
     return spread
 
@@ -687,15 +843,24 @@ def make_statistics_sync(comm: Communicator) -> Any:
 # --- checkpoints and logs (rank 0) -----------------------------------------------------------
 
 class CheckpointManager:
-    """Atomic checkpoints of model and optimizer in ``directory/epoch-NNNNN/``.
+    """Atomic, verified checkpoints of model and optimizer in ``directory/epoch-NNNNN/``.
 
     A checkpoint is written to a hidden temporary folder next to its final place and renamed
     into place (``os.replace``), so a crash mid-write never leaves a half checkpoint that
-    resume would pick up. Only the last ``keep`` checkpoints are kept. ``epoch`` is the number
-    of completed epochs (the Keras epoch to resume at).
+    resume would pick up. Its last file, ``manifest.json``, lists every other file with its
+    size and sha256, read back from disk after writing: :meth:`verify` finds truncated or
+    flipped bytes, a damaged ``state.json`` and missing files, and :meth:`restore_latest`
+    resumes from the newest checkpoint that verifies and TensorFlow can read, setting the
+    others aside as ``epoch-NNNNN.corrupt``. Only the last ``keep`` checkpoints are kept, and
+    only after a new one is complete; a write that fails for space raises
+    :class:`~autocnnp.diskspace.DiskFullError` and leaves the earlier ones as they were.
+    ``epoch`` is the number of completed epochs (the Keras epoch to resume at).
     """
 
     PREFIX = "epoch-"
+    MANIFEST = "manifest.json"
+    #: hidden folders a killed writer leaves behind (temporary and swapped-out checkpoints)
+    STALE = (".tmp-epoch-*", ".old-epoch-*")
 
     def __init__(self, directory: Path, keep: int = 3) -> None:
         self.directory = Path(directory)
@@ -705,12 +870,13 @@ class CheckpointManager:
         return self.directory / f"{self.PREFIX}{epoch:05d}"
 
     def list(self) -> list[tuple[int, Path]]:
-        """Complete checkpoints as (epoch, folder), oldest first."""
+        """Checkpoint folders as (epoch, folder), oldest first (complete or not: see
+        :meth:`verify`)."""
         if not self.directory.is_dir():
             return []
         found = []
         for path in self.directory.iterdir():
-            if path.name.startswith(self.PREFIX) and (path / "state.json").is_file():
+            if path.name.startswith(self.PREFIX) and path.is_dir():
                 try:
                     found.append((int(path.name[len(self.PREFIX):]), path))
                 except ValueError:
@@ -718,25 +884,118 @@ class CheckpointManager:
         return sorted(found)
 
     def latest(self) -> tuple[int, Path] | None:
-        """The newest complete checkpoint, or None."""
+        """The newest checkpoint folder, or None (not verified: see :meth:`restore_latest`)."""
         found = self.list()
         return found[-1] if found else None
+
+    @classmethod
+    def _digests(cls, folder: Path) -> dict[str, dict[str, Any]]:
+        import hashlib
+
+        files = {}
+        for path in sorted(folder.rglob("*")):
+            if path.is_file() and path.name != cls.MANIFEST:
+                digest = hashlib.sha256()
+                with open(path, "rb") as handle:
+                    for block in iter(lambda: handle.read(1 << 20), b""):
+                        digest.update(block)
+                files[path.relative_to(folder).as_posix()] = {
+                    "bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+        return files
+
+    @classmethod
+    def verify(cls, folder: Path) -> str | None:
+        """Why ``folder`` is not a usable checkpoint, or None when every file matches its
+        manifest and ``state.json`` is a JSON object."""
+        folder = Path(folder)
+        try:
+            manifest = json.loads((folder / cls.MANIFEST).read_text(encoding="utf-8"))
+            listed = dict(manifest["files"])
+        except FileNotFoundError:
+            if (folder / "state.json").is_file() and (folder / "ckpt.index").is_file():
+                listed = {}  # written before checksums (autocnnp < 0.x): TensorFlow checks it
+            else:
+                return f"{cls.MANIFEST} is missing"
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            return f"{cls.MANIFEST} is unreadable ({type(exc).__name__}: {exc})"
+        found = cls._digests(folder)
+        for name, expected in sorted(listed.items()):
+            actual = found.get(name)
+            if actual is None:
+                return f"{name} is missing"
+            if actual["bytes"] != expected.get("bytes"):
+                return (f"{name} has {actual['bytes']} bytes, the manifest says "
+                        f"{expected.get('bytes')} (truncated or overwritten)")
+            if actual["sha256"] != expected.get("sha256"):
+                return f"{name} does not match its sha256 in {cls.MANIFEST} (corrupted bytes)"
+        try:
+            state = json.loads((folder / "state.json").read_text(encoding="utf-8"))
+            if not isinstance(state, dict) or "epoch" not in state:
+                return "state.json has no epoch"
+        except (OSError, ValueError) as exc:
+            return f"state.json is unreadable ({type(exc).__name__}: {exc})"
+        return None
+
+    def remove_stale(self) -> list[str]:
+        """Delete the temporary folders of writers that were killed mid-write; returns their
+        names. Call only while no writer runs (rank 0, before training)."""
+        removed = []
+        if self.directory.is_dir():
+            for pattern in self.STALE:
+                for path in sorted(self.directory.glob(pattern)):
+                    shutil.rmtree(path, ignore_errors=True)
+                    removed.append(path.name)
+        return removed
 
     def save(self, model: Any, optimizer: Any, epoch: int, state: dict[str, Any]) -> Path:
         """Write a checkpoint for ``epoch`` completed epochs; returns its folder."""
         import tensorflow as tf
 
-        self.directory.mkdir(parents=True, exist_ok=True)
+        from autocnnp.diskspace import DiskFullError, is_disk_full
+
         final = self._final(epoch)
         tmp = self.directory / f".tmp-{final.name}-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        tf.train.Checkpoint(model=model, optimizer=optimizer).write(str(tmp / "ckpt"))
-        write_json(tmp / "state.json", {"epoch": epoch, **state})
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+            tf.train.Checkpoint(model=model, optimizer=optimizer).write(str(tmp / "ckpt"))
+            (tmp / "state.json").write_text(json.dumps({"epoch": epoch, **state}, indent=1,
+                                                       allow_nan=False))
+            manifest = {"epoch": epoch, "files": self._digests(tmp)}
+            with open(tmp / self.MANIFEST, "w", encoding="utf-8") as handle:
+                handle.write(json.dumps(manifest, indent=1))
+                handle.flush()
+                os.fsync(handle.fileno())
+        except Exception as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if is_disk_full(exc):
+                raise DiskFullError(self.directory, self.estimate_bytes(model, optimizer),
+                                    remedy=self._full_remedy()) from exc
+            raise
         replace_dir(tmp, final)  # the same epoch again after a resume: swapped in one rename
         for _, path in self.list()[:-self.keep]:
             shutil.rmtree(path, ignore_errors=True)
         return final
+
+    def _full_remedy(self) -> str:
+        kept = [p.name for _, p in self.list()]
+        run_dir = self.directory.parent
+        return (f"free space there (earlier checkpoints are intact: "
+                f"{', '.join(kept) or 'none'}), then continue with: "
+                f"autocnnp run --resume {run_dir}")
+
+    def estimate_bytes(self, model: Any, optimizer: Any) -> int:
+        """What one checkpoint needs: the size of the newest one, else the size of the model's
+        and optimizer's variables."""
+        latest = self.latest()
+        if latest is not None:
+            size = sum(p.stat().st_size for p in latest[1].rglob("*") if p.is_file())
+            if size:
+                return size
+        opt_vars = optimizer.variables() if callable(optimizer.variables) else optimizer.variables
+        return sum(int(v.shape.num_elements() or 0) * v.dtype.size
+                   for v in list(model.variables) + list(opt_vars))
 
     @staticmethod
     def restore(model: Any, optimizer: Any, folder: Path) -> dict[str, Any]:
@@ -751,6 +1010,25 @@ class CheckpointManager:
             str(Path(folder) / "ckpt")).assert_existing_objects_matched()
         return json.loads((Path(folder) / "state.json").read_text())
 
+    def restore_latest(self, model: Any, optimizer: Any,
+                       say: Callable[[str], None]) -> tuple[dict[str, Any], Path] | None:
+        """Restore the newest checkpoint that verifies and loads; ``say`` is told about each
+        one skipped (which, and why), which is then renamed ``epoch-NNNNN.corrupt``. Returns
+        (state, folder), or None when no checkpoint is usable."""
+        for _, folder in reversed(self.list()):
+            reason = self.verify(folder)
+            if reason is None:
+                try:
+                    return self.restore(model, optimizer, folder), folder
+                except Exception as exc:  # noqa: BLE001 - TensorFlow raises many kinds
+                    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                    reason = f"TensorFlow cannot read it ({type(exc).__name__}: {first})"
+            aside = folder.with_name(f"{folder.name}.corrupt")
+            shutil.rmtree(aside, ignore_errors=True)
+            os.replace(folder, aside)
+            say(f"checkpoint {folder.name} skipped: {reason}; kept as {aside.name}")
+        return None
+
 
 def make_checkpoint_callback(manager: CheckpointManager, optimizer: Any, every: int,
                              end_epoch: int) -> Any:
@@ -763,8 +1041,10 @@ def make_checkpoint_callback(manager: CheckpointManager, optimizer: Any, every: 
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
             done = epoch + 1
             if done % max(every, 1) == 0 or done == end_epoch:
-                state = {"time": time.time(),
-                         "logs": {k: float(v) for k, v in (logs or {}).items()}}
+                values, nonfinite = json_safe_logs(logs)
+                state = {"time": time.time(), "logs": values}
+                if nonfinite:  # NaN/Inf are written as null (bare NaN is not JSON)
+                    state["nonfinite"] = nonfinite
                 path = manager.save(self.model, optimizer, done, state)
                 self.last_path = path
 
@@ -791,13 +1071,16 @@ def make_epoch_logger(path: Path, global_batch: int) -> Any:
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
             now = time.perf_counter()
             train_s = (self._train_end or now) - self._start
-            record = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()},
+            values, nonfinite = json_safe_logs(logs)
+            record = {"epoch": epoch + 1, **values,
                       "time_s": round(now - self._start, 4), "train_s": round(train_s, 4),
                       "images_per_s": round(self._steps * global_batch / max(train_s, 1e-9), 2),
                       "wall": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            if nonfinite:  # NaN/Inf are written as null (bare NaN is not JSON)
+                record["nonfinite"] = nonfinite
             path.parent.mkdir(parents=True, exist_ok=True)
             with open(path, "a", encoding="utf-8") as fh:
-                fh.write(json.dumps(record) + "\n")
+                fh.write(json.dumps(record, allow_nan=False) + "\n")
 
     return EpochMetricsLogger()
 

@@ -10,15 +10,21 @@ with the callbacks of every action and plugin, in this order:
    batches, so they are averaged across ranks before every validation and at every epoch end
    (before the checkpoints), and once more after ``fit``: the saved model is the same
    whichever rank saved it;
-3. the weight-consistency guard (unless the ``<monitoring>`` property ``weight_check`` is
+3. the NaN/Inf guard: after every step each rank checks its batch loss and its weights, at
+   every epoch end the averaged metrics, and one small allreduce tells every rank when any
+   found NaN or Inf: all ranks stop at that step with
+   :class:`~autocnnp.components.rank_runtime.TrainingDivergedError` (exit code 4), naming
+   epoch, step, ranks and the last good checkpoint; no test metrics are written;
+4. the weight-consistency guard (unless the ``<monitoring>`` property ``weight_check`` is
    false): all ranks compare checksums of their trainable weights after training steps 2 and
    3 and at every epoch end, and stop with
-   :class:`~autocnnp.components.rank_runtime.WeightDivergenceError` if they differ. Both are
-   added here rather than by ``dist_strategy`` so that a replacing plugin keeps them;
-4. ``ctx.values["checkpoints"].callbacks`` (rank 0: checkpoints, JSON-lines metrics,
+   :class:`~autocnnp.components.rank_runtime.WeightDivergenceError` if they differ. The
+   guards are added here rather than by ``dist_strategy`` so that a replacing plugin keeps
+   them;
+5. ``ctx.values["checkpoints"].callbacks`` (rank 0: checkpoints, JSON-lines metrics,
    TensorBoard);
-5. ``ctx.values["callbacks"]`` (plugins);
-6. the progress printer (rank 0), one line per epoch on stdout::
+6. ``ctx.values["callbacks"]`` (plugins);
+7. the progress printer (rank 0), one line per epoch on stdout::
 
        epoch 3/30  loss 0.41  val_dice 0.80  lr 2.0e-03  12.1s  eta 4m10s
 
@@ -187,7 +193,8 @@ def _read_batches(tf: Any, indices: Any, source: Any, shape: tuple[int, ...]) ->
 
 def callbacks_for_fit(ctx: Any, *, progress: bool = True) -> list[Any]:
     """Every callback of the actions and plugins, in the order the module docstring gives."""
-    from autocnnp.components.rank_runtime import make_statistics_sync, make_weight_guard
+    from autocnnp.components.rank_runtime import (make_nonfinite_guard, make_statistics_sync,
+                                                  make_weight_guard)
 
     from autocnnp.components.preemption import make_warning_callback, warning_signal
 
@@ -197,6 +204,8 @@ def callbacks_for_fit(ctx: Any, *, progress: bool = True) -> list[Any]:
         callbacks.append(make_warning_callback(comm))
     # before the guard and the checkpoints: they read the averaged statistics
     callbacks.append(make_statistics_sync(comm))
+    # before the checkpoints, so that no checkpoint holds NaN weights
+    callbacks.append(make_nonfinite_guard(comm, ctx.require("checkpoints").manager))
     if ctx.spec.monitoring.weight_check:
         callbacks.append(make_weight_guard(comm))
     callbacks += list(ctx.require("checkpoints").callbacks)
@@ -207,9 +216,11 @@ def callbacks_for_fit(ctx: Any, *, progress: bool = True) -> list[Any]:
 
 
 def restore(ctx: Any) -> int:
-    """Resume: rank 0 loads the latest checkpoint, then every rank takes rank 0's variables
-    (model and optimizer). Returns the epoch to continue at (the config's start epoch when
-    there is no checkpoint or when not resuming).
+    """Resume: rank 0 loads the newest checkpoint that verifies (skipping corrupt ones, and
+    saying so on stdout), then every rank takes rank 0's variables (model and optimizer).
+    Returns the epoch to continue at (the config's start epoch when there is no usable
+    checkpoint or when not resuming). Rank 0 first removes the temporary folders of
+    checkpoint writers that were killed.
 
     When resuming, rank 0 also cuts ``RUN_DIR/metrics/epochs.jsonl`` back to the epochs up to
     the one it continues at (:func:`~autocnnp.components.rank_runtime.truncate_epoch_log`),
@@ -229,15 +240,30 @@ def restore(ctx: Any) -> int:
     elif hasattr(optimizer, "build"):  # a plugin's new-style Keras optimizer
         optimizer.build(model.trainable_variables)
     epoch = hp.start_epoch
+    manager = ctx.require("checkpoints").manager
+    if comm.rank == 0:
+        # this job owns the run directory (the launcher holds its lock): what a killed writer
+        # left behind is garbage now
+        for name in manager.remove_stale():
+            ctx.log.info("removed %s, left by a checkpoint writer that was interrupted", name)
     if ctx.resume:
-        found = ctx.require("checkpoints").manager.latest() if comm.rank == 0 else None
+        found = None
+        if comm.rank == 0:
+            def say(text: str) -> None:
+                ctx.log.warning("%s", text)
+                print(text, flush=True)
+
+            found = manager.restore_latest(model, optimizer, say)
         if found is not None:
-            state = ctx.require("checkpoints").manager.restore(model, optimizer, found[1])
+            state, folder = found
             epoch = int(state["epoch"])
-            ctx.log.info("resuming from %s (epoch %d)", found[1], epoch)
+            ctx.log.info("resuming from %s (epoch %d)", folder, epoch)
+            print(f"resuming from checkpoint {folder.name} (epoch {epoch})", flush=True)
         elif comm.rank == 0:
-            ctx.log.warning("--resume: no checkpoint in %s; starting at epoch %d",
-                            ctx.require("checkpoints").manager.directory, epoch)
+            ctx.log.warning("--resume: no usable checkpoint in %s; starting at epoch %d",
+                            manager.directory, epoch)
+            print(f"no usable checkpoint in {manager.directory}: starting at epoch {epoch}",
+                  flush=True)
         if comm.rank == 0:
             # epochs past the checkpoint were logged before the interruption and run again
             # now: drop their lines so that the log lists every epoch once

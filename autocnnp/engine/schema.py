@@ -61,9 +61,14 @@ def _translate(entry: etree._LogEntry, tree: etree._ElementTree) -> tuple[str, s
     match = _ELEMENT.match(message)
     element, attribute = (match.group(1), match.group(2)) if match else ("", None)
     rest = message[match.end():] if match else message
+    if element.startswith("{"):
+        return _namespaced(element, entry.line, tree)
     node = None
     if entry.path:
-        found = tree.xpath(entry.path)
+        try:
+            found = tree.xpath(entry.path)
+        except etree.XPathError:  # a path through a namespaced element (prefix unknown here)
+            found = []
         node = found[0] if found else None
     expected = _EXPECTED.search(rest)
     choices = [c.strip() for c in expected.group(1).split(",")] if expected else []
@@ -110,6 +115,24 @@ def _translate(entry: etree._LogEntry, tree: etree._ElementTree) -> tuple[str, s
     if "Element content is not allowed" in rest:
         return element, f"<{element}> holds text, not elements"
     return element, rest.rstrip(".")
+
+
+XINCLUDE_NAMESPACES = ("http://www.w3.org/2001/XInclude", "http://www.w3.org/2003/XInclude")
+
+
+def _namespaced(element: str, line: int, tree: etree._ElementTree) -> tuple[str, str]:
+    """(label, message) for an element in an XML namespace: configs use none, and
+    XInclude is not processed."""
+    namespace, local = element[1:].split("}", 1)
+    prefix = next((node.prefix for node in tree.iter(element)
+                   if node.sourceline == line and node.prefix), None)
+    label = f"{prefix}:{local}" if prefix else local
+    if namespace in XINCLUDE_NAMESPACES:
+        return label, ("XInclude is not supported in a config (nothing is read from other "
+                       "files); copy the included content into the config")
+    remove = "the prefix and its xmlns declaration" if prefix else "the xmlns declaration"
+    return label, (f"element in the XML namespace {namespace!r}; a config uses no namespaces: "
+                   f"remove {remove}")
 
 
 def check_schema(tree: etree._ElementTree, source: Path) -> list[ConfigProblem]:

@@ -80,22 +80,16 @@ def run_job(config: Path | None = None, *, resume_dir: Path | None = None,
     seed+1, ...) into ``RUN_DIR/repeat-K`` and the result is :class:`RepeatsResult`.
     """
     if resume_dir is not None:
+        from autocnnp.run_manage import ownership
         from autocnnp.run_manage.jobs import resolve_run
 
         run_dir = resolve_run(resume_dir)
-        spec_file = run_dir / rundir.SPEC_FILE
+        # refuses, naming its processes, while a launcher or ranks of the run are alive
+        ownership.acquire(run_dir)
         try:
-            spec = spec_from_dict(rundir.read_json(spec_file))
-        except (TypeError, KeyError, ValueError) as exc:
-            raise AutocnnpError(f"{spec_file}: not a spec this version of autocnnp can read "
-                                f"({type(exc).__name__}: {exc})") from None
-        if not any((run_dir / rundir.CHECKPOINTS).glob("*")):
-            _say(out, f"no checkpoint in {run_dir / rundir.CHECKPOINTS}: starting from epoch "
-                      f"{spec.hyperparameters.start_epoch}")
-        for stale in (run_dir / rundir.ERRORS).glob("rank-*.json"):
-            stale.rename(stale.with_suffix(".json.previous"))
-        return _execute(spec, run_dir, created=False, resume=True, out=out, argv=argv,
-                        init_swarm=init_swarm)
+            return _resume(run_dir, out=out, argv=argv, init_swarm=init_swarm)
+        finally:
+            ownership.release(run_dir)
 
     assert config is not None
     warnings: list = []
@@ -111,8 +105,47 @@ def run_job(config: Path | None = None, *, resume_dir: Path | None = None,
                     init_swarm=init_swarm)
 
 
+def _resume(run_dir: Path, *, out: TextIO, argv: list[str] | None,
+            init_swarm: bool) -> RunResult:
+    """Continue the run in ``run_dir`` (owned by this process), or say it already finished."""
+    from autocnnp.run_manage import ownership
+
+    spec_file = run_dir / rundir.SPEC_FILE
+    try:
+        spec = spec_from_dict(rundir.read_json(spec_file))
+    except (TypeError, KeyError, ValueError) as exc:
+        raise AutocnnpError(f"{spec_file}: not a spec this version of autocnnp can read "
+                            f"({type(exc).__name__}: {exc})") from None
+    done = ownership.completion(run_dir)
+    if done is not None:  # rank 0's record, even when the launcher died before its last write
+        ownership.settle(run_dir, rundir.read_state(run_dir))
+        _say(out, f"{run_dir.name} already finished (rank 0 recorded its completion at "
+                  f"{done.get('time')}); nothing to resume")
+        metrics_file = run_dir / rundir.TEST_METRICS
+        return RunResult(run_dir, rundir.read_json(metrics_file)
+                         if metrics_file.exists() else None)
+    for stale in (run_dir / rundir.ERRORS).glob("rank-*.json"):
+        stale.rename(stale.with_suffix(".json.previous"))
+    return _execute(spec, run_dir, created=False, resume=True, out=out, argv=argv,
+                    init_swarm=init_swarm)
+
+
 def _execute(spec: TrainingSpec, run_dir: Path, *, created: bool, resume: bool, out: TextIO,
              argv: list[str] | None, init_swarm: bool) -> RunResult:
+    """Own the run directory (:mod:`autocnnp.run_manage.ownership`) for the job's life, then
+    :func:`_execute_owned`."""
+    from autocnnp.run_manage import ownership
+
+    ownership.acquire(run_dir)  # held until the job ends; mpirun inherits it
+    try:
+        return _execute_owned(spec, run_dir, created=created, resume=resume, out=out,
+                              argv=argv, init_swarm=init_swarm)
+    finally:
+        ownership.release(run_dir)
+
+
+def _execute_owned(spec: TrainingSpec, run_dir: Path, *, created: bool, resume: bool,
+                   out: TextIO, argv: list[str] | None, init_swarm: bool) -> RunResult:
     """Prepare data and the run directory, launch the ranks, collect the test metrics."""
     from autocnnp.generator.assembly import assemble
     from autocnnp.run_manage.backend import get_backend

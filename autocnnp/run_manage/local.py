@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import TextIO
+from typing import BinaryIO, TextIO
 
 from autocnnp.engine import rundir
 from autocnnp.engine.plan import JobPlan, build_plan
@@ -30,6 +30,7 @@ from autocnnp.engine.vocabulary import HOROVOD_VERSION
 from autocnnp.errors import EnvironmentProblemError, JobFailedError
 from autocnnp.run_manage.backend import Backend
 from autocnnp.run_manage.machine import detect_machine
+from autocnnp.run_manage.ownership import held_fds
 
 _MPI_SIGNAL = re.compile(r"process rank (\d+) with PID (\d+) on node (\S+) exited on signal (\d+) \(([^)]+)\)")
 _MPI_EXIT = re.compile(r"Process name: \[\[\d+,\d+\],(\d+)\]\s+Exit code:\s+(\d+)")
@@ -50,6 +51,38 @@ def check_launcher(plan: JobPlan) -> None:
         raise EnvironmentProblemError(
             "Horovod is not installed in this Python environment",
             remedy=f"run `bash scripts/setup.sh` (builds horovod=={HOROVOD_VERSION} with MPI and Gloo)")
+
+
+#: space the launcher sets aside so that it can record the job's end on a full disk
+STATE_RESERVE = ".state.reserve"
+
+
+def record_launcher_state(run_dir: Path, **fields) -> dict:
+    """:func:`~autocnnp.engine.rundir.record_state`, but on a full disk the launcher's
+    reserve (see :func:`launch`) is given up to make room for it."""
+    from autocnnp.diskspace import write_with_reserve
+
+    current: dict = {}
+
+    def write() -> None:
+        current.update(record_state(run_dir, **fields))
+
+    write_with_reserve(write, run_dir / STATE_RESERVE)
+    if "ended" in fields:  # the launcher's last word: the reserve is not needed any more
+        (run_dir / STATE_RESERVE).unlink(missing_ok=True)
+    return current
+
+
+def _log_line(log: BinaryIO, line: str, failed: list[bool]) -> None:
+    """Append to launcher.log (unbuffered: nothing is left to flush at close); a full disk
+    stops the log, not the job (said once)."""
+    if failed:
+        return
+    try:
+        log.write(line.encode())
+    except OSError as exc:
+        failed.append(True)
+        sys.stderr.write(f"autocnnp: launcher.log not written further: {exc}\n")
 
 
 def first_failure(run_dir: Path, launcher_output: str) -> JobFailedError:
@@ -75,10 +108,8 @@ def first_failure(run_dir: Path, launcher_output: str) -> JobFailedError:
         failure = JobFailedError(
             f"rank {r.get('rank')} on {r.get('host')} failed: {r.get('type')}: {r.get('message')}"
             f"\n  log: {log}", rank=r.get("rank"), host=r.get("host"),
-            remedy=r.get("remedy") or (None if r.get("user_error") else resume))
-        if r.get("user_error") and isinstance(r.get("exit_code"), int):
-            failure.exit_code = r["exit_code"]  # a data error found by a rank is still a 2
-        return failure
+            remedy=r.get("remedy") or (None if r.get("user_error") else resume),
+            exit_code=r.get("exit_code") if r.get("user_error") else None)
     exited = _MPI_EXIT.search(launcher_output)
     if exited:
         return JobFailedError(f"rank {exited.group(1)} exited with code {exited.group(2)} "
@@ -96,21 +127,25 @@ def launch(plan: JobPlan, run_dir: Path, *, out: TextIO = sys.stdout) -> None:
     env = os.environ.copy()
     env.update(plan.env_dict())
     started = time.monotonic()
-    with open(logs / "launcher.log", "a") as log:
-        log.write(f"# {rundir.timestamp()} {' '.join(plan.command)}\n")
+    from autocnnp.diskspace import reserve
+    reserve(run_dir / STATE_RESERVE)
+    log_failed: list[bool] = []
+    with open(logs / "launcher.log", "ab", buffering=0) as log:
+        _log_line(log, f"# {rundir.timestamp()} {' '.join(plan.command)}\n", log_failed)
+        # mpirun keeps the run's owner lock: the run stays owned if this process is killed
         proc = subprocess.Popen(plan.command, env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, bufsize=1,
-                                start_new_session=True)
-        record_state(run_dir, state=RunState.RUNNING, pid=proc.pid, pgid=proc.pid,
-                     backend=plan.backend.value, stop_requested=False, failure=None,
-                     failed_rank=None, failed_host=None, started=rundir.timestamp(),
-                     command=list(plan.command))
+                                start_new_session=True, pass_fds=held_fds())
+        record_launcher_state(run_dir, state=RunState.RUNNING, pid=proc.pid, pgid=proc.pid,
+                              launcher_pid=os.getpid(), backend=plan.backend.value,
+                              stop_requested=False, failure=None, failed_rank=None,
+                              failed_host=None, started=rundir.timestamp(),
+                              command=list(plan.command))
         output: list[str] = []
         try:
             assert proc.stdout is not None
             for line in proc.stdout:
-                log.write(line)
-                log.flush()
+                _log_line(log, line, log_failed)
                 output.append(line)
                 if not _MPI_NOISE.match(line.strip()) and line.strip():
                     out.write(line)
@@ -118,37 +153,48 @@ def launch(plan: JobPlan, run_dir: Path, *, out: TextIO = sys.stdout) -> None:
             code = proc.wait()
         except BaseException:
             stop_group(proc.pid)
-            record_state(run_dir, state=RunState.STOPPED, ended=rundir.timestamp())
+            record_launcher_state(run_dir, state=RunState.STOPPED, ended=rundir.timestamp())
             raise
     elapsed = time.monotonic() - started
     if code != 0 and rundir.read_state(run_dir).get("stop_requested"):
-        record_state(run_dir, state=RunState.STOPPED, ended=rundir.timestamp(), seconds=round(elapsed, 1), exit_code=code)
+        record_launcher_state(run_dir, state=RunState.STOPPED, ended=rundir.timestamp(), seconds=round(elapsed, 1), exit_code=code)
         raise JobFailedError("the job was stopped on request (autocnnp stop); finished checkpoints "
                              "are intact", remedy=f"continue with: autocnnp run --resume {run_dir}")
     if code == 0:
-        record_state(run_dir, state=RunState.FINISHED, ended=rundir.timestamp(), seconds=round(elapsed, 1), exit_code=0)
+        record_launcher_state(run_dir, state=RunState.FINISHED, ended=rundir.timestamp(), seconds=round(elapsed, 1), exit_code=0)
         return
     failure = first_failure(run_dir, "".join(output))
-    record_state(run_dir, state=RunState.FAILED, ended=rundir.timestamp(), seconds=round(elapsed, 1),
+    record_launcher_state(run_dir, state=RunState.FAILED, ended=rundir.timestamp(), seconds=round(elapsed, 1),
                  exit_code=code, failure=failure.message, failed_rank=failure.rank, failed_host=failure.host)
     raise failure
 
 
 def stop_group(pgid: int, grace_s: float = 10.0) -> bool:
     """SIGTERM a job's process group, then SIGKILL what is left after ``grace_s``."""
+    return _stop(lambda sig: os.killpg(pgid, sig), grace_s)
+
+
+def stop_process(pid: int, grace_s: float = 10.0) -> bool:
+    """SIGTERM one process, then SIGKILL it if it is still there after ``grace_s``."""
+    return _stop(lambda sig: os.kill(pid, sig), grace_s)
+
+
+def _stop(send, grace_s: float) -> bool:
+    """``send(SIGTERM)``, wait until ``send(0)`` finds nothing, SIGKILL after ``grace_s``;
+    False when there was nothing to signal."""
     try:
-        os.killpg(pgid, signal.SIGTERM)
+        send(signal.SIGTERM)
     except ProcessLookupError:
         return False
     deadline = time.monotonic() + grace_s
     while time.monotonic() < deadline:
         try:
-            os.killpg(pgid, 0)
+            send(0)
         except ProcessLookupError:
             return True
         time.sleep(0.2)
     try:
-        os.killpg(pgid, signal.SIGKILL)
+        send(signal.SIGKILL)
     except ProcessLookupError:
         pass
     return True
@@ -185,15 +231,48 @@ class LocalBackend(Backend):
         launch(plan, run_dir, out=self.out)
 
     def status(self, run_dir: Path, state: dict) -> dict:
-        if state.get("state") == RunState.RUNNING and not _alive(state.get("pid")):
-            state["state"] = "dead (launcher gone without recording an end)"
+        """"running" only while the run's locks are held (launcher, mpirun or a rank alive);
+        a run whose launcher died is settled from what its ranks recorded
+        (:func:`~autocnnp.run_manage.ownership.settle`), and a live one names its processes."""
+        from autocnnp.run_manage import ownership
+
+        state = ownership.settle(run_dir, state)
+        if state.get("state") == RunState.RUNNING:
+            live = ownership.holders(run_dir)
+            state["processes"] = [str(h) for h in live]
+            launcher = state.get("launcher_pid")
+            if launcher and not any(h.pid == launcher for h in live):
+                state["note"] = (f"the launcher (pid {launcher}) is gone; the job runs on: "
+                                 f"watch it here, end it with `autocnnp stop`, and status "
+                                 f"records its end once it is over")
         return state
 
     def stop(self, run_dir: Path, state: dict) -> str:
-        if state.get("state") != RunState.RUNNING or not _alive(state.get("pgid")):
-            return f"{run_dir.name} is not running (state: {state.get('state')})"
+        """Only processes that hold the run's locks are signalled (the mpirun process group
+        that ``state.json`` names, once it is proven to hold the lock, then any rank left),
+        never a process group a stale ``state.json`` merely names."""
+        from autocnnp.run_manage import ownership
+
+        state = ownership.settle(run_dir, state)
+        pgid = state.get("pgid")
+        live = ownership.holders(run_dir)
+        if not ownership.is_live(run_dir):
+            note = (f"; process group {pgid} named in state.json does not hold the run's lock "
+                    f"and was not signalled") if pgid and _alive(pgid) else ""
+            return f"{run_dir.name} is not running (state: {state.get('state')}){note}"
+        launcher = state.get("launcher_pid")
+        launcher_alive = bool(launcher) and any(h.pid == launcher for h in live)
         record_state(run_dir, stop_requested=True)  # the launcher reports "stopped", not "failed"
-        stop_group(int(state["pgid"]))
+        if pgid and any(h.pid == pgid for h in live):  # mpirun, proven by the lock it holds
+            stop_group(int(pgid))
+        elif launcher_alive:  # still preparing (no mpirun yet): SIGTERM makes it stop and record
+            stop_process(int(launcher), grace_s=30.0)
+        for holder in ownership.holders(run_dir):  # ranks orphaned by a dead mpirun
+            if holder.pid != launcher and holder.pid != os.getpid():
+                stop_process(holder.pid)
+        if not launcher_alive:  # nobody else will record the end
+            record_state(run_dir, state=RunState.STOPPED, ended=rundir.timestamp(),
+                         settled="recorded by autocnnp stop; the launcher was gone")
         return f"stopped {run_dir.name}; resume with: autocnnp run --resume {run_dir}"
 
 

@@ -8,10 +8,17 @@ evaluates (rank 0). Output:
 * ``RUN_DIR/logs/rank-K.log``: this rank's log (actions, settings, warnings);
 * ``RUN_DIR/errors/rank-K.json`` when the rank fails: ``{rank, host, pid, type, message,
   traceback, time}``, read by the launcher to report the first failure;
-* ``RUN_DIR/metrics/train_summary.json`` (rank 0): training time and throughput.
+* ``RUN_DIR/metrics/train_summary.json`` (rank 0): training time and throughput;
+* ``RUN_DIR/completed.json`` (rank 0, last): the job finished (what ``status`` believes
+  when the launcher died before recording the end).
+
+Every rank holds ``RUN_DIR/.ranks.lock`` (shared) while it runs, so that nothing else can
+take the run directory over from ranks orphaned by a killed launcher
+(:mod:`autocnnp.run_manage.ownership`).
 
 Exit status: 0 on success; a user error (bad data, bad architecture file, diverging ranks...)
-prints one line on stderr and exits with its ``exit_code`` (2 for data and config problems);
+prints one line on stderr and exits with its ``exit_code`` (2 for data and config problems,
+4 when the loss or weights became NaN/Inf, 5 when the disk is full);
 a bug prints its traceback and exits 1; SIGTERM (the launcher stopping the job) exits 143 at
 once, even while the rank waits in an allreduce.
 """
@@ -118,10 +125,19 @@ def load_run_spec(run_dir: Path) -> Any:
     return spec_from_dict(data)
 
 
+def reserve_path(run_dir: Path, rank: int) -> Path:
+    """Space set aside at start for this rank's error record (see :func:`write_error`)."""
+    return run_dir / "errors" / f".rank-{rank}.reserve"
+
+
 def write_error(run_dir: Path, rank: int, exc: BaseException) -> Path:
-    """Record ``exc`` in ``RUN_DIR/errors/rank-K.json`` (atomically); returns the path."""
+    """Record ``exc`` in ``RUN_DIR/errors/rank-K.json`` (atomically); returns the path.
+
+    On a full disk the rank's reserve file (written at start) is deleted to make room, so
+    that the record survives the failure it explains."""
     err_dir = run_dir / "errors"
     err_dir.mkdir(parents=True, exist_ok=True)
+    from autocnnp.diskspace import write_with_reserve
     from autocnnp.errors import AutocnnpError
 
     user_error = isinstance(exc, AutocnnpError)
@@ -133,7 +149,11 @@ def write_error(run_dir: Path, rank: int, exc: BaseException) -> Path:
                                                               exc.__traceback__)),
               "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     path = err_dir / f"rank-{rank}.json"
-    rundir.write_json(path, record)
+
+    def write() -> None:
+        rundir.write_json(path, record)
+
+    write_with_reserve(write, reserve_path(run_dir, rank))
     return path
 
 
@@ -157,6 +177,10 @@ def run(run_dir: Path, resume: bool, log: logging.Logger) -> tuple[int, Any]:
                    "ranks": ctx.require("communicator").size}
         rundir.write_json(run_dir / rundir.TRAIN_SUMMARY, summary)
     training.evaluate(ctx)
+    if ctx.rank == 0:  # the ground truth of "finished", whatever happens to the launcher
+        from autocnnp.run_manage.ownership import write_completion
+
+        write_completion(run_dir, end_epoch=result.end_epoch)
     log.info("rank finished")
     return 0, ctx
 
@@ -175,8 +199,17 @@ def main(argv: list[str] | None = None) -> int:
     install_sigterm_handler(log)
     from autocnnp.components.preemption import install as install_warning_handler
     install_warning_handler()  # before TensorFlow: the signal's default action kills
+    from autocnnp.diskspace import DiskFullError, is_disk_full, reserve
+    from autocnnp.run_manage.ownership import hold_rank_lock
+
+    problem = hold_rank_lock(run_dir)  # the run counts as live while any rank runs
+    if problem:
+        log.warning("%s: this rank does not mark the run directory as in use", problem)
+    reserve_path(run_dir, rank).parent.mkdir(parents=True, exist_ok=True)
+    reserve(reserve_path(run_dir, rank))
     try:
         code, _ = run(run_dir, args.resume, log)
+        reserve_path(run_dir, rank).unlink(missing_ok=True)
         logging.shutdown()
         return code
     except BaseException as exc:  # noqa: BLE001 - every failure must be recorded
@@ -193,6 +226,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"autocnnp: {exc}", flush=True)
             logging.shutdown()
             os._exit(exc.exit_code)
+        if is_disk_full(exc) and not isinstance(exc, AutocnnpError):
+            where = Path(getattr(exc, "filename", None) or run_dir)
+            exc = DiskFullError(where.parent if where != run_dir else run_dir, None,
+                                remedy=f"free space there, then continue with: autocnnp run "
+                                       f"--resume {run_dir}")
         try:
             write_error(run_dir, rank, exc)
         except OSError as write_exc:

@@ -118,12 +118,39 @@ def test_interrupted_build_leaves_nothing_behind(tmp_path: Path, monkeypatch: py
     monkeypatch.setattr(demo_data.np, "save", flaky_save)
     with pytest.raises(KeyboardInterrupt):
         build_demo_dataset(tmp_path / "mni", size=16, n_slices=10)
-    assert list(tmp_path.iterdir()) == []
+    # only the (unlocked) lock file of concurrent builds stays
+    assert [p.name for p in tmp_path.iterdir()] == [".mni.lock"]
     monkeypatch.setattr(demo_data.np, "save", real_save)
     assert build_demo_dataset(tmp_path / "mni", size=16, n_slices=10)["created"] is True
-    assert [p.name for p in tmp_path.iterdir()] == ["mni"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".mni.lock", "mni"]
 
 
 def test_too_many_slices_is_a_data_error(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"n_slices must be between 1 and 189, got 500"):
         build_demo_dataset(tmp_path / "x", size=16, n_slices=500)
+
+
+def test_two_builds_racing_for_one_folder_share_the_result(tmp_path: Path) -> None:
+    """Two runs that need the demo data start at once: one builds, the other waits and
+    reuses it (before: `OSError: Directory not empty`, and a folder of mode 0700)."""
+    import os
+    import stat
+    import subprocess
+    import sys
+
+    out = tmp_path / "mni"
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    cmd = [sys.executable, "-m", "autocnnp", "demo-data", str(out), "--size", "16",
+           "--slices", "20"]
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    results = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], results
+    firsts = sorted(stdout.splitlines()[0].split(":")[0] for stdout, _ in results)
+    assert firsts == [f"built demo dataset in {out}",
+                      f"demo dataset in {out} is already complete (train 12, valid 4, test 4 "
+                      f"slices of 16x16); nothing to do"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o777 & ~umask
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".mni.lock", "mni"]

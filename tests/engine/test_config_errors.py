@@ -97,6 +97,15 @@ CASES = {
                         "c.xml:12: <deployment>: backend='kubernetes' is not allowed. Known: local, hosts, swarm, slurm"),
     "hosts without enough slots": (dict(extra='<deployment backend="hosts"><property name="hosts">a:1</property></deployment>'),
                                    "c.xml:12: <deployment>: hosts offer 1 slots but parallelism-degree is 2"),
+    "namespaced element": (dict(extra='<x:foo xmlns:x="urn:a"/>'),
+                           "c.xml:12: <x:foo>: element in the XML namespace 'urn:a'; a config uses no "
+                           "namespaces: remove the prefix and its xmlns declaration"),
+    "default namespace": (dict(extra='<deployment xmlns="urn:b"/>'),
+                          "c.xml:12: <deployment>: element in the XML namespace 'urn:b'; a config uses "
+                          "no namespaces: remove the xmlns declaration"),
+    "xinclude": (dict(extra='<xi:include xmlns:xi="http://www.w3.org/2001/XInclude" href="/etc/passwd" parse="text"/>'),
+                 "c.xml:12: <xi:include>: XInclude is not supported in a config (nothing is read from "
+                 "other files); copy the included content into the config"),
     "missing plugin file": (dict(generator=gen("train_strategy_def", '<action class="extensible" type="checkpoint"><value name="X"><path>nofile.py</path></value></action>')),
                             "c.xml:5: <action type=\"checkpoint\">: plugin file {dir}/nofile.py not found"),
 }

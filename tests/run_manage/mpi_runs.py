@@ -33,13 +33,14 @@ def write_run(run_dir: Path, data: Path, *, lr: float, batch: int, epochs: int =
               ranks: int = 2, plugins: tuple[ActionChoice, ...] = (), valid: bool = False,
               test: bool = False, checkpoint_every: int = 0,
               arch_params: dict[str, Any] | None = None, cache: str = "auto",
-              seed: int = 7) -> Path:
+              seed: int = 7, architecture: ArchitectureSpec | None = None,
+              keep: int = 3) -> Path:
     """Write ``run_dir/spec.json`` for a tiny U-Net on the demo data in ``data``."""
     modules = (ModuleChoice(name="train_strategy_def", actions=plugins),) if plugins else ()
     spec = TrainingSpec(
         source=run_dir / "config.xml", task="imaging_segmentation", parallelism_degree=ranks,
-        architecture=ArchitectureSpec(name="unet", params={"depth": 3, "base_filters": 4,
-                                                            **(arch_params or {})}),
+        architecture=architecture or ArchitectureSpec(
+            name="unet", params={"depth": 3, "base_filters": 4, **(arch_params or {})}),
         data=DataSpec(train=data / "train", valid=data / "valid" if valid else None,
                       test=data / "test" if test else None, classes=CLASSES,
                       cache=DataCache(cache)),
@@ -50,7 +51,8 @@ def write_run(run_dir: Path, data: Path, *, lr: float, batch: int, epochs: int =
         lr_policy=LRPolicySpec(name=LRPolicyName(policy)),
         deployment=DeploymentSpec(threads_per_rank=1),
         reproducibility=ReproducibilitySpec(seed=seed),
-        monitoring=MonitoringSpec(tensorboard=False, checkpoint_every=checkpoint_every))
+        monitoring=MonitoringSpec(tensorboard=False, checkpoint_every=checkpoint_every,
+                                  keep_checkpoints=keep))
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "spec.json").write_text(json.dumps(spec_to_dict(spec), indent=1))
     return run_dir

@@ -118,7 +118,8 @@ def test_resume_continues_the_same_training(demo: Path, tmp_path: Path) -> None:
     write_run(resumed, demo, epochs=2, **common)  # the user extends end_epoch, then resumes
     proc = launch(resumed, 2, "--resume")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.splitlines()[0].startswith("epoch 2/2  loss ")
+    assert proc.stdout.splitlines()[0] == "resuming from checkpoint epoch-00001 (epoch 1)"
+    assert proc.stdout.splitlines()[1].startswith("epoch 2/2  loss ")
     log = (resumed / "logs" / "rank-0.log").read_text()
     assert f"resuming from {resumed / 'checkpoints' / 'epoch-00001'} (epoch 1)" in log
     records = [json.loads(line) for line in epochs_log.read_text().splitlines()]
