@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from autocnnp.engine.validate import load_spec
+from autocnnp.generator.assembly import assemble, replacement_duties
 
 HELP = "check a training config; print every problem"
 
@@ -35,4 +36,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     if not args.quiet:
         print(f"{args.config}: valid ({summary(spec)})")
+        for duty in replacement_duties(assemble(spec, load_plugins=False)):
+            print(f"note: {duty}")
     return 0

@@ -185,3 +185,33 @@ def run_actions(generator: Generator, ctx: Any) -> None:
                                    f"assemble with load_plugins=True before running")
             ctx.log.info("plugin %s:%s (%s %s)", plugin.source, plugin.name, plugin.mode, name)
             plugin.cls(**plugin.options).run(ctx)
+            if plugin.mode == "replace":
+                check_replacement(plugin, name, node, ctx.values)
+
+
+def replacement_duty(plugin: PluginNode, action: str) -> str:
+    """What a replacing plugin must do, as validate and plan say it."""
+    return (f"plugin {plugin.name} ({plugin.source}) replaces {action}: its run(self, ctx) must "
+            f"store {', '.join(plugin.provides) or 'nothing'} in ctx.values")
+
+
+def replacement_duties(generator: Generator) -> list[str]:
+    """:func:`replacement_duty` of every replacing plugin of ``generator``, in tree order."""
+    return [replacement_duty(plugin, name) for name, node in generator.actions().items()
+            for plugin in node.plugins if plugin.mode == "replace"]
+
+
+def check_replacement(plugin: PluginNode, action: str, node: ActionNode,
+                      values: dict[str, Any]) -> None:
+    """Raise PluginError when a replacing plugin left a value it must provide unset: the
+    action that needs it would otherwise fail later with an error that names neither."""
+    missing = [value for value in plugin.provides if value not in values]
+    if missing:
+        raise PluginError(
+            f"{plugin.source}:{plugin.name}",
+            f"replaces {action} (mode=\"replace\") but did not store "
+            f"{', '.join(repr(m) for m in missing)} in ctx.values; a replacing plugin must "
+            f"provide what {node.implementation} provides: {', '.join(plugin.provides)}",
+            remedy=f"set ctx.values[...] for each of them in {plugin.name}.run (autocnnp "
+                   f"describe {node.type} says what each carries), or drop mode=\"replace\" "
+                   f"to keep the built-in {node.implementation}")
