@@ -64,8 +64,13 @@ def ensure_data(spec: TrainingSpec, out: TextIO) -> None:
 
 def check_data(spec: TrainingSpec) -> None:
     """Read every split once before launching, so bad data fails before training starts."""
+    from autocnnp.components.data_checks import run_cheap_checks
     from autocnnp.components.datasets import check_split, load_split
+    from autocnnp.errors import ConfigError
 
+    problems = run_cheap_checks(spec).problems
+    if problems:
+        raise ConfigError(problems)
     for split in ("train", "valid", "test"):
         path = getattr(spec.data, split)
         if path is None:
