@@ -499,6 +499,23 @@ def _check_launcher(check: Checker, element: etree._Element | None,
     return deployment
 
 
+def _generator_problems(spec: S.TrainingSpec, source: Path, *, spec_ok: bool) -> list[ConfigProblem]:
+    """What assembling the generator of ``spec`` finds (implementations, parameters, plugins,
+    bindings). With ``spec_ok`` False the spec holds placeholders where the config was wrong,
+    so only the located problems count: a binding error or a failure could follow from them."""
+    from autocnnp.generator.assembly import assemble
+    try:
+        assemble(spec, load_plugins=False)
+    except ConfigError as exc:
+        return list(exc.problems)
+    except BindingError as exc:
+        return [ConfigProblem(source, None, "CNN-Parallelism-Generator", str(exc))] if spec_ok else []
+    except Exception:
+        if spec_ok:
+            raise
+    return []
+
+
 def load_spec(path: Path | str, warnings: list[ConfigProblem] | None = None,
               *, check_generator: bool = True) -> S.TrainingSpec:
     """Load, validate and return the spec of the config at ``path``.
@@ -521,14 +538,9 @@ def load_spec(path: Path | str, warnings: list[ConfigProblem] | None = None,
         raise
     if warnings is not None:
         warnings.extend(dataclasses.replace(w, file=display) for w in check.warnings)
-    if not check.problems and spec is not None and check_generator:
-        from autocnnp.generator.assembly import assemble
-        try:
-            assemble(spec, load_plugins=False)
-        except ConfigError as exc:
-            check.problems.extend(exc.problems)
-        except BindingError as exc:
-            check.problems.append(ConfigProblem(source, None, "CNN-Parallelism-Generator", str(exc)))
+    if spec is not None and check_generator:
+        # also while the spec has problems: every problem at once, not in rounds
+        check.problems.extend(_generator_problems(spec, source, spec_ok=not check.problems))
     if check.problems:
         shown = {dataclasses.replace(p, file=display) if p.file == source else p for p in check.problems}
         raise ConfigError(sorted(shown, key=lambda p: (p.line or 0, p.message)))

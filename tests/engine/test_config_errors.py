@@ -188,3 +188,39 @@ def test_no_traceback_from_the_real_command_and_full_error_on_request(tmp_path):
                           env={**os.environ, "AUTOCNNP_FULL_ERROR": "1"})
     assert loud.returncode == 2
     assert "Traceback (most recent call last)" in loud.stderr
+
+
+EVERY_LEVEL = """<system_config>
+  <task name="imaging_segmentation">
+    <CNN_archi><name>unet</name></CNN_archi>
+    <CNN-Parallelism-Generator>
+      <module name="train_env_def">
+        <action type="device_placement"><value>local_rnk</value></action>
+      </module>
+      <module name="train_strategy_def">
+        <action type="dist_strategy"><value>parameter_server</value></action>
+      </module>
+    </CNN-Parallelism-Generator>
+    <data>
+      <train><path>nowhere/train</path></train>
+    </data>
+    <hyperparameters><property name="lr">-1</property></hyperparameters>
+  </task>
+</system_config>
+"""
+
+
+def test_generator_errors_are_reported_with_spec_errors(tmp_path, capsys, monkeypatch):
+    """A missing path and a bad number (spec level) do not hide an unknown implementation and
+    a misspelt action value (generator level): one run of validate lists all four."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "c.xml").write_text(EVERY_LEVEL)
+    assert main(["validate", "c.xml"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "c.xml:6: <action type=\"device_placement\">: unknown device_placement implementation "
+        "'local_rnk'; did you mean 'local_rank'? Known: cpu, local_rank",
+        "c.xml:9: <action type=\"dist_strategy\">: unknown dist_strategy implementation "
+        "'parameter_server'. Known: ring_allreduce",
+        f"c.xml:13: <train/path>: path 'nowhere/train' does not exist (resolved to "
+        f"{tmp_path / 'nowhere' / 'train'})",
+        "c.xml:15: <property name=\"lr\">: must be greater than 0, got -1"]
