@@ -24,7 +24,8 @@ HELP = "check a training config; print every problem"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", type=Path, help="the XML training config")
-    parser.add_argument("-q", "--quiet", action="store_true", help="print nothing when valid")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="print nothing when valid (no warnings either); problems still print")
 
 
 def summary(spec) -> str:
@@ -38,8 +39,9 @@ def summary(spec) -> str:
 def run(args: argparse.Namespace) -> int:
     warnings: list = []
     spec = load_spec(args.config, warnings)
-    for warning in warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+    if not args.quiet:
+        for warning in warnings:
+            print(f"warning: {warning}", file=sys.stderr)
     data = run_cheap_checks(spec)
     if data.problems:
         raise ConfigError(data.problems)

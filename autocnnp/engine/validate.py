@@ -251,7 +251,7 @@ def read_properties(check: Checker, section: etree._Element | None, table: dict[
             raw.lower() if raw.lower() in table else None)
         where = f'property name="{raw}"'
         if name is None:
-            check.problem(prop, where, unknown(f"{label} property", raw, list(table), list(aliases)))
+            check.problem(prop, where, unknown(f"{label} property", raw, list(table), aliases))
             continue
         if not check.first_of(prop, where, "property", raw, name, seen):
             continue
@@ -366,7 +366,8 @@ def _actions(check: Checker, module: etree._Element, module_name: str) -> list[S
             continue
         declared = action.get("class")
         extensible = registry.is_extensible(canonical)
-        if declared and (declared == "extensible") != extensible:
+        # a class that is neither is the schema's error already: one message per mistake
+        if declared in ("extensible", "non_extensible") and (declared == "extensible") != extensible:
             actual = "extensible" if extensible else "non_extensible"
             check.problem(action, where, f"class=\"{declared}\" but {canonical} is {actual}")
         value = action.find("value")
@@ -537,7 +538,8 @@ def load_spec(path: Path | str, warnings: list[ConfigProblem] | None = None,
             raise ConfigError([dataclasses.replace(p, file=display) for p in check.problems]) from None
         raise
     if warnings is not None:
-        warnings.extend(dataclasses.replace(w, file=display) for w in check.warnings)
+        warnings.extend(sorted((dataclasses.replace(w, file=display) for w in check.warnings),
+                               key=lambda w: w.line or 0))
     if spec is not None and check_generator:
         # also while the spec has problems: every problem at once, not in rounds
         check.problems.extend(_generator_problems(spec, source, spec_ok=not check.problems))

@@ -11,6 +11,8 @@ import pytest
 
 from autocnnp.cli import main
 
+ROOT = Path(__file__).resolve().parents[2]
+
 BASE = """<system_config>
   <task name="imaging_segmentation">
     <parallelism-degree>{degree}</parallelism-degree>
@@ -224,3 +226,46 @@ def test_generator_errors_are_reported_with_spec_errors(tmp_path, capsys, monkey
         f"c.xml:13: <train/path>: path 'nowhere/train' does not exist (resolved to "
         f"{tmp_path / 'nowhere' / 'train'})",
         "c.xml:15: <property name=\"lr\">: must be greater than 0, got -1"]
+
+
+def test_a_near_miss_of_an_alias_suggests_the_canonical_name(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_config(tmp_path, props='<property name="lerning_rate">1e-3</property>')
+    assert main(["validate", "c.xml"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "c.xml:10: <property name=\"lerning_rate\">: unknown hyperparameters property "
+        "'lerning_rate'; did you mean 'lr'? Known: lr, optimizer, loss, minibatch_size, "
+        "start_epoch, end_epoch, momentum")
+
+
+def test_a_misspelt_action_class_is_one_message(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_config(tmp_path, generator=gen("train_strategy_def",
+                                         '<action class="extensibel" type="dist_strategy"/>'))
+    assert main(["validate", "c.xml"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "c.xml:5: <action>: class='extensibel' is not allowed; did you mean 'extensible'? "
+        "Known: extensible, non_extensible"]
+
+
+def test_thesis_listing_warnings_in_line_order_and_quiet_means_quiet(capsys):
+    config = ROOT / "configs" / "thesis-listing-4.1" / "config.xml"
+    assert main(["validate", str(config)]) == 0
+    warnings = capsys.readouterr().err.splitlines()
+    lines = [int(w.split(":")[2]) for w in warnings]
+    assert len(warnings) == 4 and lines == sorted(lines), warnings
+    assert main(["validate", "-q", str(config)]) == 0
+    assert capsys.readouterr() == ("", "")
+
+
+def test_thesis_data_readmes_recommend_a_size_the_listing_unet_accepts():
+    import re
+
+    folder = ROOT / "configs" / "thesis-listing-4.1"
+    depth = int(re.search(r'setdefault\("depth", (\d+)\)',
+                          (folder / "archi" / "U-Net.py").read_text())[1])
+    readmes = sorted((folder / "data").glob("*/README.md"))
+    assert len(readmes) == 3
+    for readme in readmes:
+        size = int(re.search(r"--size (\d+)", readme.read_text())[1])
+        assert size % 2 ** (depth - 1) == 0, (readme, size)
