@@ -35,9 +35,9 @@ BINDINGS: dict[str, tuple[str, str]] = {
              "SegmentationTask: classes, num_classes, input_shape (H, W, C), name"),
     "hyperparameters": ("train_strategy_def.hyperparameters",
                         "HyperparameterValues: base_lr, target_lr (scaled for the ranks), "
-                        "initial_lr, optimizer, momentum, loss_name, loss (the Keras loss), "
-                        "batch_size (per rank), global_batch_size, start_epoch, end_epoch, "
-                        "workers"),
+                        "initial_lr, optimizer, momentum, beta_1, beta_2, weight_decay, "
+                        "class_weights, loss_name, loss (the Keras loss), batch_size (per "
+                        "rank), global_batch_size, start_epoch, end_epoch, workers"),
     "lr_schedule": ("train_strategy_def.hyperparameters",
                     "LRSchedule of <lr_policy>: schedule(epoch) is the lr at a fractional "
                     "Keras epoch; its scale (1.0) multiplies every value, the one way to "
@@ -47,8 +47,9 @@ BINDINGS: dict[str, tuple[str, str]] = {
                 "RankDataset: x_train, y_train (this rank's shard), x_valid, y_valid, "
                 "steps_per_epoch, batch_size, n_train_total, n_valid_total"),
     "optimizer": ("train_strategy_def.dist_strategy",
-                  "a tf.keras.optimizers.legacy optimizer wrapped in hvd.DistributedOptimizer "
-                  "(averages gradients over ranks)"),
+                  "the optimizer wrapped in hvd.DistributedOptimizer (averages gradients "
+                  "over ranks): tf.keras.optimizers.legacy SGD/Adam/RMSprop, or Keras's "
+                  "AdamW for adamw"),
     "sync_callbacks": ("train_strategy_def.dist_strategy",
                        "list of Keras callbacks that keep ranks in step: broadcast of rank 0's "
                        "variables, metric averaging, the <lr_policy> schedule"),

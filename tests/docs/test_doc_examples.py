@@ -22,6 +22,15 @@ ROOT = Path(__file__).resolve().parents[2]
 BLOCK = re.compile(r"<!-- (file: (?P<name>\S+)|run) -->\n```\w*\n(?P<body>.*?)```", re.S)
 
 
+def real_ranks(test):
+    """Marks of a test that trains on real MPI ranks."""
+    for mark in (pytest.mark.slow, pytest.mark.mpi,
+                 pytest.mark.skipif(shutil.which("mpirun") is None,
+                                    reason="needs mpirun (openmpi-bin)")):
+        test = mark(test)
+    return test
+
+
 def doc_blocks(page: str) -> tuple[dict[str, str], list[str]]:
     """The files (name -> text) and the commands of a docs page."""
     files, commands = {}, []
@@ -86,9 +95,7 @@ def test_architecture_size_rule_message(tmp_path: Path) -> None:
     assert str(info.value) == f"architecture {path}: {quoted}"
 
 
-@pytest.mark.slow
-@pytest.mark.mpi
-@pytest.mark.skipif(shutil.which("mpirun") is None, reason="needs mpirun (openmpi-bin)")
+@real_ranks
 def test_plugins_page_example_runs_as_written(tmp_path: Path) -> None:
     results = run_page("plugins.md", tmp_path)
     assert results[1].stdout.startswith("plugins.xml: valid (")
@@ -114,9 +121,7 @@ def test_plugins_page_example_runs_as_written(tmp_path: Path) -> None:
             scale *= 0.5
 
 
-@pytest.mark.slow
-@pytest.mark.mpi
-@pytest.mark.skipif(shutil.which("mpirun") is None, reason="needs mpirun (openmpi-bin)")
+@real_ranks
 def test_architectures_page_example_runs_as_written(tmp_path: Path) -> None:
     results = run_page("architectures.md", tmp_path)
     assert results[1].stdout.startswith("my_unet.xml: valid (")

@@ -269,3 +269,49 @@ def test_thesis_data_readmes_recommend_a_size_the_listing_unet_accepts():
     for readme in readmes:
         size = int(re.search(r"--size (\d+)", readme.read_text())[1])
         assert size % 2 ** (depth - 1) == 0, (readme, size)
+
+
+KERAS_SETTINGS = """<system_config>
+  <task name="imaging_segmentation">
+    <parallelism-degree>2</parallelism-degree>
+    <CNN_archi><name>unet</name><param name="depth">2</param><init>{init}</init></CNN_archi>
+    <data>
+      <train><path>data</path></train>
+      <classes>background grey_matter white_matter</classes>
+    </data>
+    <hyperparameters>
+      <property name="optimizer">sgd</property>
+      <property name="weight_decay">0.01</property>
+      <property name="beta_1">0.8</property>
+      <property name="class_weights">1 2</property>
+      <property name="loss">{loss}</property>
+    </hyperparameters>
+    <lr_policy name="constant"><property name="plateau_patience">2</property><property name="plateau_monitor">val_dice</property></lr_policy>
+    <monitoring><property name="early_stopping_patience">3</property><property name="early_stopping_monitor">val_loss</property></monitoring>
+  </task>
+</system_config>
+"""
+
+
+def test_keras_settings_are_checked_together(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "old_run").mkdir()
+    (tmp_path / "my_loss.py").write_text("def los(y_true, y_pred):\n    return y_pred\n")
+    (tmp_path / "c.xml").write_text(KERAS_SETTINGS.format(init="old_run", loss="my_loss.py"))
+    assert main(["validate", "c.xml"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"c.xml:4: <init>: {tmp_path / 'old_run'} is neither a run directory with a trained "
+        f"model (model/saved_model.pb) nor a SavedModel folder",
+        "c.xml:11: <property name=\"weight_decay\">: weight_decay needs optimizer adamw "
+        "(decoupled weight decay); optimizer is sgd",
+        "c.xml:12: <property name=\"beta_1\">: beta_1 is a setting of adam and adamw; optimizer "
+        "is sgd",
+        "c.xml:13: <property name=\"class_weights\">: 2 weights for 3 classes (background "
+        "grey_matter white_matter); give one weight per class, background first",
+        f"c.xml:14: <property name=\"loss\">: loss file {tmp_path / 'my_loss.py'} defines no "
+        f"function loss(y_true, y_pred); did you mean 'los'? (functions defined: los)",
+        "c.xml:16: <property name=\"plateau_monitor\">: val_dice needs a validation split "
+        "(<data><valid>); watch dice or add one",
+        "c.xml:17: <property name=\"early_stopping_monitor\">: val_loss needs a validation split "
+        "(<data><valid>); watch loss or add one"]
