@@ -76,11 +76,12 @@ CASES = {
     "lr not a number": (dict(props='<property name="lr">fast</property>'), "c.xml:10: <property name=\"lr\">: expected a number, got 'fast'"),
     "zero batch": (dict(props='<property name="minibatch_size">0</property>'), "c.xml:10: <property name=\"minibatch_size\">: must be at least 1, got 0"),
     "batch not an integer": (dict(props='<property name="minibatch_size">8.5</property>'), "c.xml:10: <property name=\"minibatch_size\">: expected an integer, got '8.5'"),
-    "unknown optimizer": (dict(props='<property name="optimizer">adamw</property>'),
-                          "c.xml:10: <property name=\"optimizer\">: 'adamw' is not one of sgd, adam, rmsprop; did you mean 'adam'?"),
+    "unknown optimizer": (dict(props='<property name="optimizer">adamx</property>'),
+                          "c.xml:10: <property name=\"optimizer\">: 'adamx' is not one of sgd, adam, rmsprop, adamw; did you mean 'adam'?"),
     "misspelled property": (dict(props='<property name="minibatch_sise">4</property>'),
                             "c.xml:10: <property name=\"minibatch_sise\">: unknown hyperparameters property 'minibatch_sise'; "
-                            "did you mean 'minibatch_size'? Known: lr, optimizer, loss, minibatch_size, start_epoch, end_epoch, momentum"),
+                            "did you mean 'minibatch_size'? Known: lr, optimizer, loss, minibatch_size, start_epoch, end_epoch, momentum, "
+                            "beta_1, beta_2, weight_decay, class_weights"),
     "duplicate property": (dict(props='<property name="lr">1</property>\n<property name="lr">2</property>'),
                            "c.xml:11: <property name=\"lr\">: duplicate property 'lr' (first at line 10)"),
     "empty epochs": (dict(props='<property name="start_epoch">5</property><property name="end_epoch">5</property>'),
@@ -235,7 +236,7 @@ def test_a_near_miss_of_an_alias_suggests_the_canonical_name(tmp_path, capsys, m
     assert capsys.readouterr().err.strip() == (
         "c.xml:10: <property name=\"lerning_rate\">: unknown hyperparameters property "
         "'lerning_rate'; did you mean 'lr'? Known: lr, optimizer, loss, minibatch_size, "
-        "start_epoch, end_epoch, momentum")
+        "start_epoch, end_epoch, momentum, beta_1, beta_2, weight_decay, class_weights")
 
 
 def test_a_misspelt_action_class_is_one_message(tmp_path, capsys, monkeypatch):
