@@ -1,8 +1,11 @@
 """Show what a component does: its documentation, parameters, bindings and dependents.
 
-NAME is an action type (dist_strategy), TYPE.IMPLEMENTATION (device_placement.cpu) or a module
-name (train_env_def). For an extensible action it also lists the actions bound to it: what a
-port to another parallelism approach must replace or check along with it.
+NAME is an action type (dist_strategy), TYPE.IMPLEMENTATION (device_placement.cpu), a module
+name (train_env_def) or `context`: what `ctx` offers a plugin and what each binding in
+`ctx.values` carries. For an action it says what each binding it requires and provides holds;
+for an extensible action it also lists the actions bound to it (what a port to another
+parallelism approach must replace or check along with it) and what a plugin that replaces it
+must store in `ctx.values`.
 """
 
 from __future__ import annotations
@@ -13,12 +16,17 @@ import inspect
 from autocnnp.engine.schema import did_you_mean
 from autocnnp.errors import AutocnnpError
 from autocnnp.generator import registry
+from autocnnp.generator.bindings import context_text, describe_binding
+
+#: names that show the plugin contract instead of a component
+CONTEXT_NAMES = ("context", "ctx")
 
 HELP = "show a component's parameters and documentation"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("name", help="action type, TYPE.IMPLEMENTATION or module name")
+    parser.add_argument("name", help="action type, TYPE.IMPLEMENTATION, module name, or "
+                                     "'context' (what ctx and its bindings offer a plugin)")
 
 
 def _default_generator():
@@ -47,6 +55,10 @@ def describe_action(action_type: str, impl: str | None) -> str:
              f"implementations: {', '.join(impls)} (default {default})",
              f"requires: {', '.join(cls.requires) or '-'}",
              f"provides: {', '.join(cls.provides) or '-'}"]
+    if cls.requires or cls.provides:
+        lines.append("bindings (in ctx.values):")
+        lines += [f"  {describe_binding(name)}"
+                  for name in dict.fromkeys(cls.requires + cls.provides)]
     if cls.params:
         lines.append("parameters (<param name=...>):")
         for name, p in cls.params.items():
@@ -58,12 +70,17 @@ def describe_action(action_type: str, impl: str | None) -> str:
         deps = dependents(_default_generator(), f"{module}.{action_type}")
         lines.append(f"bound to (check these when replacing it): {', '.join(deps)}")
         lines.append("plugins: subclass autocnnp.generator.ActionPlugin, set type = "
-                     f"\"{action_type}\", implement run(self, ctx); see plugins/ for examples")
+                     f"\"{action_type}\", implement run(self, ctx); see docs/plugins.md")
+        lines.append(f"a plugin with mode=\"replace\" must store in ctx.values: "
+                     f"{', '.join(cls.provides) or 'nothing'}")
     return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
     name = args.name
+    if name in CONTEXT_NAMES:
+        print(context_text())
+        return 0
     if name in registry.module_names() or name in registry.MODULE_ALIASES:
         module = registry.MODULE_ALIASES.get(name, name)
         print(f"{module} (module)")
@@ -73,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     action_type, _, impl = name.partition(".")
     action_type = registry.ACTION_ALIASES.get(action_type.lower(), action_type)
     if action_type not in registry.action_types():
-        known = registry.action_types() + registry.module_names()
+        known = registry.action_types() + registry.module_names() + ["context"]
         raise AutocnnpError(f"unknown component {name!r}{did_you_mean(name, known)} "
                             f"Known: {', '.join(known)}")
     print(describe_action(action_type, impl or None))

@@ -94,6 +94,10 @@ class LRSchedule:
 
     ``start_epoch`` is the config's first epoch: Keras epoch numbers are absolute (a resumed
     run continues at, say, epoch 12), the policy counts from ``start_epoch``.
+
+    ``scale`` (1.0) multiplies every value: it is how a plugin or reduce-on-plateau lowers
+    the learning rate without fighting the policy, whose callback would overwrite a value
+    written straight into the optimizer whenever the policy's own value changes.
     """
 
     def __init__(self, policy: LRPolicySpec, base_lr: float, workers: int, start_epoch: int,
@@ -103,6 +107,7 @@ class LRSchedule:
         self.workers = int(workers)
         self.start_epoch = int(start_epoch)
         self.end_epoch = int(end_epoch)
+        self.scale = 1.0
 
     @property
     def total_epochs(self) -> int:
@@ -114,8 +119,8 @@ class LRSchedule:
 
     def __call__(self, keras_epoch: float) -> float:
         """The learning rate at an absolute (Keras) fractional epoch."""
-        return lr_at(keras_epoch - self.start_epoch, self.policy, self.base_lr, self.workers,
-                     self.total_epochs)
+        return self.scale * lr_at(keras_epoch - self.start_epoch, self.policy, self.base_lr,
+                                  self.workers, self.total_epochs)
 
     def __repr__(self) -> str:
         return (f"LRSchedule({LRPolicyName(self.policy.name).value}, base={self.base_lr:g}, "

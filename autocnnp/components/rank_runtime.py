@@ -153,6 +153,10 @@ class HyperparameterValues:
     start_epoch: int = 0
     end_epoch: int = 1
     workers: int = 1
+    beta_1: float = 0.9
+    beta_2: float = 0.999
+    weight_decay: float | None = None
+    class_weights: tuple[float, ...] = ()
 
 
 @dataclass
@@ -420,7 +424,7 @@ def define_task(ctx: Any) -> None:
 def inject_hyperparameters(ctx: Any) -> None:
     """Scale the learning rate for the number of ranks, set the per-rank batch and the loss,
     and bind the learning-rate schedule."""
-    from autocnnp.components.losses import get_loss
+    from autocnnp.components.keras_settings import make_loss, training_callbacks
     from autocnnp.components.lr_policies import LRSchedule
 
     comm = ctx.require("communicator")
@@ -434,7 +438,7 @@ def inject_hyperparameters(ctx: Any) -> None:
                             f"({hp.start_epoch})")
     schedule = LRSchedule(ctx.spec.lr_policy, hp.lr, comm.size, hp.start_epoch, hp.end_epoch)
     try:
-        loss = get_loss(hp.loss)
+        loss = make_loss(hp.loss, tuple(hp.class_weights))
     except ValueError as exc:
         raise AutocnnpError(str(exc)) from None
     ctx.values["hyperparameters"] = HyperparameterValues(
@@ -442,9 +446,11 @@ def inject_hyperparameters(ctx: Any) -> None:
         initial_lr=schedule(hp.start_epoch), optimizer=optimizer, momentum=float(hp.momentum),
         loss_name=hp.loss, loss=loss, batch_size=int(hp.minibatch_size),
         global_batch_size=int(hp.minibatch_size) * comm.size, start_epoch=int(hp.start_epoch),
-        end_epoch=int(hp.end_epoch), workers=comm.size)
+        end_epoch=int(hp.end_epoch), workers=comm.size, beta_1=float(hp.beta_1),
+        beta_2=float(hp.beta_2), weight_decay=hp.weight_decay,
+        class_weights=tuple(float(w) for w in hp.class_weights))
     ctx.values["lr_schedule"] = schedule
-    _callbacks(ctx)
+    _callbacks(ctx).extend(training_callbacks(ctx))
     ctx.log.info("hyperparameters: %s; %r", ctx.values["hyperparameters"], schedule)
 
 
@@ -456,6 +462,9 @@ def build_architecture(ctx: Any) -> None:
     base_dir = Path(ctx.spec.source).parent if ctx.spec.source else None
     model = build_model(ctx.spec.architecture, task.input_shape, task.num_classes,
                         base_dir=base_dir)
+    if ctx.spec.architecture.init is not None:
+        from autocnnp.components.keras_settings import initialise_weights
+        initialise_weights(model, Path(ctx.spec.architecture.init), ctx.log)
     ctx.values["model"] = model
     _callbacks(ctx)
     ctx.log.info("model %s: %d parameters", model.name, model.count_params())
@@ -501,19 +510,11 @@ def inject_dataset(ctx: Any) -> None:
 
 # --- train_strategy_def ----------------------------------------------------------------------
 
-def make_optimizer(name: str, lr: float, momentum: float) -> Any:
-    """A ``tf.keras.optimizers.legacy`` optimizer: Horovod's Keras callbacks and its
-    DistributedOptimizer work with these under Keras 2.15 (DESIGN.md section 9)."""
-    import tensorflow as tf
-
-    legacy = tf.keras.optimizers.legacy
-    if name == "sgd":
-        return legacy.SGD(learning_rate=lr, momentum=momentum)
-    if name == "adam":
-        return legacy.Adam(learning_rate=lr)
-    if name == "rmsprop":
-        return legacy.RMSprop(learning_rate=lr, momentum=momentum)
-    raise AutocnnpError(f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZERS)}")
+def make_optimizer(name: str, lr: float, momentum: float, **settings: Any) -> Any:
+    """The optimizer of ``name`` (see :func:`autocnnp.components.keras_settings.
+    make_optimizer`: legacy Keras optimizers, and Keras's AdamW)."""
+    from autocnnp.components import keras_settings
+    return keras_settings.make_optimizer(name, lr, momentum, **settings)
 
 
 def ring_allreduce(ctx: Any) -> None:
@@ -536,13 +537,16 @@ def ring_allreduce(ctx: Any) -> None:
     schedule = ctx.require("lr_schedule")
     ctx.require("model")
     hvd = comm.hvd
-    optimizer = hvd.DistributedOptimizer(make_optimizer(hp.optimizer, hp.initial_lr,
-                                                        hp.momentum))
+    optimizer = hvd.DistributedOptimizer(make_optimizer(
+        hp.optimizer, hp.initial_lr, hp.momentum, beta_1=hp.beta_1, beta_2=hp.beta_2,
+        weight_decay=hp.weight_decay))
     sync = [hvd.callbacks.BroadcastGlobalVariablesCallback(0),
             hvd.callbacks.MetricAverageCallback(),
             make_lr_callback(schedule)]
     ctx.values["optimizer"] = optimizer
     ctx.values["sync_callbacks"] = sync
+    ctx.log.info("optimizer %s", {k: v for k, v in optimizer.get_config().items()
+                                  if k not in ("is_legacy_optimizer", "jit_compile")})
     _callbacks(ctx)
 
 

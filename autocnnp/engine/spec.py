@@ -59,6 +59,8 @@ class ArchitectureSpec:
     name: str | None = "unet"
     path: Path | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    #: initial weights: a previous run directory (its model/) or a saved model
+    init: Path | None = None
 
     @property
     def label(self) -> str:
@@ -94,6 +96,12 @@ class Hyperparameters:
     start_epoch: int = 0
     end_epoch: int = 120
     momentum: float = 0.9
+    beta_1: float = 0.9
+    beta_2: float = 0.999
+    #: decoupled weight decay of adamw (None: Keras's default, 0.004)
+    weight_decay: float | None = None
+    #: loss weight of each class, background first (empty: all 1)
+    class_weights: tuple[float, ...] = ()
 
     @property
     def epochs(self) -> int:
@@ -110,6 +118,11 @@ class LRPolicySpec:
     decay_fraction: float = 3 / 7
     stabilization_factor: float = 1.0
     decay_coefficient: float = 0.1
+    #: reduce on plateau: epochs without improvement of ``plateau_monitor`` (0: off)
+    plateau_patience: int = 0
+    plateau_factor: float = 0.5
+    plateau_min_lr: float = 0.0
+    plateau_monitor: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -156,6 +169,10 @@ class MonitoringSpec:
     weight_check: bool = True
     checkpoint_every: int = 1
     keep_checkpoints: int = 3
+    #: early stopping: epochs without improvement of ``early_stopping_monitor`` (0: off)
+    early_stopping_patience: int = 0
+    early_stopping_monitor: str = "auto"
+    early_stopping_min_delta: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from autocnnp.engine import spec as S
 from autocnnp.engine.values import parse_bool
 from autocnnp.engine.vocabulary import LOSSES, METRICS, OPTIMIZERS
 from autocnnp.engine.schema import check_schema, did_you_mean, unknown
+from autocnnp.engine.user_files import check_function_file
 from autocnnp.engine.xml_loader import load_xml
 from autocnnp.errors import ConfigError, ConfigProblem
 
@@ -148,14 +149,50 @@ class Prop:
     aliases: tuple[str, ...] = ()
 
 
+#: what early stopping and reduce-on-plateau may watch ("auto": val_loss with a valid split)
+MONITORED = ("auto", "loss", "val_loss", "dice", "val_dice")
+
+
+def _loss(text: str) -> str:
+    """A built-in loss name, or a loss file (``.py``, resolved later against the config)."""
+    if text.strip().endswith(".py"):
+        return text.strip()
+    return _choice(*LOSSES)(text)
+
+
+def _weights(text: str) -> tuple[float, ...]:
+    values = tuple(_number(t) for t in _list(text))
+    if not values or any(not v > 0 for v in values):
+        raise ValueError(f"expected positive numbers, one per class, got {text!r}")
+    return values
+
+
+def _beta(text: str) -> float:
+    value = _number(text)
+    if not 0 <= value < 1:
+        raise ValueError(f"must be at least 0 and below 1, got {text}")
+    return value
+
+
+def _factor(text: str) -> float:
+    value = _number(text)
+    if not 0 < value < 1:
+        raise ValueError(f"must be between 0 and 1 (exclusive), got {text}")
+    return value
+
+
 HYPERPARAMETERS = {
     "lr": Prop("lr", _positive_float, ("learning_rate",)),
     "optimizer": Prop("optimizer", _choice(*OPTIMIZERS), ("optimiser",)),
-    "loss": Prop("loss", _choice(*LOSSES)),
+    "loss": Prop("loss", _loss),
     "minibatch_size": Prop("minibatch_size", _int_at_least(1), ("minibarch_size", "batch_size")),
     "start_epoch": Prop("start_epoch", _int_at_least(0)),
     "end_epoch": Prop("end_epoch", _int_at_least(1)),
     "momentum": Prop("momentum", _fraction),
+    "beta_1": Prop("beta_1", _beta),
+    "beta_2": Prop("beta_2", _beta),
+    "weight_decay": Prop("weight_decay", lambda t: _fraction_or_float(t)),
+    "class_weights": Prop("class_weights", _weights),
 }
 LR_POLICY = {
     "warmup_epochs": Prop("warmup_epochs", lambda t: float(_int_at_least(0)(t)) if t.strip().isdigit() else _fraction_or_float(t)),
@@ -163,6 +200,10 @@ LR_POLICY = {
     "decay_fraction": Prop("decay_fraction", _fraction),
     "stabilization_factor": Prop("stabilization_factor", _positive_float),
     "decay_coefficient": Prop("decay_coefficient", _fraction),
+    "plateau_patience": Prop("plateau_patience", _int_at_least(0)),
+    "plateau_factor": Prop("plateau_factor", _factor),
+    "plateau_min_lr": Prop("plateau_min_lr", lambda t: _fraction_or_float(t)),
+    "plateau_monitor": Prop("plateau_monitor", _choice(*MONITORED)),
 }
 DEPLOYMENT = {
     "launcher": Prop("launcher", lambda t: S.Launcher(_choice("mpirun", "horovodrun", "srun")(t))),
@@ -197,6 +238,9 @@ MONITORING = {
     "weight_check": Prop("weight_check", _bool),
     "checkpoint_every": Prop("checkpoint_every", _int_at_least(1)),
     "keep_checkpoints": Prop("keep_checkpoints", _int_at_least(1)),
+    "early_stopping_patience": Prop("early_stopping_patience", _int_at_least(0)),
+    "early_stopping_monitor": Prop("early_stopping_monitor", _choice(*MONITORED)),
+    "early_stopping_min_delta": Prop("early_stopping_min_delta", lambda t: _fraction_or_float(t)),
 }
 EVALUATION = {"metrics": Prop("metrics", lambda t: _metrics(t))}
 PREPROCESSING = {
@@ -250,7 +294,7 @@ def read_properties(check: Checker, section: etree._Element | None, table: dict[
             raw.lower() if raw.lower() in table else None)
         where = f'property name="{raw}"'
         if name is None:
-            check.problem(prop, where, unknown(f"{label} property", raw, list(table), list(aliases)))
+            check.problem(prop, where, unknown(f"{label} property", raw, list(table), aliases))
             continue
         if not check.first_of(prop, where, "property", raw, name, seen):
             continue
@@ -272,15 +316,34 @@ def _architecture(check: Checker, element: etree._Element | None) -> S.Architect
     for param in element.findall("param"):
         params[param.get("name", "")] = _auto_type((param.text or "").strip())
     name_el, path_el = element.find("name"), element.find("path")
+    init = _init_model(check, element.find("init"))
     if path_el is not None:
         path = check.path(path_el, "path")
         if path is not None and path.exists() and path.suffix != ".py":
             check.problem(path_el, "path", f"architecture file must be a Python file (.py), got {path.name}")
-        return S.ArchitectureSpec(name=None, path=path, params=params)
+        return S.ArchitectureSpec(name=None, path=path, params=params, init=init)
     name = (name_el.text or "").strip().lower() if name_el is not None else "unet"
     if name not in BUILTIN_ARCHITECTURES:
         check.problem(name_el, "name", unknown("architecture", name, BUILTIN_ARCHITECTURES))
-    return S.ArchitectureSpec(name=name, path=None, params=params)
+    return S.ArchitectureSpec(name=name, path=None, params=params, init=init)
+
+
+def _init_model(check: Checker, element: etree._Element | None) -> Path | None:
+    """``<init>``: a run directory (its ``model/``), a SavedModel folder or a .keras/.h5 file."""
+    path = check.path(element, "init")
+    if path is None or not path.exists():
+        return path
+    if path.is_dir():
+        if (path / "model" / "saved_model.pb").is_file():
+            return path / "model"
+        if (path / "saved_model.pb").is_file():
+            return path
+        check.problem(element, "init", f"{path} is neither a run directory with a trained "
+                                       f"model (model/saved_model.pb) nor a SavedModel folder")
+    elif path.suffix not in (".keras", ".h5"):
+        check.problem(element, "init", f"{path.name}: expected a run directory, a SavedModel "
+                                       f"folder or a .keras/.h5 model file")
+    return path
 
 
 def _auto_type(text: str) -> Any:
@@ -373,7 +436,8 @@ def _actions(check: Checker, module: etree._Element, module_name: str) -> list[S
             continue
         declared = action.get("class")
         extensible = default_tree.is_extensible(canonical)
-        if declared and (declared == "extensible") != extensible:
+        # a class that is neither is the schema's error already: one message per mistake
+        if declared in ("extensible", "non_extensible") and (declared == "extensible") != extensible:
             actual = "extensible" if extensible else "non_extensible"
             check.problem(action, where, f"class=\"{declared}\" but {canonical} is {actual}")
         value = action.find("value")
@@ -439,6 +503,8 @@ def build_spec(tree: etree._ElementTree, source: Path, check: Checker) -> S.Trai
         check.problem(task.find("hyperparameters"), "hyperparameters",
                       f"end_epoch ({hyper.end_epoch}) must be greater than start_epoch ({hyper.start_epoch})")
 
+    hyper = _check_hyperparameters(check, task, hyper)
+
     policy_el = task.find("lr_policy")
     policy = _section(check, task, "lr_policy", LR_POLICY, S.LRPolicySpec,
                       **({"name": S.LRPolicyName(policy_el.get("name"))} if policy_el is not None
@@ -471,19 +537,73 @@ def build_spec(tree: etree._ElementTree, source: Path, check: Checker) -> S.Trai
             preprocessing = S.PreprocessingSpec(**values)
 
     run_root_el = task.find("run_root")
+    data = _data(check, task.find("data"), preprocessing.output if preprocessing else None)
+    monitoring = _section(check, task, "monitoring", MONITORING, S.MonitoringSpec)
+    _check_keras_settings(check, task, hyper, data, policy, monitoring)
     return S.TrainingSpec(
         source=source, task=TASKS.get(task_name, task_name), parallelism_degree=degree,
         architecture=_architecture(check, task.find("CNN_archi")),
-        data=_data(check, task.find("data"), preprocessing.output if preprocessing else None),
+        data=data,
         hyperparameters=hyper,
         generator=_generator(check, task.find("CNN-Parallelism-Generator")),
         lr_policy=policy, deployment=deployment,
         reproducibility=_section(check, task, "reproducibility", REPRODUCIBILITY, S.ReproducibilitySpec),
-        monitoring=_section(check, task, "monitoring", MONITORING, S.MonitoringSpec),
+        monitoring=monitoring,
         evaluation=_section(check, task, "evaluation", EVALUATION, S.EvaluationSpec),
         preprocessing=preprocessing,
         run_root=check.path(run_root_el, "run_root", must_exist=False),
     )
+
+
+def _property(task: etree._Element, section: str, name: str) -> etree._Element | None:
+    """The ``<property name=NAME>`` element of ``section`` (for a problem's line)."""
+    holder = task.find(section)
+    if holder is None:
+        return None
+    return next((p for p in holder.findall("property") if (p.get("name") or "").strip() == name),
+                holder)
+
+
+def _check_hyperparameters(check: Checker, task: etree._Element,
+                           hyper: S.Hyperparameters) -> S.Hyperparameters:
+    """Settings that only mean something together, and the loss file (resolved, checked)."""
+    where = "hyperparameters"
+    if hyper.weight_decay is not None and hyper.optimizer != "adamw":
+        check.problem(_property(task, where, "weight_decay"), 'property name="weight_decay"',
+                      f"weight_decay needs optimizer adamw (decoupled weight decay); "
+                      f"optimizer is {hyper.optimizer}")
+    for beta in ("beta_1", "beta_2"):
+        element = task.find(where)
+        given = element is not None and any((p.get("name") or "").strip() == beta
+                                            for p in element.findall("property"))
+        if given and hyper.optimizer not in ("adam", "adamw"):
+            check.problem(_property(task, where, beta), f'property name="{beta}"',
+                          f"{beta} is a setting of adam and adamw; optimizer is {hyper.optimizer}")
+    if hyper.loss.endswith(".py"):
+        element = _property(task, where, "loss")
+        path = Path(hyper.loss).expanduser()
+        path = path if path.is_absolute() else _absolute(check.source.parent / path)
+        for message in check_function_file(path, "loss", ("y_true", "y_pred"), "loss file"):
+            check.problem(element, 'property name="loss"', message)
+        hyper = dataclasses.replace(hyper, loss=str(path))
+    return hyper
+
+
+def _check_keras_settings(check: Checker, task: etree._Element, hyper: S.Hyperparameters,
+                          data: S.DataSpec, policy: S.LRPolicySpec,
+                          monitoring: S.MonitoringSpec) -> None:
+    if hyper.class_weights and len(hyper.class_weights) != data.num_classes:
+        check.problem(_property(task, "hyperparameters", "class_weights"),
+                      'property name="class_weights"',
+                      f"{len(hyper.class_weights)} weights for {data.num_classes} classes "
+                      f"({' '.join(data.classes)}); give one weight per class, background first")
+    for section, name, value in (("monitoring", "early_stopping_monitor",
+                                  monitoring.early_stopping_monitor),
+                                 ("lr_policy", "plateau_monitor", policy.plateau_monitor)):
+        if value.startswith("val_") and data.valid is None:
+            check.problem(_property(task, section, name), f'property name="{name}"',
+                          f"{value} needs a validation split (<data><valid>); watch "
+                          f"{value.removeprefix('val_')} or add one")
 
 
 def _check_hosts(check: Checker, element: etree._Element | None, deployment: S.DeploymentSpec,
@@ -527,7 +647,13 @@ def _check_launcher(check: Checker, element: etree._Element | None,
     return deployment
 
 
-def load_spec(path: Path | str, warnings: list[ConfigProblem] | None = None) -> S.TrainingSpec:
+#: a further check of a spec: (spec, source, spec_ok) -> problems. ``spec_ok`` is False when
+#: the config already has problems (the spec then holds placeholders where it was wrong)
+SpecCheck = Callable[[S.TrainingSpec, Path, bool], list[ConfigProblem]]
+
+
+def load_spec(path: Path | str, warnings: list[ConfigProblem] | None = None,
+              *, more_checks: SpecCheck | None = None) -> S.TrainingSpec:
     """Load, validate and return the spec of the config at ``path``.
 
     Raises ConfigError with every problem found. Alias spellings and other soft issues are
@@ -547,7 +673,11 @@ def load_spec(path: Path | str, warnings: list[ConfigProblem] | None = None) -> 
             raise ConfigError([dataclasses.replace(p, file=display) for p in check.problems]) from None
         raise
     if warnings is not None:
-        warnings.extend(dataclasses.replace(w, file=display) for w in check.warnings)
+        warnings.extend(sorted((dataclasses.replace(w, file=display) for w in check.warnings),
+                               key=lambda w: w.line or 0))
+    if spec is not None and more_checks is not None:
+        # also while the spec has problems: every problem at once, not in rounds
+        check.problems.extend(more_checks(spec, source, not check.problems))
     if check.problems:
         raise_problems(check.problems, source, display)
     assert spec is not None

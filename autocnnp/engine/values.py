@@ -27,6 +27,15 @@ def did_you_mean(name: str, choices: list[str] | tuple[str, ...], otherwise: str
 
 
 def unknown(kind: str, name: str, choices: list[str] | tuple[str, ...],
-            hints: list[str] | tuple[str, ...] = ()) -> str:
-    """``unknown KIND 'name'; did you mean 'x'? Known: a, b`` (hints also feed the guess)."""
-    return f"unknown {kind} {name!r}{did_you_mean(name, list(choices) + list(hints))} Known: {', '.join(choices)}"
+            hints: list[str] | tuple[str, ...] | dict[str, str] = ()) -> str:
+    """``unknown KIND 'name'; did you mean 'x'? Known: a, b`` (hints also feed the guess).
+
+    ``hints`` given as a dict maps accepted aliases to their canonical names: a near-miss of
+    an alias suggests the canonical name (``lerning_rate`` -> ``lr``, not ``learning_rate``).
+    """
+    canonical = hints if isinstance(hints, dict) else {}
+    guess = did_you_mean(name, list(choices) + list(hints))
+    for alias, target in canonical.items():
+        if guess == f"; did you mean {alias!r}?":
+            guess = f"; did you mean {target!r}?"
+    return f"unknown {kind} {name!r}{guess} Known: {', '.join(choices)}"

@@ -7,7 +7,7 @@ them, and the rank-side code that builds the optimizer, loss and metrics accepts
 from __future__ import annotations
 
 #: ``<property name="optimizer">``
-OPTIMIZERS = ("sgd", "adam", "rmsprop")
+OPTIMIZERS = ("sgd", "adam", "rmsprop", "adamw")
 #: ``<property name="loss">``
 LOSSES = ("dice", "crossentropy", "dice_crossentropy")
 #: ``<evaluation><metrics>``: SegEval metrics computed on the test split (all by default)

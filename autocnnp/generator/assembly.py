@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from autocnnp.engine.spec import ActionChoice, TrainingSpec
-from autocnnp.engine.validate import load_spec, raise_problems
+from autocnnp.engine.validate import load_spec
 from autocnnp.engine.values import unknown
 from autocnnp.errors import BindingError, ConfigError, ConfigProblem, PluginError
 from autocnnp.generator import registry
@@ -121,21 +121,30 @@ def assemble(spec: TrainingSpec, *, load_plugins: bool = True) -> Generator:
     return Generator(root=root, bindings=bindings, order=order)
 
 
-def load_checked_spec(path: Path | str, warnings: list[ConfigProblem] | None = None) -> TrainingSpec:
-    """The config at ``path`` validated whole: :func:`~autocnnp.engine.validate.load_spec`, then
-    the tree its choices make, checked statically (plugin files are read, not imported).
-
-    What ``validate``, ``plan`` and ``run`` call. Raises ConfigError with every problem found.
-    """
-    spec = load_spec(path, warnings)
+def generator_problems(spec: TrainingSpec, source: Path, spec_ok: bool) -> list[ConfigProblem]:
+    """What assembling the generator of ``spec`` finds (implementations, parameters, plugins,
+    bindings). With ``spec_ok`` False the spec holds placeholders where the config was wrong,
+    so only the located problems count: a binding error or a failure could follow from them."""
     try:
         assemble(spec, load_plugins=False)
     except ConfigError as exc:
-        raise_problems(exc.problems, spec.source, Path(path))
+        return list(exc.problems)
     except BindingError as exc:
-        raise_problems([ConfigProblem(spec.source, None, "CNN-Parallelism-Generator", str(exc))],
-                       spec.source, Path(path))
-    return spec
+        return [ConfigProblem(source, None, "CNN-Parallelism-Generator", str(exc))] if spec_ok else []
+    except Exception:
+        if spec_ok:
+            raise
+    return []
+
+
+def load_checked_spec(path: Path | str, warnings: list[ConfigProblem] | None = None) -> TrainingSpec:
+    """The config at ``path`` validated whole: :func:`~autocnnp.engine.validate.load_spec` and
+    the tree its choices make, checked statically (plugin files are read, not imported), every
+    problem of both reported at once.
+
+    What ``validate``, ``plan`` and ``run`` call. Raises ConfigError with every problem found.
+    """
+    return load_spec(path, warnings, more_checks=generator_problems)
 
 
 def resolve_bindings(root: Composite) -> tuple[list[Binding], list[str]]:
@@ -198,3 +207,33 @@ def run_actions(generator: Generator, ctx: Any) -> None:
                                    f"assemble with load_plugins=True before running")
             ctx.log.info("plugin %s:%s (%s %s)", plugin.source, plugin.name, plugin.mode, name)
             plugin.cls(**plugin.options).run(ctx)
+            if plugin.mode == "replace":
+                check_replacement(plugin, name, node, ctx.values)
+
+
+def replacement_duty(plugin: PluginNode, action: str) -> str:
+    """What a replacing plugin must do, as validate and plan say it."""
+    return (f"plugin {plugin.name} ({plugin.source}) replaces {action}: its run(self, ctx) must "
+            f"store {', '.join(plugin.provides) or 'nothing'} in ctx.values")
+
+
+def replacement_duties(generator: Generator) -> list[str]:
+    """:func:`replacement_duty` of every replacing plugin of ``generator``, in tree order."""
+    return [replacement_duty(plugin, name) for name, node in generator.actions().items()
+            for plugin in node.plugins if plugin.mode == "replace"]
+
+
+def check_replacement(plugin: PluginNode, action: str, node: ActionNode,
+                      values: dict[str, Any]) -> None:
+    """Raise PluginError when a replacing plugin left a value it must provide unset: the
+    action that needs it would otherwise fail later with an error that names neither."""
+    missing = [value for value in plugin.provides if value not in values]
+    if missing:
+        raise PluginError(
+            f"{plugin.source}:{plugin.name}",
+            f"replaces {action} (mode=\"replace\") but did not store "
+            f"{', '.join(repr(m) for m in missing)} in ctx.values; a replacing plugin must "
+            f"provide what {node.implementation} provides: {', '.join(plugin.provides)}",
+            remedy=f"set ctx.values[...] for each of them in {plugin.name}.run (autocnnp "
+                   f"describe {node.type} says what each carries), or drop mode=\"replace\" "
+                   f"to keep the built-in {node.implementation}")

@@ -15,6 +15,8 @@ def _action_line(node: ActionNode) -> str:
         text += "  " + " ".join(f"{k}={v}" for k, v in node.options.items())
     for plugin in node.plugins:
         text += f"  + plugin {plugin.name} ({plugin.source}, {plugin.mode})"
+        if plugin.mode == "replace":
+            text += f" must provide: {', '.join(plugin.provides) or 'nothing'}"
     return text
 
 

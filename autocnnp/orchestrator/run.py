@@ -62,11 +62,17 @@ def ensure_data(spec: TrainingSpec, out: TextIO) -> None:
 
 
 def check_data(spec: TrainingSpec) -> None:
-    """Check every split before launching, cheaply: listing and headers, and one sample each
-    (:func:`~autocnnp.components.datasets.check_splits`); a file that is unreadable past its
-    header fails the rank that reads it, naming the file."""
+    """Check every split before launching, cheaply: the folders' roles and a sample of masks
+    (:func:`~autocnnp.components.data_checks.run_cheap_checks`, what ``validate`` runs), then
+    listing, headers and one sample each (:func:`~autocnnp.components.datasets.check_splits`);
+    a file that is unreadable past its header fails the rank that reads it, naming the file."""
+    from autocnnp.components.data_checks import run_cheap_checks
     from autocnnp.components.datasets import check_splits
+    from autocnnp.errors import ConfigError
 
+    problems = run_cheap_checks(spec).problems
+    if problems:
+        raise ConfigError(problems)
     check_splits(spec.data)
 
 

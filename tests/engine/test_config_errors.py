@@ -11,6 +11,8 @@ import pytest
 
 from autocnnp.cli import main
 
+ROOT = Path(__file__).resolve().parents[2]
+
 BASE = """<system_config>
   <task name="imaging_segmentation">
     <parallelism-degree>{degree}</parallelism-degree>
@@ -74,11 +76,12 @@ CASES = {
     "lr not a number": (dict(props='<property name="lr">fast</property>'), "c.xml:10: <property name=\"lr\">: expected a number, got 'fast'"),
     "zero batch": (dict(props='<property name="minibatch_size">0</property>'), "c.xml:10: <property name=\"minibatch_size\">: must be at least 1, got 0"),
     "batch not an integer": (dict(props='<property name="minibatch_size">8.5</property>'), "c.xml:10: <property name=\"minibatch_size\">: expected an integer, got '8.5'"),
-    "unknown optimizer": (dict(props='<property name="optimizer">adamw</property>'),
-                          "c.xml:10: <property name=\"optimizer\">: 'adamw' is not one of sgd, adam, rmsprop; did you mean 'adam'?"),
+    "unknown optimizer": (dict(props='<property name="optimizer">adamx</property>'),
+                          "c.xml:10: <property name=\"optimizer\">: 'adamx' is not one of sgd, adam, rmsprop, adamw; did you mean 'adam'?"),
     "misspelled property": (dict(props='<property name="minibatch_sise">4</property>'),
                             "c.xml:10: <property name=\"minibatch_sise\">: unknown hyperparameters property 'minibatch_sise'; "
-                            "did you mean 'minibatch_size'? Known: lr, optimizer, loss, minibatch_size, start_epoch, end_epoch, momentum"),
+                            "did you mean 'minibatch_size'? Known: lr, optimizer, loss, minibatch_size, start_epoch, end_epoch, momentum, "
+                            "beta_1, beta_2, weight_decay, class_weights"),
     "duplicate property": (dict(props='<property name="lr">1</property>\n<property name="lr">2</property>'),
                            "c.xml:11: <property name=\"lr\">: duplicate property 'lr' (first at line 10)"),
     "empty epochs": (dict(props='<property name="start_epoch">5</property><property name="end_epoch">5</property>'),
@@ -232,3 +235,128 @@ def test_data_cache_is_checked_and_read(tmp_path, capsys, monkeypatch):
     assert load_spec(path, []).data.cache is DataCache.NONE
     path.write_text(text)
     assert load_spec(path, []).data.cache is DataCache.AUTO
+
+
+EVERY_LEVEL = """<system_config>
+  <task name="imaging_segmentation">
+    <CNN_archi><name>unet</name></CNN_archi>
+    <CNN-Parallelism-Generator>
+      <module name="train_env_def">
+        <action type="device_placement"><value>local_rnk</value></action>
+      </module>
+      <module name="train_strategy_def">
+        <action type="dist_strategy"><value>parameter_server</value></action>
+      </module>
+    </CNN-Parallelism-Generator>
+    <data>
+      <train><path>nowhere/train</path></train>
+    </data>
+    <hyperparameters><property name="lr">-1</property></hyperparameters>
+  </task>
+</system_config>
+"""
+
+
+def test_generator_errors_are_reported_with_spec_errors(tmp_path, capsys, monkeypatch):
+    """A missing path and a bad number (spec level) do not hide an unknown implementation and
+    a misspelt action value (generator level): one run of validate lists all four."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "c.xml").write_text(EVERY_LEVEL)
+    assert main(["validate", "c.xml"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "c.xml:6: <action type=\"device_placement\">: unknown device_placement implementation "
+        "'local_rnk'; did you mean 'local_rank'? Known: cpu, local_rank",
+        "c.xml:9: <action type=\"dist_strategy\">: unknown dist_strategy implementation "
+        "'parameter_server'. Known: ring_allreduce",
+        f"c.xml:13: <train/path>: path 'nowhere/train' does not exist (resolved to "
+        f"{tmp_path / 'nowhere' / 'train'})",
+        "c.xml:15: <property name=\"lr\">: must be greater than 0, got -1"]
+
+
+def test_a_near_miss_of_an_alias_suggests_the_canonical_name(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_config(tmp_path, props='<property name="lerning_rate">1e-3</property>')
+    assert main(["validate", "c.xml"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "c.xml:10: <property name=\"lerning_rate\">: unknown hyperparameters property "
+        "'lerning_rate'; did you mean 'lr'? Known: lr, optimizer, loss, minibatch_size, "
+        "start_epoch, end_epoch, momentum, beta_1, beta_2, weight_decay, class_weights")
+
+
+def test_a_misspelt_action_class_is_one_message(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_config(tmp_path, generator=gen("train_strategy_def",
+                                         '<action class="extensibel" type="dist_strategy"/>'))
+    assert main(["validate", "c.xml"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "c.xml:5: <action>: class='extensibel' is not allowed; did you mean 'extensible'? "
+        "Known: extensible, non_extensible"]
+
+
+def test_thesis_listing_warnings_in_line_order_and_quiet_means_quiet(capsys):
+    config = ROOT / "configs" / "thesis-listing-4.1" / "config.xml"
+    assert main(["validate", str(config)]) == 0
+    warnings = capsys.readouterr().err.splitlines()
+    lines = [int(w.split(":")[2]) for w in warnings]
+    assert len(warnings) == 4 and lines == sorted(lines), warnings
+    assert main(["validate", "-q", str(config)]) == 0
+    assert capsys.readouterr() == ("", "")
+
+
+def test_thesis_data_readmes_recommend_a_size_the_listing_unet_accepts():
+    import re
+
+    folder = ROOT / "configs" / "thesis-listing-4.1"
+    depth = int(re.search(r'setdefault\("depth", (\d+)\)',
+                          (folder / "archi" / "U-Net.py").read_text())[1])
+    readmes = sorted((folder / "data").glob("*/README.md"))
+    assert len(readmes) == 3
+    for readme in readmes:
+        size = int(re.search(r"--size (\d+)", readme.read_text())[1])
+        assert size % 2 ** (depth - 1) == 0, (readme, size)
+
+
+KERAS_SETTINGS = """<system_config>
+  <task name="imaging_segmentation">
+    <parallelism-degree>2</parallelism-degree>
+    <CNN_archi><name>unet</name><param name="depth">2</param><init>{init}</init></CNN_archi>
+    <data>
+      <train><path>data</path></train>
+      <classes>background grey_matter white_matter</classes>
+    </data>
+    <hyperparameters>
+      <property name="optimizer">sgd</property>
+      <property name="weight_decay">0.01</property>
+      <property name="beta_1">0.8</property>
+      <property name="class_weights">1 2</property>
+      <property name="loss">{loss}</property>
+    </hyperparameters>
+    <lr_policy name="constant"><property name="plateau_patience">2</property><property name="plateau_monitor">val_dice</property></lr_policy>
+    <monitoring><property name="early_stopping_patience">3</property><property name="early_stopping_monitor">val_loss</property></monitoring>
+  </task>
+</system_config>
+"""
+
+
+def test_keras_settings_are_checked_together(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "old_run").mkdir()
+    (tmp_path / "my_loss.py").write_text("def los(y_true, y_pred):\n    return y_pred\n")
+    (tmp_path / "c.xml").write_text(KERAS_SETTINGS.format(init="old_run", loss="my_loss.py"))
+    assert main(["validate", "c.xml"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"c.xml:4: <init>: {tmp_path / 'old_run'} is neither a run directory with a trained "
+        f"model (model/saved_model.pb) nor a SavedModel folder",
+        "c.xml:11: <property name=\"weight_decay\">: weight_decay needs optimizer adamw "
+        "(decoupled weight decay); optimizer is sgd",
+        "c.xml:12: <property name=\"beta_1\">: beta_1 is a setting of adam and adamw; optimizer "
+        "is sgd",
+        "c.xml:13: <property name=\"class_weights\">: 2 weights for 3 classes (background "
+        "grey_matter white_matter); give one weight per class, background first",
+        f"c.xml:14: <property name=\"loss\">: loss file {tmp_path / 'my_loss.py'} defines no "
+        f"function loss(y_true, y_pred); did you mean 'los'? (functions defined: los)",
+        "c.xml:16: <property name=\"plateau_monitor\">: val_dice needs a validation split "
+        "(<data><valid>); watch dice or add one",
+        "c.xml:17: <property name=\"early_stopping_monitor\">: val_loss needs a validation split "
+        "(<data><valid>); watch loss or add one"]

@@ -5,6 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from autocnnp.engine.spec import ActionChoice, ArchitectureSpec, DataSpec, ModuleChoice, TrainingSpec
+import pytest
+
+from autocnnp.errors import PluginError
 from autocnnp.generator.assembly import assemble, dependents, run_actions
 from autocnnp.generator.render import render_tree
 
@@ -66,7 +69,8 @@ def test_run_actions_executes_in_order_with_plugins(tmp_path):
     plugin = tmp_path / "p.py"
     plugin.write_text("from autocnnp.generator import ActionPlugin\n"
                       "class P(ActionPlugin):\n    type = 'checkpoint'\n"
-                      "    def run(self, ctx):\n        ctx.trace.append('plugin')\n")
+                      "    def run(self, ctx):\n        ctx.trace.append('plugin')\n"
+                      "        ctx.values['checkpoints'] = 'mine'\n")
     choice = ModuleChoice("train_strategy_def", (ActionChoice("checkpoint", plugin_path=plugin, plugin_class="P",
                                                               mode="replace"),))
     generator = assemble(spec(choice), load_plugins=True)
@@ -78,11 +82,27 @@ def test_run_actions_executes_in_order_with_plugins(tmp_path):
 
     class Ctx:
         trace: list = []
+        values: dict = {}
         import logging
         log = logging.getLogger("t")
     ctx = Ctx()
     run_actions(generator, ctx)
     assert ctx.trace == [n if n != "train_strategy_def.checkpoint" else "plugin" for n in generator.order]
+    # a replacing plugin that stores nothing is stopped right after it ran
+    ctx.trace.clear()
+    ctx.values.clear()
+    plugin.write_text(plugin.read_text().replace("ctx.values['checkpoints'] = 'mine'", "pass"))
+    generator = assemble(spec(choice), load_plugins=True)
+    for node in generator.actions().values():
+        if node.cls is not None:
+            node.cls = type("Nop", (), {"__init__": lambda self, **kw: None,
+                                        "run": lambda self, ctx: None})
+    with pytest.raises(PluginError) as info:
+        run_actions(generator, ctx)
+    assert info.value.message == (
+        f"plugin {plugin}:P: replaces train_strategy_def.checkpoint (mode=\"replace\") but did "
+        f"not store 'checkpoints' in ctx.values; a replacing plugin must provide what periodic "
+        f"provides: checkpoints")
 
 
 def test_default_tree_marks_extensible_exactly_the_types_whose_builtins_are_extensible():

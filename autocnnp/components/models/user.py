@@ -28,6 +28,25 @@ from autocnnp.components.models.contract import ArchitectureError, bind_params, 
 ENTRY_POINT = "build_model"
 
 
+def import_user_file(path: Path, kind: str, error: Callable[[str], Exception]) -> ModuleType:
+    """Import the user file ``path`` (an architecture or loss file) as a module of its own;
+    a failure raises ``error(message)`` with the line of the file where it happened."""
+    digest = hashlib.sha1(str(Path(path).resolve()).encode()).hexdigest()[:10]
+    module_name = f"autocnnp_user_{kind}_{digest}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise error("not an importable Python file")
+    module: ModuleType = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        last = traceback.extract_tb(exc.__traceback__)[-1]
+        raise error(f"importing it failed at line {last.lineno}: "
+                    f"{type(exc).__name__}: {exc}") from exc
+    return module
+
+
 def load_architecture_file(path: Path) -> Callable[..., Any]:
     """Import ``path`` and return its ``build_model``, checking the interface.
 
@@ -39,19 +58,9 @@ def load_architecture_file(path: Path) -> Callable[..., Any]:
     if not path.is_file():
         raise ArchitectureError(str(path), "file not found",
                                 remedy="<CNN_archi><path> is relative to the config file")
-    digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:10]
-    module_name = f"autocnnp_user_architecture_{digest}"
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    if spec is None or spec.loader is None:
-        raise ArchitectureError(str(path), "not an importable Python file")
-    module: ModuleType = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    try:
-        spec.loader.exec_module(module)
-    except Exception as exc:
-        last = traceback.extract_tb(exc.__traceback__)[-1]
-        raise ArchitectureError(str(path), f"importing it failed at line {last.lineno}: "
-                                           f"{type(exc).__name__}: {exc}") from exc
+    module = import_user_file(path, "architecture",
+                              lambda message: ArchitectureError(str(path), message))
+    module_name = module.__name__
     builder = getattr(module, ENTRY_POINT, None)
     if builder is None or not callable(builder):
         defined = sorted(n for n, v in vars(module).items()

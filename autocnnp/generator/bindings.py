@@ -1,0 +1,87 @@
+"""What a plugin programs against: the rank context and what each binding carries.
+
+This is the one description of the contract, read by ``autocnnp describe context``,
+``autocnnp describe ACTION`` and docs/plugins.md (a test keeps every binding a built-in
+action provides described here). Pure data: importing it imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+#: attribute of the ``ctx`` every action and plugin receives -> what it is
+CONTEXT: dict[str, str] = {
+    "ctx.rank": "this rank's number, 0..size-1 (0 before communication_init has run)",
+    "ctx.is_chief": "True on rank 0: write files, print and save only there",
+    "ctx.run_dir": "pathlib.Path of the run directory (shared by all ranks on one machine)",
+    "ctx.log": "logging.Logger writing to RUN_DIR/logs/rank-K.log",
+    "ctx.spec": "the validated config (autocnnp.engine.spec.TrainingSpec), read-only",
+    "ctx.resume": "True when the job was started with --resume",
+    "ctx.values": "dict of the bindings below: read what you require, store what you provide",
+    "ctx.require(name)": "ctx.values[name], or a clear error when no action provided it",
+}
+
+#: binding name -> (the action that provides it by default, what the value is)
+BINDINGS: dict[str, tuple[str, str]] = {
+    "communicator": ("train_env_def.communication_init",
+                     "Communicator: rank, size, local_rank, local_size, hostname, is_chief, "
+                     "hvd (the horovod.tensorflow.keras module)"),
+    "seed": ("train_env_def.seeding", "int: the seed Python, NumPy and TensorFlow were seeded "
+                                      "with (the same on every rank)"),
+    "device": ("train_env_def.device_placement",
+               "DevicePlacement: kind (GPU/CPU), device, gpu_index, intra_op_threads, "
+               "inter_op_threads"),
+    "memory": ("train_env_def.memory_allocation",
+               "MemoryPolicy: growth, soft_placement"),
+    "task": ("injection.task_definition",
+             "SegmentationTask: classes, num_classes, input_shape (H, W, C), name"),
+    "hyperparameters": ("train_strategy_def.hyperparameters",
+                        "HyperparameterValues: base_lr, target_lr (scaled for the ranks), "
+                        "initial_lr, optimizer, momentum, beta_1, beta_2, weight_decay, "
+                        "class_weights, loss_name, loss (the Keras loss), batch_size (per "
+                        "rank), global_batch_size, start_epoch, end_epoch, workers"),
+    "lr_schedule": ("train_strategy_def.hyperparameters",
+                    "LRSchedule of <lr_policy>: schedule(epoch) is the lr at a fractional "
+                    "Keras epoch; its scale (1.0) multiplies every value, the one way to "
+                    "change the lr that the policy keeps"),
+    "model": ("injection.architecture", "the tf.keras.Model (softmax probabilities out)"),
+    "dataset": ("injection.dataset",
+                "RankDataset: x_train, y_train (this rank's shard), x_valid, y_valid, "
+                "steps_per_epoch, batch_size, n_train_total, n_valid_total"),
+    "optimizer": ("train_strategy_def.dist_strategy",
+                  "the optimizer wrapped in hvd.DistributedOptimizer (averages gradients "
+                  "over ranks): tf.keras.optimizers.legacy SGD/Adam/RMSprop, or Keras's "
+                  "AdamW for adamw"),
+    "sync_callbacks": ("train_strategy_def.dist_strategy",
+                       "list of Keras callbacks that keep ranks in step: broadcast of rank 0's "
+                       "variables, metric averaging, the <lr_policy> schedule"),
+    "checkpoints": ("train_strategy_def.checkpoint",
+                    "CheckpointSetup: manager (CheckpointManager of RUN_DIR/checkpoints), "
+                    "callbacks (rank 0: checkpoints, metrics/epochs.jsonl, TensorBoard)"),
+}
+
+#: values in ctx.values that are not bindings (no action owns them)
+EXTRA_VALUES: dict[str, str] = {
+    "callbacks": "list of extra Keras callbacks passed to fit after every built-in one; "
+                 "append yours: ctx.values.setdefault(\"callbacks\", []).append(cb). They run "
+                 "on every rank",
+}
+
+
+def describe_binding(name: str) -> str:
+    """``name: what it carries`` for one binding (or a plugin's own value)."""
+    if name in BINDINGS:
+        return f"{name}: {BINDINGS[name][1]}"
+    return f"{name}: (a value of a plugin; not described by autocnnp)"
+
+
+def context_text() -> str:
+    """The contract as ``autocnnp describe context`` prints it."""
+    width = max(len(k) for k in CONTEXT)
+    lines = ["ctx (the argument of run(self, ctx), on every rank):"]
+    lines += [f"  {key:<{width}}  {text}" for key, text in CONTEXT.items()]
+    lines += ["", "ctx.values (bindings: provided by one action, required by others):"]
+    width = max(len(k) for k in BINDINGS)
+    for name, (source, text) in BINDINGS.items():
+        lines.append(f"  {name:<{width}}  from {source}: {text}")
+    for name, text in EXTRA_VALUES.items():
+        lines.append(f"  {name:<{width}}  {text}")
+    return "\n".join(lines)
