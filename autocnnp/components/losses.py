@@ -12,7 +12,7 @@ Dice computed over the whole batch would not have this property.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import tensorflow as tf
 
@@ -131,3 +131,10 @@ def get_loss(name: str) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
         return LOSSES[name.lower()]
     except KeyError:
         raise ValueError(f"unknown loss {name!r}; known: {', '.join(LOSS_NAMES)}") from None
+
+
+def custom_objects() -> dict[str, Any]:
+    """Objects Keras needs to reload a model compiled with these losses and metrics
+    (``<CNN_archi><init>`` loading a previous run's model)."""
+    return {"dice": dice_metric, "crossentropy": crossentropy,
+            "dice_crossentropy": dice_crossentropy}

@@ -110,6 +110,7 @@ def first_failure(run_dir: Path, launcher_output: str) -> JobFailedError:
             f"\n  log: {log}", rank=r.get("rank"), host=r.get("host"),
             remedy=r.get("remedy") or (None if r.get("user_error") else resume),
             exit_code=r.get("exit_code") if r.get("user_error") else None)
+        return failure
     exited = _MPI_EXIT.search(launcher_output)
     if exited:
         return JobFailedError(f"rank {exited.group(1)} exited with code {exited.group(2)} "
