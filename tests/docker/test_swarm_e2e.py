@@ -35,6 +35,16 @@ def the_run_dir(job_dir: Path) -> Path:
     return runs[0]
 
 
+def no_run_dir_left(job_dir: Path, stdout: str) -> str:
+    """A job refused by the pre-flight leaves no run directory (nothing ran); returns the run
+    name the launcher announced (``run dir: PATH``)."""
+    runs = job_dir / "runs"
+    assert not runs.exists() or not [p for p in runs.iterdir() if p.is_dir()]
+    announced = [line for line in stdout.splitlines() if line.startswith("run dir: ")]
+    assert len(announced) == 1, stdout
+    return Path(announced[0].removeprefix("run dir: ")).name
+
+
 def weight_lines(run_dir: Path, rank: int) -> dict[int, tuple[str, float]]:
     lines = (run_dir / "weights" / f"rank-{rank}.txt").read_text().split("\n")
     out = {}
@@ -192,18 +202,17 @@ def test_more_gpus_than_the_swarm_has_is_refused_before_anything_is_created(swar
 
     proc = autocnnp("run", "swarm_small.xml", cwd=job_dir, timeout=300)
 
-    run_dir = the_run_dir(job_dir)
+    run_name = no_run_dir_left(job_dir, proc.stdout)
     node = this_node(swarm)
     assert proc.returncode == 3, proc.stderr
     assert proc.stderr.endswith(
-        f"autocnnp run: error: cannot place swarm job {run_dir.name}: 2 ranks x 1 NVIDIA-GPU need "
+        f"autocnnp run: error: cannot place swarm job {run_name}: 2 ranks x 1 NVIDIA-GPU need "
         f"2 GPUs on ready nodes, but the swarm has 0 ({node}: 0); missing 2 GPUs\n"
         f"  remedy: add GPU nodes to the swarm (declare their GPUs as NVIDIA-GPU generic resources "
         f"in /etc/docker/daemon.json and label them, see containers/README.md)\n")
     assert {s.id for s in swarm.services.list()} == services_before
     assert {n.id for n in swarm.networks.list()} == networks_before
     assert {s.id for s in swarm.secrets.list()} == secrets_before
-    assert not (run_dir / "swarm.json").exists()
 
 
 def test_a_network_the_swarm_lacks_is_refused_before_anything_is_created(swarm, job_dir):
@@ -218,7 +227,7 @@ def test_a_network_the_swarm_lacks_is_refused_before_anything_is_created(swarm, 
 
     proc = autocnnp("run", "swarm_small.xml", cwd=job_dir, timeout=300)
 
-    run_dir = the_run_dir(job_dir)
+    no_run_dir_left(job_dir, proc.stdout)
     assert proc.returncode == 3, proc.stderr
     assert "Traceback" not in proc.stderr
     assert proc.stderr.endswith(
@@ -230,7 +239,6 @@ def test_a_network_the_swarm_lacks_is_refused_before_anything_is_created(swarm, 
     assert {s.id for s in swarm.services.list()} == services_before
     assert {n.id for n in swarm.networks.list()} == networks_before
     assert {s.id for s in swarm.secrets.list()} == secrets_before
-    assert not (run_dir / "swarm.json").exists()
 
 
 def test_status_logs_and_stop_of_a_running_swarm_job(swarm, cpu_image, job_dir):
