@@ -41,8 +41,8 @@ def no_run_dir_left(job_dir: Path, stdout: str) -> str:
     runs = job_dir / "runs"
     assert not runs.exists() or not [p for p in runs.iterdir() if p.is_dir()]
     announced = [line for line in stdout.splitlines() if line.startswith("run dir: ")]
-    assert len(announced) == 1, stdout
-    return Path(announced[0].removeprefix("run dir: ")).name
+    assert announced, stdout  # the launcher's line first; the plan repeats it
+    return Path(announced[0].removeprefix("run dir: ").strip()).name
 
 
 def weight_lines(run_dir: Path, rank: int) -> dict[int, tuple[str, float]]:
