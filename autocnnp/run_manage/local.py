@@ -11,7 +11,6 @@ rank was killed before it could write one.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -29,11 +28,10 @@ from autocnnp.engine.spec import TrainingSpec
 from autocnnp.engine.vocabulary import HOROVOD_VERSION
 from autocnnp.errors import EnvironmentProblemError, JobFailedError
 from autocnnp.run_manage.backend import Backend
+from autocnnp.run_manage.failures import first_failure
 from autocnnp.run_manage.machine import detect_machine
 from autocnnp.run_manage.ownership import held_fds
 
-_MPI_SIGNAL = re.compile(r"process rank (\d+) with PID (\d+) on node (\S+) exited on signal (\d+) \(([^)]+)\)")
-_MPI_EXIT = re.compile(r"Process name: \[\[\d+,\d+\],(\d+)\]\s+Exit code:\s+(\d+)")
 _MPI_NOISE = re.compile(r"^(-{20,}|Primary job\s+terminated|mpirun (noticed|detected)|"
                         r"Child job \d+ terminated|with errorcode|  Process name|  Exit code)")
 
@@ -83,41 +81,6 @@ def _log_line(log: BinaryIO, line: str, failed: list[bool]) -> None:
     except OSError as exc:
         failed.append(True)
         sys.stderr.write(f"autocnnp: launcher.log not written further: {exc}\n")
-
-
-def first_failure(run_dir: Path, launcher_output: str) -> JobFailedError:
-    """The first failure of a job, from the ranks' error files or mpirun's report."""
-    reports = []
-    for path in (run_dir / rundir.ERRORS).glob("rank-*.json"):
-        try:
-            reports.append(json.loads(path.read_text()))
-        except (OSError, ValueError):
-            continue
-    resume = f"continue from the last checkpoint with: autocnnp run --resume {run_dir}"
-    killed = _MPI_SIGNAL.search(launcher_output)
-    if killed and not reports:
-        rank, pid, host, signum, name = killed.groups()
-        who = f"rank {rank} (pid {pid})" if pid != "0" else f"rank {rank}"  # Open MPI 4 may say PID 0
-        return JobFailedError(
-            f"{who} on {host} was killed by signal {signum} ({name}); "
-            f"the other ranks were stopped", rank=int(rank), host=host, remedy=resume)
-    if reports:
-        reports.sort(key=lambda r: r.get("time", ""))
-        r = reports[0]
-        log = run_dir / rundir.LOGS / f"rank-{r.get('rank')}.log"
-        failure = JobFailedError(
-            f"rank {r.get('rank')} on {r.get('host')} failed: {r.get('type')}: {r.get('message')}"
-            f"\n  log: {log}", rank=r.get("rank"), host=r.get("host"),
-            remedy=r.get("remedy") or (None if r.get("user_error") else resume),
-            exit_code=r.get("exit_code") if r.get("user_error") else None)
-        return failure
-    exited = _MPI_EXIT.search(launcher_output)
-    if exited:
-        return JobFailedError(f"rank {exited.group(1)} exited with code {exited.group(2)} "
-                              f"without a report; see {run_dir / rundir.LOGS}",
-                              rank=int(exited.group(1)), remedy=resume)
-    tail = "\n".join(launcher_output.strip().splitlines()[-15:])
-    return JobFailedError(f"the job failed before any rank reported:\n{tail}", remedy=resume)
 
 
 def launch(plan: JobPlan, run_dir: Path, *, out: TextIO = sys.stdout) -> None:

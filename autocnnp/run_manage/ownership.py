@@ -212,7 +212,7 @@ def settle(run_dir: Path, state: dict) -> dict:
     if state.get("state") != "running" or is_live(run_dir):
         return state
     from autocnnp.engine.rundir import record_state
-    from autocnnp.run_manage.local import first_failure
+    from autocnnp.run_manage.failures import first_failure
 
     done = completion(run_dir)
     if done is not None:

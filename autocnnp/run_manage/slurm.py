@@ -29,6 +29,7 @@ from autocnnp.engine import rundir
 from autocnnp.engine.plan_slurm import SCRIPT_FILE, SlurmPlan, build_slurm_plan
 from autocnnp.engine.spec import TrainingSpec
 from autocnnp.errors import AutocnnpError, EnvironmentProblemError, JobFailedError
+from autocnnp.run_manage.failures import first_failure
 from autocnnp.run_manage.backend import Backend
 from autocnnp.run_manage.machine import detect_machine
 
@@ -139,8 +140,7 @@ def output_file(run_dir: Path, job_id: str) -> Path:
     return run_dir / rundir.LOGS / f"slurm-{job_id}.out"
 
 
-def follow(run_dir: Path, job_id: str, record_state, *, out: TextIO = sys.stdout,
-           first_failure=None) -> None:
+def follow(run_dir: Path, job_id: str, record_state, *, out: TextIO = sys.stdout) -> None:
     """Print the job's output as it grows and wait for a final state; record it; raise
     :class:`JobFailedError` when the job did not finish."""
     log = output_file(run_dir, job_id)
@@ -175,8 +175,7 @@ def follow(run_dir: Path, job_id: str, record_state, *, out: TextIO = sys.stdout
     if result == "stopped":
         raise JobFailedError(f"slurm job {job_id} was cancelled; finished checkpoints are intact",
                              remedy=f"continue with: autocnnp run --resume {run_dir}")
-    failure = first_failure(run_dir, log.read_text(errors="replace") if log.exists() else "") \
-        if first_failure else JobFailedError(f"slurm job {job_id} ended {last}")
+    failure = first_failure(run_dir, log.read_text(errors="replace") if log.exists() else "")
     record_state(run_dir, failure=f"slurm job {job_id} ended {last}: {failure.message}",
                  failed_rank=failure.rank, failed_host=failure.host)
     raise failure
@@ -218,10 +217,8 @@ class SlurmBackend(Backend):
         return plan
 
     def launch(self, spec: TrainingSpec, plan: SlurmPlan, run_dir: Path, *, resume: bool = False) -> None:
-        from autocnnp.run_manage.local import first_failure
-
         job_id = submit(plan, run_dir, rundir.record_state)
-        follow(run_dir, job_id, rundir.record_state, out=self.out, first_failure=first_failure)
+        follow(run_dir, job_id, rundir.record_state, out=self.out)
 
     def status(self, run_dir: Path, state: dict) -> dict:
         state.update(status(run_dir, state))

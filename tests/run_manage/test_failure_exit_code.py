@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from autocnnp.run_manage.local import first_failure
+from autocnnp.run_manage.failures import first_failure
 from autocnnp.run_manage.worker import write_error
 from autocnnp.errors import DataError
 
