@@ -291,6 +291,7 @@ def train(ctx: Any) -> TrainResult:
     data = ctx.require("dataset")
     model.compile(optimizer=ctx.require("optimizer"), loss=hp.loss, metrics=[dice_metric])
     initial_epoch = restore(ctx)
+    build_compiled_state(model, tuple(ctx.require("task").input_shape))
     train_ds, valid_ds = make_datasets(ctx, initial_epoch)
     start = time.perf_counter()
     history: dict[str, list[float]] = {}
@@ -306,6 +307,9 @@ def train(ctx: Any) -> TrainResult:
             checkpoint_on_warning(ctx, stop)
         history = {k: [float(v) for v in vals] for k, vals in result.history.items()}
     seconds = time.perf_counter() - start
+    if model.train_function is not None:
+        ctx.log.info("training step traced %d time(s)",
+                     model.train_function.experimental_get_tracing_count())
     epochs = max(hp.end_epoch - initial_epoch, 0)
     images = epochs * data.steps_per_epoch * hp.global_batch_size
     # the statistics are already averaged at the last epoch end; once more costs one
@@ -317,6 +321,23 @@ def train(ctx: Any) -> TrainResult:
         save_model(ctx)
     return TrainResult(initial_epoch=initial_epoch, end_epoch=hp.end_epoch, seconds=seconds,
                        images_per_s=images / seconds if seconds > 0 else 0.0, history=history)
+
+
+def build_compiled_state(model: Any, input_shape: tuple[int, ...]) -> None:
+    """Create, before ``fit``, the variables Keras would otherwise create inside the first
+    training step: the compiled loss's and metrics' accumulators. A ``tf.function`` that
+    creates variables on its first call is traced twice, so without this the training step
+    (the whole model, its gradients and Horovod's allreduce) is traced twice in the first
+    epoch. The optimizer's slots are created by :func:`restore`. One forward pass of one
+    zero image, outside any graph; nothing is trained."""
+    import tensorflow as tf
+
+    y_pred = model(tf.zeros((1,) + input_shape), training=False)
+    if not tf.is_tensor(y_pred):  # a user model with several outputs: Keras builds them
+        return
+    y_true = tf.zeros(tuple(y_pred.shape[:-1]), tf.int32)
+    model.compiled_loss.build(y_pred)
+    model.compiled_metrics.build(y_pred, y_true)
 
 
 def checkpoint_on_warning(ctx: Any, stop: Any) -> None:

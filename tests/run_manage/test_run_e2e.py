@@ -42,6 +42,10 @@ def test_run_leaves_a_complete_run_directory(small_config, cli_env):
         assert (run_dir / name).is_file(), name
     assert (run_dir / "config.xml").read_text() == config.read_text()
     assert epochs_done(run_dir) == [1, 2, 3]
+    # the loss and metric accumulators exist before fit: the training step is traced once,
+    # not twice (a tf.function that creates variables on its first call is traced again)
+    for rank in (0, 1):
+        assert "training step traced 1 time(s)" in (run_dir / f"logs/rank-{rank}.log").read_text()
     first = json.loads((run_dir / "metrics" / "epochs.jsonl").read_text().splitlines()[0])
     assert first["lr"] == pytest.approx(2e-3)  # linear scaling: 1e-3 x 2 ranks
     assert list((run_dir / "tensorboard").rglob("events.out.tfevents.*"))
