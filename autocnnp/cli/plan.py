@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from autocnnp.engine.rundir import new_run_dir
-from autocnnp.engine.spec import Backend, spec_to_dict
+from autocnnp.engine.spec import spec_to_dict
 from autocnnp.errors import AutocnnpError
 from autocnnp.generator.assembly import assemble, load_checked_spec
 from autocnnp.generator.render import generator_to_dict, render_order, render_tree
@@ -41,11 +41,13 @@ def run(args: argparse.Namespace) -> int:
     generator = assemble(spec, load_plugins=False)
     backend = get_backend(spec.deployment.backend)
     plan = backend.preview_plan(spec, new_run_dir(spec), assume_nodes=args.assume_nodes)
-    if args.format == "stack":
-        if spec.deployment.backend is not Backend.SWARM:
-            raise AutocnnpError("--format stack is for swarm configs (<deployment backend=\"swarm\">)")
-        from autocnnp.engine.plan_swarm import to_stack_yaml
-        print(to_stack_yaml(plan))
+    if args.format not in ("text", "json"):
+        if args.format not in backend.plan_formats:
+            offered = ", ".join(["text", "json", *backend.plan_formats])
+            raise AutocnnpError(f"--format {args.format} is not offered by the {backend.name} "
+                                f"backend (it offers: {offered}); stack is for swarm configs "
+                                f"(<deployment backend=\"swarm\">)")
+        print(backend.render_plan(plan, args.format))
         return 0
     if args.format == "json":
         print(json.dumps({"spec": spec_to_dict(spec), "generator": generator_to_dict(generator),

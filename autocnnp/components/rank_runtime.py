@@ -492,8 +492,11 @@ def inject_dataset(ctx: Any) -> None:
     valid = open_split(ctx, "valid", cache)
     steps = steps_per_epoch(n, comm.size, hp.batch_size)
     if n // comm.size < hp.batch_size:
-        ctx.log.warning("each rank gets %d training samples per epoch, fewer than the batch "
-                        "size %d: batches are smaller", n // comm.size, hp.batch_size)
+        text = (f"each rank gets {n // comm.size} training samples per epoch, fewer than the "
+                f"batch size {hp.batch_size}: batches are smaller")
+        ctx.log.warning("%s", text)
+        if comm.rank == 0:  # the terminal shows rank 0's stdout, not the rank logs
+            print(f"warning: {text}", flush=True)
     valid_indices = None
     if valid is not None:
         valid_indices = (shard_indices(n_valid, comm.rank, comm.size) if n_valid >= comm.size

@@ -44,6 +44,9 @@ class Backend:
     #: whether the ranks run from the config's container image (recorded in the manifest)
     uses_image: ClassVar[bool] = False
 
+    #: what ``autocnnp plan --format NAME`` can print besides text and json: name -> meaning
+    plan_formats: ClassVar[dict[str, str]] = {}
+
     def __init__(self, *, out: TextIO | None = None, **options: Any) -> None:
         self.out = out or sys.stdout
 
@@ -58,6 +61,10 @@ class Backend:
     def preview_plan(self, spec: TrainingSpec, run_dir: Path, *, assume_nodes: str | None = None) -> Any:
         """The plan ``autocnnp plan`` shows (``assume_nodes``: ``NxG`` hypothetical nodes)."""
         return self.plan(spec, run_dir)
+
+    def render_plan(self, plan: Any, fmt: str) -> str:
+        """``plan`` in the format ``fmt``, one of :attr:`plan_formats`."""
+        raise NotImplementedError(fmt)
 
     def announce(self, plan: Any) -> str:
         """What ``autocnnp run`` says about ``plan`` just before launching it."""

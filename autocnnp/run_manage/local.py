@@ -34,6 +34,9 @@ from autocnnp.run_manage.ownership import held_fds
 
 _MPI_NOISE = re.compile(r"^(-{20,}|Primary job\s+terminated|mpirun (noticed|detected)|"
                         r"Child job \d+ terminated|with errorcode|  Process name|  Exit code)")
+# the first sign that a rank is failing: from there on the terminal gets the launcher's one
+# message (first_failure) and the rest (tracebacks, the other ranks' errors) goes to the logs
+_FAILING = re.compile(r"^(Traceback \(most recent call last\):|rank \d+: (error|interrupted)\b)")
 
 
 def check_launcher(plan: JobPlan) -> None:
@@ -106,12 +109,14 @@ def launch(plan: JobPlan, run_dir: Path, *, out: TextIO = sys.stdout) -> None:
                               failed_host=None, started=rundir.timestamp(),
                               command=list(plan.command))
         output: list[str] = []
+        failing = False
         try:
             assert proc.stdout is not None
             for line in proc.stdout:
                 _log_line(log, line, log_failed)
                 output.append(line)
-                if not _MPI_NOISE.match(line.strip()) and line.strip():
+                failing = failing or bool(_FAILING.match(line))
+                if not failing and line.strip() and not _MPI_NOISE.match(line.strip()):
                     out.write(line)
                     out.flush()
             code = proc.wait()

@@ -90,7 +90,7 @@ def test_architecture_size_rule_message(tmp_path: Path) -> None:
     path.write_text(files["archi/my_unet.py"])
     with pytest.raises(ArchitectureError) as info:
         build_user_model(path, (32, 32, 1), 3, {"depth": "7"})
-    quoted = re.search(r"rank 0: error: architecture /home/me/project/archi/my_unet.py: (.*)",
+    quoted = re.search(r"failed: ArchitectureError: architecture /home/me/project/archi/my_unet.py: (.*)",
                        (ROOT / "docs" / "architectures.md").read_text())[1]
     assert str(info.value) == f"architecture {path}: {quoted}"
 

@@ -262,3 +262,22 @@ def test_the_stack_file_example_in_containers_is_what_the_plan_writes():
     header = ("# Example: `autocnnp plan --format stack` for 6 GPU ranks on 3 nodes with 2 GPUs each\n"
               "# (regenerated and checked by tests/engine/test_plan_swarm.py).\n")
     assert example == header + to_stack_yaml(plan)
+
+
+def test_plan_format_stack_is_the_swarm_backends_and_refused_elsewhere():
+    """`plan --format stack` asks the config's backend for the rendering; the local backend
+    offers none and says which formats it has."""
+    import sys
+
+    def plan(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "autocnnp", "plan", *args], cwd=REPO,
+                              capture_output=True, text=True, timeout=120)
+
+    swarm = plan("configs/swarm-gpu.xml", "--assume-nodes", "3x2", "--format", "stack")
+    assert swarm.returncode == 0, swarm.stderr
+    assert yaml.safe_load(swarm.stdout)["services"]
+    local = plan("configs/quickstart.xml", "--format", "stack")
+    assert local.returncode == 1 and local.stdout == ""
+    assert local.stderr.strip() == (
+        "autocnnp plan: error: --format stack is not offered by the local backend (it offers: "
+        "text, json); stack is for swarm configs (<deployment backend=\"swarm\">)")

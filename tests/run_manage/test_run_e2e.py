@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -114,6 +115,10 @@ def test_killed_rank_fails_fast_and_resume_finishes(small_config, cli_env, tmp_p
     assert stopped_after < 30, f"job took {stopped_after:.1f}s to stop after a rank died"
     assert "autocnnp run: error: rank 1" in err and "was killed by signal 9 (Killed)" in err
     assert f"autocnnp run --resume {run_dir}" in err
+    # one message: no rank's traceback, no other rank's error line, no mpirun banner
+    assert "Traceback" not in out + err and "HorovodInternalError" not in out + err
+    assert not re.search(r"^rank \d+: error", out + err, re.M)
+    assert "mpirun noticed" not in out + err and "-----" not in out + err
     # no rank of the job is left running
     assert _rank_process(run_dir, 0) is None and _rank_process(run_dir, 1) is None
     state = json.loads((run_dir / "state.json").read_text())
@@ -169,3 +174,15 @@ def test_hosts_backend_runs_through_mpirun_host_list(small_config, cli_env):
     assert plan["backend"] == "hosts"
     assert plan["command"][plan["command"].index("-H") + 1] == "localhost:2"
     assert epochs_done(run_dir) == [1]
+
+
+def test_batch_larger_than_a_ranks_share_is_said_on_the_terminal(small_config, cli_env):
+    """The "fewer samples than the batch" warning reaches the user, not only the rank logs."""
+    config = small_config(ranks=2, epochs=1)
+    config.write_text(config.read_text().replace(
+        '<property name="minibatch_size">4</property>', '<property name="minibatch_size">32</property>'))
+    result = autocnnp("run", str(config), env=cli_env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = [line for line in result.stdout.splitlines() if line.startswith("warning: each rank")]
+    assert len(lines) == 1, result.stdout  # rank 0 says it once
+    assert "fewer than the batch size 32: batches are smaller" in lines[0]

@@ -33,6 +33,13 @@ class SwarmBackend(Launch):
         resume again with the ranks' ``--resume``)."""
         return build_swarm_plan(spec, run_dir, job_id=run_dir.name)
 
+    plan_formats = {"stack": "an equivalent Docker stack file (YAML)"}
+
+    def render_plan(self, plan: SwarmPlan, fmt: str) -> str:
+        from autocnnp.engine.plan_swarm import to_stack_yaml
+
+        return to_stack_yaml(plan)
+
     def preview_plan(self, spec: TrainingSpec, run_dir: Path, *, assume_nodes: str | None = None) -> SwarmPlan:
         """Laid out on ``assume_nodes`` (``NxG``), or on this machine's swarm when it has one."""
         if assume_nodes:
