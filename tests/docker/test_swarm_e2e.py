@@ -91,6 +91,8 @@ def test_swarm_job_allreduces_returns_run_dir_and_cleans_up(swarm, cpu_image, jo
     assert len(record["created"]["secrets"]) == 1
     assert len(record["created"]["services"]) == 2
     assert record["state"] == "finished"
+    # plan.json records the layout that ran (after pre-flight placed the ranks on nodes)
+    assert json.loads((run_dir / "plan.json").read_text()) == record["plan"]
 
     # the ranks really allreduce: bit-identical weights after every epoch, which change
     rank0, rank1 = weight_lines(run_dir, 0), weight_lines(run_dir, 1)

@@ -44,6 +44,8 @@ class Launch(Preflight, Cleanup):
         self.ensure_swarm()
         self.cleanup(plan.job_id, quiet=True)          # leftovers of a launcher that crashed
         plan, _ = self.preflight(plan, spec)
+        # the layout pre-flight chose is what runs: plan.json says the same as swarm.json
+        rundir.write_json(run_dir / rundir.PLAN_FILE, plan.to_dict())
         record = run_dir / SWARM_FILE
         rundir.write_json(record, {"job_id": plan.job_id, "launcher_pid": os.getpid(),
                                    "started": rundir.timestamp(), "plan": plan.to_dict(),
