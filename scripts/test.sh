@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command: set everything up (scripts/setup.sh), start dockerd and a one-node swarm
 # for the docker tests, install Slurm for the slurm tests, then run the whole test suite
-# (every tier: fast, slow, mpi, docker, slurm).
+# (every tier: fast, slow, mpi, docker, slurm, ssh).
 # Extra arguments go to pytest, e.g. `bash scripts/test.sh -m "not docker" -x`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,4 +16,8 @@ echo "[test] docker ready ($(( $(date +%s) - t0 ))s)"
 t0=$(date +%s)
 bash scripts/slurm-local.sh install
 echo "[test] slurm packages ready ($(( $(date +%s) - t0 ))s)"
+# The ssh tier needs openssh-server; its tests make two hosts with scripts/ssh-hosts.sh up/down.
+t0=$(date +%s)
+bash scripts/ssh-hosts.sh install
+echo "[test] openssh-server ready ($(( $(date +%s) - t0 ))s)"
 exec .venv/bin/python -m pytest -ra --durations=15 "$@"

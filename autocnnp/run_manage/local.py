@@ -86,13 +86,16 @@ def _log_line(log: BinaryIO, line: str, failed: list[bool]) -> None:
         sys.stderr.write(f"autocnnp: launcher.log not written further: {exc}\n")
 
 
-def launch(plan: JobPlan, run_dir: Path, *, out: TextIO = sys.stdout) -> None:
-    """Run ``plan`` to completion, streaming rank 0's progress; raise JobFailedError."""
+def launch(plan: JobPlan, run_dir: Path, *, out: TextIO = sys.stdout,
+           launcher_env: dict[str, str] | None = None) -> None:
+    """Run ``plan`` to completion, streaming rank 0's progress; raise JobFailedError.
+    ``launcher_env``: more environment for mpirun itself (the hosts backend's ssh agent)."""
     check_launcher(plan)
     logs = run_dir / rundir.LOGS
     logs.mkdir(parents=True, exist_ok=True)
     env = os.environ.copy()
     env.update(plan.env_dict())
+    env.update(launcher_env or {})
     started = time.monotonic()
     from autocnnp.diskspace import reserve
     reserve(run_dir / STATE_RESERVE)
@@ -246,6 +249,31 @@ class LocalBackend(Backend):
 
 
 class HostsBackend(LocalBackend):
-    """N ranks on a list of hosts over ssh (``<deployment backend="hosts">``)."""
+    """N ranks on a list of hosts over ssh (``<deployment backend="hosts">``).
+
+    Before anything starts, every remote host must answer over ssh (a pre-flight error names
+    each one that does not); the job then runs with its own ssh key, authorised on the hosts
+    for the job and removed after it (:mod:`autocnnp.run_manage.ssh_access`)."""
 
     name = "hosts"
+
+    @staticmethod
+    def remote_hosts(plan: JobPlan) -> list[str]:
+        from autocnnp.run_manage.ssh_access import is_this_machine
+
+        hosts = dict.fromkeys(slot.host for slot in plan.ranks)  # in rank order, once each
+        return [host for host in hosts if not is_this_machine(host)]
+
+    def check(self, plan: JobPlan, spec: TrainingSpec | None = None) -> JobPlan:
+        from autocnnp.run_manage.ssh_access import check_hosts
+
+        check_launcher(plan)
+        check_hosts(self.remote_hosts(plan))
+        return plan
+
+    def launch(self, spec: TrainingSpec, plan: JobPlan, run_dir: Path, *, resume: bool = False) -> None:
+        from autocnnp.run_manage.ssh_access import job_key
+
+        self.check(plan, spec)
+        with job_key(run_dir, self.remote_hosts(plan)) as ssh_env:
+            launch(plan, run_dir, out=self.out, launcher_env=ssh_env)
