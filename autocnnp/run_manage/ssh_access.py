@@ -95,6 +95,8 @@ def _why(result: subprocess.CompletedProcess | Exception) -> str | None:
 def check_hosts(hosts: list[str]) -> None:
     """Pre-flight: every remote host answers ``ssh HOST true``; otherwise an
     EnvironmentProblemError that names each host that did not and why."""
+    if not hosts:
+        return
     if shutil.which("ssh") is None:
         raise EnvironmentProblemError("ssh not found on PATH: the hosts backend starts ranks over ssh",
                                       remedy="install the ssh client (apt-get install openssh-client)")
