@@ -70,9 +70,13 @@ def run(args: argparse.Namespace) -> int:
     result = run_job(args.config, resume_dir=args.resume, init_swarm=args.init)
     print()
     if hasattr(result, "summary"):
-        print(f"Test metrics over {len(result.runs)} runs (mean, std, 95% confidence interval)")
+        folds = (result.run_dir / "folds.json").exists()
+        what = "folds" if folds else "runs"
+        print(f"Test metrics over {len(result.runs)} {what} (mean, std, 95% confidence interval)")
         print(format_summary(result.summary))
-        print(f"\nrun directory: {result.run_dir} (repeat-1 ... repeat-{len(result.runs)}, repeats.json)")
+        member = "fold" if folds else "repeat"
+        print(f"\nrun directory: {result.run_dir} ({member}-1 ... {member}-{len(result.runs)}, "
+              f"{'folds' if folds else 'repeats'}.json)")
         return 0
     if result.test_metrics:
         print("Test metrics")
