@@ -4,18 +4,17 @@ Pure: the functions take case ids (and, to stratify, one label per case) and ret
 case ids. Reading the cases from a folder is :func:`autocnnp.components.datasets.list_cases`;
 writing ``splits.json`` is the orchestrator's.
 
-The order. Cases are sorted, then shuffled with ``numpy.random.default_rng(seed)``; to
-stratify, each stratum is shuffled on its own and its cases are spread evenly over ``[0, 1)``
-(case ``i`` of a stratum of ``n`` at ``(i + u) / n``, ``u`` one draw per stratum), and the
-cases are sorted by that position. Consecutive cases of the order therefore hold the strata in
-their proportions, and every cut of the order is stratified:
+The drawing. Cases are sorted, then shuffled with ``numpy.random.default_rng(seed)``; to
+stratify, each stratum (the cases with one value of the field) is shuffled on its own, strata
+in sorted order of their values. Then:
 
-* fractions: the first ``round(n * test)`` cases are the test split, the next
-  ``round(n * valid)`` the validation split, the rest train (a requested split of a non-zero
-  fraction gets at least one case);
-* k folds: case ``p`` of the order goes to fold ``p % k``; inside fold ``i`` the held-out fold
-  is the test split and, with ``valid``, the first ``round(m * valid)`` of the other cases (in
-  the same order) are the validation split.
+* fractions: ``round(n * test)`` cases go to test and ``round(n * valid)`` to valid (at least
+  one each when the fraction is not 0), the rest to train; each stratum gives a split its
+  share of that count (largest remainders), its first shuffled cases first;
+* k folds: the shuffled cases, stratum after stratum, are dealt to folds 1, 2, ..., k, 1, ...
+  (fold sizes differ by at most one, and so does each stratum's count per fold); fold ``i``'s
+  training takes the held-out fold as its test split and, with ``valid``, a stratified
+  ``round(m * valid)`` of the other ``m`` cases as its validation split.
 
 A case is one unit: all slices of a volume (or all files with the same case id) follow it, so
 no case is ever on two sides of a split.
@@ -33,30 +32,45 @@ class SplitError(ValueError):
     """Cases that cannot be split as asked (too few cases for the folds or the fractions)."""
 
 
-def case_order(cases: Sequence[str], seed: int,
-               strata: Mapping[str, str] | None = None) -> list[str]:
-    """The shuffled (and, with ``strata``, stratified) order of ``cases``; see the module."""
+def shuffled_groups(cases: Sequence[str], seed: int,
+                    strata: Mapping[str, str] | None = None) -> list[list[str]]:
+    """The cases shuffled, one list per stratum (strata in sorted order; one list without)."""
     import numpy as np
 
     ids = sorted(set(cases))
     if len(ids) != len(cases):
         raise SplitError("case ids must be unique")
     rng = np.random.default_rng(int(seed))
-    if not strata:
-        return [ids[i] for i in rng.permutation(len(ids))]
     groups: dict[str, list[str]] = {}
     for case in ids:
-        groups.setdefault(str(strata[case]), []).append(case)
-    placed: list[tuple[float, str]] = []
-    for label in sorted(groups):
-        members = [groups[label][i] for i in rng.permutation(len(groups[label]))]
-        offset = float(rng.random())
-        placed += [((i + offset) / len(members), case) for i, case in enumerate(members)]
-    return [case for _, case in sorted(placed)]
+        groups.setdefault(str(strata[case]) if strata else "", []).append(case)
+    return [[groups[label][i] for i in rng.permutation(len(groups[label]))]
+            for label in sorted(groups)]
+
+
+def allocate(sizes: Sequence[int], total: int) -> list[int]:
+    """``total`` shared among groups of ``sizes`` in proportion (largest remainders, earlier
+    groups first on ties); no group gets more than its size."""
+    n = sum(sizes)
+    if n == 0 or total == 0:
+        return [0] * len(sizes)
+    exact = [size * total / n for size in sizes]
+    shares = [int(x) for x in exact]
+    by_remainder = sorted(range(len(sizes)), key=lambda i: (-(exact[i] - shares[i]), i))
+    for i in by_remainder[: total - sum(shares)]:
+        shares[i] += 1
+    return [min(share, size) for share, size in zip(shares, sizes)]
 
 
 def _count(n: int, fraction: float) -> int:
     return max(1, round(n * fraction)) if fraction > 0 else 0
+
+
+def _take(groups: list[list[str]], count: int) -> tuple[list[str], list[list[str]]]:
+    """``count`` cases taken from the front of the groups in proportion, and what is left."""
+    shares = allocate([len(g) for g in groups], count)
+    taken = [case for g, k in zip(groups, shares) for case in g[:k]]
+    return taken, [g[k:] for g, k in zip(groups, shares)]
 
 
 def fraction_split(cases: Sequence[str], *, valid: float, test: float, seed: int,
@@ -64,13 +78,16 @@ def fraction_split(cases: Sequence[str], *, valid: float, test: float, seed: int
     """``{"train": [...], "valid": [...], "test": [...]}`` (each sorted) by fractions."""
     if valid < 0 or test < 0 or valid + test >= 1:
         raise SplitError(f"valid ({valid:g}) + test ({test:g}) must be below 1, each at least 0")
-    order = case_order(cases, seed, strata)
-    n_test, n_valid = _count(len(order), test), _count(len(order), valid)
-    if n_test + n_valid >= len(order):
-        raise SplitError(f"{len(order)} case(s) cannot be split into test {test:g}, valid "
+    n = len(cases)
+    n_test, n_valid = _count(n, test), _count(n, valid)
+    if n_test + n_valid >= n:
+        raise SplitError(f"{n} case(s) cannot be split into test {test:g}, valid "
                          f"{valid:g} and a non-empty train split")
-    return {"train": sorted(order[n_test + n_valid:]), "valid": sorted(order[n_test:n_test + n_valid]),
-            "test": sorted(order[:n_test])}
+    groups = shuffled_groups(cases, seed, strata)
+    test_cases, groups = _take(groups, n_test)
+    valid_cases, groups = _take(groups, n_valid)
+    return {"train": sorted(c for g in groups for c in g), "valid": sorted(valid_cases),
+            "test": sorted(test_cases)}
 
 
 def make_folds(cases: Sequence[str], k: int, *, seed: int,
@@ -78,22 +95,22 @@ def make_folds(cases: Sequence[str], k: int, *, seed: int,
     """The ``k`` folds (each sorted): disjoint, covering every case, sizes within one."""
     if k < 2:
         raise SplitError(f"folds must be at least 2, got {k}")
-    order = case_order(cases, seed, strata)
-    if len(order) < k:
-        raise SplitError(f"{len(order)} case(s) cannot fill {k} folds")
-    return [sorted(order[i::k]) for i in range(k)]
+    if len(cases) < k:
+        raise SplitError(f"{len(cases)} case(s) cannot fill {k} folds")
+    dealt = [case for group in shuffled_groups(cases, seed, strata) for case in group]
+    return [sorted(dealt[i::k]) for i in range(k)]
 
 
 def fold_split(folds: Sequence[Sequence[str]], fold: int, *, valid: float, seed: int,
                strata: Mapping[str, str] | None = None) -> dict[str, list[str]]:
     """The train/valid/test split of fold ``fold`` (0-based): the held-out fold is test."""
     rest = [case for i, members in enumerate(folds) if i != fold for case in members]
-    order = case_order(rest, seed, strata)
-    n_valid = _count(len(order), valid)
-    if n_valid >= len(order):
-        raise SplitError(f"fold {fold + 1}: {len(order)} training case(s) leave none to train "
+    n_valid = _count(len(rest), valid)
+    if n_valid >= len(rest):
+        raise SplitError(f"fold {fold + 1}: {len(rest)} training case(s) leave none to train "
                          f"on after taking valid {valid:g}")
-    return {"train": sorted(order[n_valid:]), "valid": sorted(order[:n_valid]),
+    valid_cases, groups = _take(shuffled_groups(rest, seed, strata), n_valid)
+    return {"train": sorted(c for g in groups for c in g), "valid": sorted(valid_cases),
             "test": sorted(folds[fold])}
 
 

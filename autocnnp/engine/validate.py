@@ -424,7 +424,7 @@ def _split(check: Checker, data: etree._Element,
             values[name] = parse(raw)
         except ValueError as exc:
             check.problem(element, f'split {name}="{raw}"', str(exc))
-    if "folds" in values and "test" in element.attrib:
+    if "folds" in element.attrib and "test" in element.attrib:
         check.problem(element, "split", "folds and test exclude each other: with folds, each "
                                         "held-out fold is the test split of its training")
     if "folds" in values:
@@ -599,6 +599,12 @@ def build_spec(tree: etree._ElementTree, source: Path, check: Checker) -> S.Trai
 
     run_root_el = task.find("run_root")
     data = _data(check, task.find("data"), preprocessing.output if preprocessing else None)
+    reproducibility = _section(check, task, "reproducibility", REPRODUCIBILITY,
+                               S.ReproducibilitySpec)
+    if data.split is not None and data.split.folds and reproducibility.repeats > 1:
+        check.problem(_property(task, "reproducibility", "repeats"), 'property name="repeats"',
+                      "repeats and <split folds> exclude each other: a k-fold group is already "
+                      "k trainings (repeat the cross-validation with another split seed)")
     monitoring = _section(check, task, "monitoring", MONITORING, S.MonitoringSpec)
     _check_keras_settings(check, task, hyper, data, policy, monitoring)
     return S.TrainingSpec(
@@ -608,7 +614,7 @@ def build_spec(tree: etree._ElementTree, source: Path, check: Checker) -> S.Trai
         hyperparameters=hyper,
         generator=_generator(check, task.find("CNN-Parallelism-Generator")),
         lr_policy=policy, deployment=deployment,
-        reproducibility=_section(check, task, "reproducibility", REPRODUCIBILITY, S.ReproducibilitySpec),
+        reproducibility=reproducibility,
         monitoring=monitoring,
         evaluation=_section(check, task, "evaluation", EVALUATION, S.EvaluationSpec),
         preprocessing=preprocessing,

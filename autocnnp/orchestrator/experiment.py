@@ -142,28 +142,28 @@ class Member:
 
 @dataclass(frozen=True)
 class Schedule:
-    """How a group's trainings use the machine: ``waves`` of member names that run at once."""
+    """How a group's trainings use the machine: ``at_once`` of them run together, in
+    ``order``; a training starts as soon as one before it ends."""
 
     mode: GroupMode
     slots: int
     ranks_per_training: int
-    waves: tuple[tuple[str, ...], ...]
-
-    @property
-    def at_once(self) -> int:
-        return max((len(w) for w in self.waves), default=0)
+    at_once: int
+    order: tuple[str, ...]
 
     def describe(self) -> list[str]:
         """The schedule as lines for ``plan``."""
         if self.mode is GroupMode.PACKED:
-            head = (f"group mode: packed: {self.at_once} training(s) at once on {self.slots} "
-                    f"slot(s), {self.ranks_per_training} rank(s) each")
-        else:
-            head = (f"group mode: data_parallel: one training at a time, "
-                    f"{self.ranks_per_training} rank(s) each")
-        lines = [head]
-        lines += [f"  wave {i + 1}: {', '.join(w)}" for i, w in enumerate(self.waves)]
-        return lines
+            lines = [f"group mode: packed: {self.at_once} training(s) at once on {self.slots} "
+                     f"slot(s), {self.ranks_per_training} rank(s) each",
+                     f"  start:     {', '.join(self.order[:self.at_once])}"]
+            if self.order[self.at_once:]:
+                lines.append(f"  then, each as a training ends: "
+                             f"{', '.join(self.order[self.at_once:])}")
+            return lines
+        return [f"group mode: data_parallel: one training at a time, "
+                f"{self.ranks_per_training} rank(s) each",
+                f"  in turn:   {', '.join(self.order)}"]
 
 
 def default_slots() -> int:
@@ -175,16 +175,15 @@ def default_slots() -> int:
 
 
 def schedule(spec: TrainingSpec, names: list[str]) -> Schedule:
-    """Pure: the waves in which the trainings ``names`` of a group run (see the module).
+    """Pure: how the trainings ``names`` of a group run (see the module).
 
-    Packed: each training takes parallelism-degree slots; a wave holds as many as fit (at
+    Packed: each training takes parallelism-degree slots; as many run at once as fit (at
     least one, even when a training needs more slots than there are)."""
     mode = spec.deployment.group_mode
     ranks = spec.parallelism_degree
     slots = spec.deployment.slots or default_slots()
     width = max(1, slots // ranks) if mode is GroupMode.PACKED else 1
-    waves = tuple(tuple(names[i:i + width]) for i in range(0, len(names), width))
-    return Schedule(mode, slots, ranks, waves)
+    return Schedule(mode, slots, ranks, min(width, max(len(names), 1)), tuple(names))
 
 
 def members_of(spec: TrainingSpec, record: dict[str, Any] | None) -> list[Member]:
