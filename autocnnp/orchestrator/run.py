@@ -47,7 +47,12 @@ def prepare_run_dir(spec: TrainingSpec, run_dir: Path) -> None:
 
 def ensure_data(spec: TrainingSpec, out: TextIO) -> None:
     """Build the demo dataset when asked for and missing; run the preprocessing block."""
-    if spec.data.demo and not spec.data.train.exists():
+    if spec.data.demo == "msd" and not spec.data.train.exists():
+        from autocnnp.components.demo_data import build_msd_demo
+
+        _say(out, f"building the MSD demo cases in {spec.data.train} ...")
+        build_msd_demo(spec.data.train, size=spec.data.image_size or 32)
+    elif spec.data.demo and not spec.data.train.exists():
         from autocnnp.components.demo_data import build_demo_dataset
 
         target = spec.data.train.parent
@@ -113,6 +118,7 @@ def run_job(config: Path | None = None, *, resume_dir: Path | None = None,
     if spec.data.split is not None:
         from autocnnp.orchestrator.experiment import draw_split, with_cases
 
+        ensure_data(spec, out)  # the cases must be there to be split
         record = draw_split(spec)  # before the run directory: a bad split leaves none
         if record.get("splits"):
             spec = with_cases(spec, record["splits"])
