@@ -12,7 +12,8 @@ and the scheduler that runs the trainings of a group one after another or packed
 * :func:`schedule` is the plan of a group on the slots of the machine: with
   ``group_mode=data_parallel`` the trainings run one after another, each with its
   parallelism-degree ranks; with ``packed``, ``slots // parallelism-degree`` run at once, each
-  in its own process (``python -m autocnnp.orchestrator.member RUN_DIR``).
+  in its own process (``python -m autocnnp.orchestrator.member RUN_DIR``, started by
+  :mod:`autocnnp.run_manage.slots`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import csv
 import dataclasses
 import io
 import os
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -94,6 +94,22 @@ def draw_split(spec: TrainingSpec) -> dict[str, Any]:
     return record
 
 
+def apply_split(spec: TrainingSpec, record: dict[str, Any]) -> TrainingSpec:
+    """``spec`` with the split of ``record`` (:func:`draw_split`): a reused file's seed,
+    stratification, case rule and valid fraction replace the config's (so that the folds'
+    validation cases are the file's too), and a fraction split's cases are set."""
+    split = spec.data.split
+    if split is not None and split.file is not None:
+        split = dataclasses.replace(split, seed=int(record.get("seed") or 0),
+                                    stratify=record.get("stratify"),
+                                    case_id=record.get("case_id"),
+                                    valid=float(record.get("valid") or 0.0))
+        spec = spec.replace(data=dataclasses.replace(spec.data, split=split))
+    if record.get("splits"):
+        spec = with_cases(spec, record["splits"])
+    return spec
+
+
 def with_cases(spec: TrainingSpec, cases: dict[str, list[str]], fold: int | None = None
                ) -> TrainingSpec:
     """``spec`` reading the cases of ``cases`` (train/valid/test) from the folder of cases;
@@ -125,6 +141,7 @@ def split_record_of(spec: TrainingSpec) -> dict[str, Any] | None:
     return {"version": S.SPLITS_VERSION, "cases_folder": str(spec.data.train),
             "format": spec.data.format, "seed": split.seed, "stratify": split.stratify,
             "case_id": split.case_id, "fold": spec.data.fold,
+            "file": str(split.file) if split.file else None,
             "cases": sorted(c for members in spec.data.cases.values() for c in members),
             "splits": {name: list(spec.data.cases.get(name, ())) for name in S.SPLIT_NAMES}}
 
@@ -286,54 +303,43 @@ def prepare_member(m: Member, run_dir: Path) -> bool:
     return False
 
 
+def member_command(run_dir: Path, resume: bool) -> list[str]:
+    """The command of one packed training (:mod:`autocnnp.orchestrator.member`)."""
+    return [sys.executable, "-m", "autocnnp.orchestrator.member", str(run_dir)] + \
+        (["--resume"] if resume else [])
+
+
 def _run_packed(group: Path, todo: list[Member], plan: Schedule, *, out: TextIO) -> None:
     """Keep ``plan.at_once`` member processes running until every member has run."""
     from autocnnp.orchestrator.run import check_data, ensure_data
+    from autocnnp.run_manage.slots import SlotJob, run_in_slots
 
     ensure_data(todo[0].spec, out)
     for m in todo:
         check_data(m.spec)
-    pending = list(todo)
-    running: dict[str, tuple[Member, subprocess.Popen, float, Any]] = {}
-    failed: list[tuple[Member, int]] = []
-    try:
-        while pending or running:
-            while pending and len(running) < plan.at_once:
-                m = pending.pop(0)
-                run_dir = group / m.name
-                resume = prepare_member(m, run_dir)
-                log = open(run_dir / MEMBER_LOG, "a")
-                cmd = [sys.executable, "-m", "autocnnp.orchestrator.member", str(run_dir)]
-                proc = subprocess.Popen(cmd + (["--resume"] if resume else []), stdout=log,
-                                        stderr=subprocess.STDOUT, env=dict(os.environ))
-                running[m.name] = (m, proc, time.monotonic(), log)
-                _say(out, f"== {m.label}: started{' (resuming)' if resume else ''} "
-                          f"(pid {proc.pid}, log {run_dir / MEMBER_LOG})")
-            time.sleep(0.5)
-            for name, (m, proc, began, log) in list(running.items()):
-                code = proc.poll()
-                if code is None:
-                    continue
-                log.close()
-                del running[name]
-                seconds = time.monotonic() - began
-                if code == 0:
-                    _say(out, f"== {m.label}: finished in {seconds:.0f} s"
-                              f"{_dice_text(group / name)}")
-                else:
-                    failed.append((m, code))
-                    _say(out, f"== {m.label}: FAILED (exit {code}) after {seconds:.0f} s; see "
-                              f"{group / name / MEMBER_LOG}")
-    finally:
-        for m, proc, _, log in running.values():  # interrupted: take the others down too
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-            log.close()
+    labels = {m.name: m.label for m in todo}
+    jobs = []
+    for m in todo:
+        resume = prepare_member(m, group / m.name)
+        jobs.append(SlotJob(m.name, member_command(group / m.name, resume),
+                            group / m.name / MEMBER_LOG))
+
+    def started(job: SlotJob, pid: int) -> None:
+        resuming = " (resuming)" if "--resume" in job.command else ""
+        _say(out, f"== {labels[job.name]}: started{resuming} (pid {pid}, log {job.log})")
+
+    def ended(job: SlotJob, code: int, seconds: float) -> None:
+        if code == 0:
+            _say(out, f"== {labels[job.name]}: finished in {seconds:.0f} s"
+                      f"{_dice_text(group / job.name)}")
+        else:
+            _say(out, f"== {labels[job.name]}: FAILED (exit {code}) after {seconds:.0f} s; "
+                      f"see {job.log}")
+
+    codes = run_in_slots(jobs, plan.at_once, started=started, ended=ended)
+    failed = [(name, code) for name, code in codes.items() if code != 0]
     if failed:
-        names = ", ".join(f"{m.name} (exit {code})" for m, code in failed)
+        names = ", ".join(f"{name} (exit {code})" for name, code in failed)
         raise JobFailedError(f"{len(failed)} training(s) of the group failed: {names}",
                              remedy=f"read their logs/member.out; continue with: autocnnp run "
                                     f"--resume {group}", exit_code=failed[0][1])

@@ -116,12 +116,11 @@ def run_job(config: Path | None = None, *, resume_dir: Path | None = None,
         spec = configure(spec)
     record = None
     if spec.data.split is not None:
-        from autocnnp.orchestrator.experiment import draw_split, with_cases
+        from autocnnp.orchestrator.experiment import apply_split, draw_split
 
         ensure_data(spec, out)  # the cases must be there to be split
         record = draw_split(spec)  # before the run directory: a bad split leaves none
-        if record.get("splits"):
-            spec = with_cases(spec, record["splits"])
+        spec = apply_split(spec, record)
     run_dir = rundir.create_run_dir(spec)
     if spec.reproducibility.repeats > 1 or (record is not None and record.get("folds")):
         return run_experiment_group(spec, run_dir, record, out=out, argv=argv,

@@ -17,7 +17,7 @@ def _autocnnp(args: list[str], env: dict) -> subprocess.CompletedProcess:
                           text=True, env=env, timeout=1500)
 
 
-def _group(config: Path, env: dict, *, seed: int, lr: str = "1e-3", epochs: int = 4) -> Path:
+def _group(config: Path, env: dict, *, seed: int, lr: str = "1e-3", epochs: int = 20) -> Path:
     text = config.read_text().replace(
         "<run_root>", f'<reproducibility><property name="repeats">3</property>'
                       f'<property name="seed">{seed}</property></reproducibility>\n    <run_root>')
