@@ -438,7 +438,8 @@ def evaluate(ctx: Any) -> dict[str, Any] | None:
     if gathered is None:
         return None
     result, item_hd, item_confusion = gathered
-    cases = per_case_results(test.case_ids, item_confusion, item_hd, task.num_classes,
+    case_ids = getattr(test, "case_ids", None) or names  # a split without cases: per sample
+    cases = per_case_results(case_ids, item_confusion, item_hd, task.num_classes,
                              hd95="hd95" in selected, class_names=class_names)
     write_per_case_csv(cases, Path(ctx.run_dir) / rundir.PER_CASE_FILE, hd95="hd95" in selected)
     metrics = {"split": "test", "source": str(test.root), "samples": len(test),

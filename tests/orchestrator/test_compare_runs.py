@@ -22,6 +22,8 @@ def _group(config: Path, env: dict, *, seed: int, lr: str = "1e-3", epochs: int 
         "<run_root>", f'<reproducibility><property name="repeats">3</property>'
                       f'<property name="seed">{seed}</property></reproducibility>\n    <run_root>')
     text = text.replace('<property name="lr">1e-3</property>', f'<property name="lr">{lr}</property>')
+    # 8 filters: with 4, some seeds collapse to background at this scale (Dice near 0)
+    text = text.replace('<param name="base_filters">4</param>', '<param name="base_filters">8</param>')
     text = text.replace(
         '<property name="threads_per_rank">1</property>',
         '<property name="threads_per_rank">1</property><property name="group_mode">packed'
