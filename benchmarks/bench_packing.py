@@ -8,7 +8,7 @@ Both use the machine's 2 CPU slots (1 intra-op thread per rank):
   the next one starting when one ends.
 
 The trainings are the quickstart's (U-Net depth 3, 16 filters, 128x128 MNI152 slices, Adam,
-batch 8 per rank) with ``end_epoch`` cut to EPOCHS (5; 2 with --quick) so that both modes fit
+batch 8 per rank) with ``end_epoch`` cut to EPOCHS (3; 1 with --quick) so that both modes fit
 in minutes. Reported: the group's wall time (the launcher's, start to folds summary), the mean
 test Dice of the 4 runs, and the load average before and after (a shared machine: other
 people's jobs count). Note that the two modes train differently: a global batch of 16 and a
@@ -75,7 +75,7 @@ def run(quick: bool = False) -> list[dict]:
     from autocnnp.components.demo_data import build_demo_dataset
 
     build_demo_dataset(REPO / "data" / "mni152", size=128)
-    epochs = 2 if quick else 5
+    epochs = 1 if quick else 3
     with tempfile.TemporaryDirectory(prefix="bench-packing-") as tmp:
         rows = [_measure(Path(tmp), "data_parallel", epochs), _measure(Path(tmp), "packed", epochs)]
     rows.append({"mode": "packed / data_parallel wall time",

@@ -4,6 +4,12 @@ The run directory (RUN_ROOT/<config>-<time>) receives the resolved config, the p
 manifest (packages, hardware, code version, data checksums), per-rank logs, metrics per epoch,
 TensorBoard events, checkpoints, the final model and the test metrics.
 
+A group (<split folds="K">: one training per fold into RUN_DIR/fold-K; or <reproducibility>
+repeats: RUN_DIR/repeat-K) runs its trainings one after another, or several at once with
+<deployment> group_mode "packed" and slots; RUN_DIR/folds.json or repeats.json summarises
+them (mean, std, 95% CI). --resume on a group keeps its finished trainings and continues the
+others one by one.
+
 Resume an interrupted or failed run from its last checkpoint with --resume RUN_DIR; it
 refuses (naming the processes) while a launcher or ranks of that run are still alive, and
 says so when the run already finished.
