@@ -44,6 +44,17 @@ def small_dataset(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def msd_cases(tmp_path_factory) -> Path:
+    """An MSD task folder of 9 real MNI152 cases (32x32x8 NIfTI volumes, ``site`` A/B in
+    dataset.json) and 2 unlabelled cases in imagesTs."""
+    from autocnnp.components.demo_data import build_msd_demo
+
+    out = tmp_path_factory.mktemp("msd") / "Task90_Brain"
+    build_msd_demo(out, cases=9, test_cases=2)
+    return out
+
+
 @pytest.fixture
 def small_config(tmp_path, small_dataset):
     """A factory writing a small, fast training config; returns its path."""

@@ -31,6 +31,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
                    "check every sample of a config's data and report every problem"),
     "evaluate": ("autocnnp.cli.evaluate", "SegEval: score predicted masks against ground truth"),
     "tune": ("autocnnp.cli.tune", "GreScale guideline: tune the learning-rate policy for N workers"),
+    "compare": ("autocnnp.cli.compare",
+                "compare two runs, repeat groups or CV groups (difference, CI, paired test)"),
     "report": ("autocnnp.cli.report", "reproducibility report of a run (Renard et al. checklist)"),
     "predict": ("autocnnp.cli.predict", "apply a trained model to images or NIfTI volumes"),
     "image": ("autocnnp.cli.image", "build the container images for the swarm backend"),

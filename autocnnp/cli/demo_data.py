@@ -5,11 +5,18 @@ matter (1) and white matter (2) from the template's tissue probability maps, and
 train/valid/test folders of .npy image/mask pairs plus dataset.json. Every 5th slice is held
 out for test and every 5th offset by 2 for validation (--seed picks another of the 5 folds).
 
+With --msd, builds instead a Medical Segmentation Decathlon task folder of CASES labelled
+cases (imagesTr/, labelsTr/) and 2 unlabelled ones (imagesTs/), each a SIZE x SIZE x 8 NIfTI
+volume cut from the same template at a random height, crop, flip, gain, gamma and noise, with
+a "site" field (A/B) in dataset.json's training entries: a folder of cases for
+<cases>/<split> (case-level splits, k-fold cross-validation).
+
 Re-running into a complete dataset with the same options does nothing.
 
 Example:
   autocnnp demo-data data/mni152
   autocnnp demo-data data/mni152-256 --size 256 --slices 100
+  autocnnp demo-data data/Task90_Brain --msd --cases 12 --size 32
 """
 
 from __future__ import annotations
@@ -28,13 +35,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--slices", type=int, default=150,
                         help="axial slices cut around the middle of the brain (default: 150)")
     parser.add_argument("--seed", type=int, default=0,
-                        help="which of the 5 deterministic test/valid folds (default: 0)")
+                        help="which of the 5 deterministic test/valid folds; with --msd, the "
+                             "seed of the cases (default: 0)")
+    parser.add_argument("--msd", action="store_true",
+                        help="build an MSD task folder of cases instead (see above)")
+    parser.add_argument("--cases", type=int, default=12,
+                        help="with --msd: labelled cases in imagesTr (default: 12)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Build (or find complete) the dataset and print a short summary."""
-    from autocnnp.components.demo_data import build_demo_dataset
+    from autocnnp.components.demo_data import build_demo_dataset, build_msd_demo
 
+    if args.msd:
+        meta = build_msd_demo(args.out, cases=args.cases, size=args.size, seed=args.seed)
+        state = "built" if meta["created"] else "already complete:"
+        print(f"{state} MSD task folder {args.out}: {meta['numTraining']} cases in imagesTr, "
+              f"{meta['numTest']} in imagesTs ({args.size}x{args.size}x8 volumes)")
+        print(f"train on it with <data format=\"msd\"><cases><path>{args.out}</path></cases>"
+              f"<split folds=\"3\"/>")
+        return 0
     meta = build_demo_dataset(args.out, size=args.size, n_slices=args.slices, seed=args.seed)
     splits = meta["splits"]
     size = meta["image_shape"]

@@ -51,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.format == "json":
         print(json.dumps({"spec": spec_to_dict(spec), "generator": generator_to_dict(generator),
-                          "plan": plan.to_dict()}, indent=2))
+                          "plan": plan.to_dict(), "experiment": _experiment_lines(spec)},
+                         indent=2))
         return 0
     print(f"config:    {spec.source}")
     print(f"task:      {spec.task}, {spec.data.num_classes} classes ({', '.join(spec.data.classes)})")
@@ -63,6 +64,31 @@ def run(args: argparse.Namespace) -> int:
     print(render_tree(generator))
     print("\nExecution order (bindings)")
     print(render_order(generator))
-    print("\nJob plan")
+    print("\nJob plan" + (" (of each training)" if _experiment_lines(spec) else ""))
     print(plan)
+    lines = _experiment_lines(spec)
+    if lines:
+        print("\nExperiment")
+        print("\n".join(lines))
     return 0
+
+
+def _experiment_lines(spec) -> list[str]:
+    """The split and the schedule of a group's trainings (folds, repeats); [] for one run."""
+    from autocnnp.orchestrator.experiment import schedule
+
+    split = spec.data.split
+    lines = []
+    if split is not None:
+        how = (f"{split.folds} folds" if split.folds else
+               f"test {split.test:g}, valid {split.valid:g}, train the rest")
+        lines.append(f"split:     {how} of the cases in {spec.data.train} (seed {split.seed}"
+                     + (f", stratified by {split.stratify}" if split.stratify else "")
+                     + (f", from {split.file}" if split.file else "") + ")")
+    if split is not None and split.folds:
+        names = [f"fold-{k}" for k in range(1, split.folds + 1)]
+    elif spec.reproducibility.repeats > 1:
+        names = [f"repeat-{k}" for k in range(1, spec.reproducibility.repeats + 1)]
+    else:
+        return lines
+    return lines + schedule(spec, names).describe()

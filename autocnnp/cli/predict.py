@@ -1,6 +1,8 @@
 """Apply the trained model of a run to new images or NIfTI volumes.
 
-RUN_DIR is a finished run (it holds model/, written at the end of training). INPUT is one
+RUN_DIR is a finished run (it holds model/, written at the end of training), or a k-fold
+group (<split folds="K">) or a group of repeats: then every member's model predicts and the
+mean of their softmax outputs gives the labels (an ensemble). INPUT is one
 file or a folder (a folder holding images/ uses it) of 2D images (.png, .npy) or NIfTI
 volumes (.nii, .nii.gz). OUT is a folder that receives one mask per input, with the same
 name, format and geometry:
@@ -18,6 +20,7 @@ input size, and the predicted labels resized back by nearest neighbour.
 Examples:
   autocnnp predict runs/quickstart data/mni152/test/images preds/
   autocnnp predict runs/brats case_001.nii.gz preds/ --batch-size 16
+  autocnnp predict runs/task90-cv Task90/imagesTs preds/   # the k fold models, averaged
 """
 
 from __future__ import annotations
@@ -41,7 +44,8 @@ NIFTI_SUFFIXES = (".nii.gz", ".nii")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare RUN_DIR, INPUT, OUT and the options."""
     parser.add_argument("run_dir", metavar="RUN_DIR", type=Path,
-                        help="a finished run directory (holds model/)")
+                        help="a finished run directory (holds model/), or a k-fold or repeats "
+                             "group (its members' models are ensembled)")
     parser.add_argument("input", metavar="INPUT", type=Path,
                         help="an image or volume, or a folder of them")
     parser.add_argument("out", metavar="OUT", type=Path, help="folder for the predicted masks")
@@ -87,7 +91,12 @@ def output_path(source: Path, out_dir: Path) -> Path:
 # --- the model -------------------------------------------------------------------------------
 
 def load_run_model(run_dir: Path) -> tuple[Any, dict[str, Any]]:
-    """The run's trained Keras model and its ``autocnnp.json`` (input shape, classes)."""
+    """The run's trained Keras model and its ``autocnnp.json`` (input shape, classes); for a
+    k-fold group (or a group of repeats), the :class:`Ensemble` of its members' models."""
+    from autocnnp.orchestrator.experiment import is_group
+
+    if is_group(run_dir):
+        return load_ensemble(run_dir)
     from autocnnp.components.training import MODEL_META
 
     model_dir = run_dir / "model"
@@ -103,6 +112,38 @@ def load_run_model(run_dir: Path) -> tuple[Any, dict[str, Any]]:
     tf.get_logger().setLevel("ERROR")
     model = tf.keras.models.load_model(str(model_dir), compile=False)
     return model, meta
+
+
+class Ensemble:
+    """Several models of the same task as one: the mean of their softmax outputs."""
+
+    def __init__(self, models: list[Any], names: list[str]) -> None:
+        self.models, self.names = models, names
+
+    def predict(self, images: np.ndarray, batch_size: int = 8, verbose: int = 0) -> np.ndarray:
+        total = None
+        for model in self.models:
+            probs = np.asarray(model.predict(images, batch_size=batch_size, verbose=verbose))
+            total = probs if total is None else total + probs
+        return total / len(self.models)
+
+
+def load_ensemble(group: Path) -> tuple[Ensemble, dict[str, Any]]:
+    """The models of every member of a group (``group.json``), as one :class:`Ensemble`;
+    every member must have finished and share the input shape and the classes."""
+    info = json.loads((group / "group.json").read_text())
+    models, metas = [], []
+    for name in info["members"]:
+        model, meta = load_run_model(group / name)
+        models.append(model)
+        metas.append(meta)
+    for name, meta in zip(info["members"][1:], metas[1:]):
+        for key in ("input_shape", "num_classes"):
+            if meta.get(key) != metas[0].get(key):
+                raise AutocnnpError(f"{group / name}: its model has {key} {meta.get(key)}, "
+                                    f"{info['members'][0]}'s has {metas[0].get(key)}; the "
+                                    f"models of a group cannot be averaged")
+    return Ensemble(models, list(info["members"])), metas[0]
 
 
 def _prepare(image: np.ndarray, shape: tuple[int, int, int], where: Path) -> np.ndarray:
@@ -186,6 +227,9 @@ def run(args: argparse.Namespace) -> int:
         raise AutocnnpError(f"--batch-size must be at least 1, got {args.batch_size}")
     inputs = find_inputs(args.input)
     model, meta = load_run_model(args.run_dir)
+    if isinstance(model, Ensemble):
+        print(f"ensemble of {len(model.models)} models ({', '.join(model.names)}): the mean "
+              f"of their softmax outputs")
     args.out.mkdir(parents=True, exist_ok=True)
     with _progress(not args.no_progress) as progress:
         task = progress.add_task("predicting", total=len(inputs))

@@ -18,7 +18,8 @@ HELP = "reproducibility report of a run (Renard et al. checklist)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run", help="run directory, or a group of repeats (with repeats.json)")
+    parser.add_argument("run", help="run directory, or a group of repeats (repeats.json) or of "
+                                    "folds (folds.json)")
 
 
 def _optional(path: Path):
@@ -26,16 +27,34 @@ def _optional(path: Path):
 
 
 def run(args: argparse.Namespace) -> int:
+    from autocnnp.orchestrator.experiment import is_group
+
     group = Path(args.run)
-    repeats = _optional(group / "repeats.json")
-    run_dir = resolve_run(group / "repeat-1") if repeats else resolve_run(args.run)
+    summary = None
+    if is_group(group):
+        info = rundir.read_json(group / rundir.GROUP_FILE)
+        summary = _optional(group / (rundir.FOLDS_FILE if info.get("kind") == "folds"
+                                     else rundir.REPEATS_FILE))
+        run_dir = resolve_run(group / info["members"][0])
+    else:
+        summary = _optional(group / rundir.REPEATS_FILE)
+        run_dir = resolve_run(group / "repeat-1") if summary else resolve_run(args.run)
+    home = group if summary else run_dir
+    per_case = (summary or {}).get("per_case_summary")
+    if per_case is None and (run_dir / rundir.PER_CASE_FILE).exists():
+        from autocnnp.orchestrator.experiment import per_case_spread, read_per_case
+
+        per_case = per_case_spread(read_per_case(run_dir / rundir.PER_CASE_FILE)) or None
+    comparisons = [rundir.read_json(p) for p in sorted(home.glob("compare-vs-*/compare.json"))]
     report = build_report(rundir.read_json(run_dir / rundir.SPEC_FILE),
                           rundir.read_json(run_dir / rundir.MANIFEST_FILE),
                           _optional(run_dir / rundir.TEST_METRICS),
-                          _optional(run_dir / "metrics" / "train_summary.json"), repeats,
-                          None if repeats else rundir.read_state(run_dir))
-    target = (group if repeats else run_dir) / "report.md"
-    text = report.markdown((group if repeats else run_dir).name)
+                          _optional(run_dir / "metrics" / "train_summary.json"), summary,
+                          None if summary else rundir.read_state(run_dir),
+                          splits=_optional(home / rundir.SPLITS_FILE), per_case=per_case,
+                          comparisons=comparisons)
+    target = home / "report.md"
+    text = report.markdown(home.name)
     atomic_write(target, text.encode())
     print(text, end="")
     print(f"\nwritten to {target}")

@@ -4,6 +4,12 @@ The run directory (RUN_ROOT/<config>-<time>) receives the resolved config, the p
 manifest (packages, hardware, code version, data checksums), per-rank logs, metrics per epoch,
 TensorBoard events, checkpoints, the final model and the test metrics.
 
+A group (<split folds="K">: one training per fold into RUN_DIR/fold-K; or <reproducibility>
+repeats: RUN_DIR/repeat-K) runs its trainings one after another, or several at once with
+<deployment> group_mode "packed" and slots; RUN_DIR/folds.json or repeats.json summarises
+them (mean, std, 95% CI). --resume on a group keeps its finished trainings and continues the
+others one by one.
+
 Resume an interrupted or failed run from its last checkpoint with --resume RUN_DIR; it
 refuses (naming the processes) while a launcher or ranks of that run are still alive, and
 says so when the run already finished.
@@ -70,9 +76,13 @@ def run(args: argparse.Namespace) -> int:
     result = run_job(args.config, resume_dir=args.resume, init_swarm=args.init)
     print()
     if hasattr(result, "summary"):
-        print(f"Test metrics over {len(result.runs)} runs (mean, std, 95% confidence interval)")
+        folds = (result.run_dir / "folds.json").exists()
+        what = "folds" if folds else "runs"
+        print(f"Test metrics over {len(result.runs)} {what} (mean, std, 95% confidence interval)")
         print(format_summary(result.summary))
-        print(f"\nrun directory: {result.run_dir} (repeat-1 ... repeat-{len(result.runs)}, repeats.json)")
+        member = "fold" if folds else "repeat"
+        print(f"\nrun directory: {result.run_dir} ({member}-1 ... {member}-{len(result.runs)}, "
+              f"{'folds' if folds else 'repeats'}.json)")
         return 0
     if result.test_metrics:
         print("Test metrics")

@@ -136,9 +136,11 @@ def run_cheap_checks(spec: TrainingSpec) -> DataCheckReport:
         if path is None or not Path(path).is_dir():
             continue  # validate reports a missing path; demo/preprocessed data comes later
         roots[split] = _split_root(Path(path), split).resolve()
+    # a case-level split reads every split from the one folder of cases, by case
+    shared = data.cases is not None
     for i, first in enumerate(SPLITS):
         for second in SPLITS[i + 1:]:
-            if first in roots and roots.get(second) == roots[first]:
+            if not shared and first in roots and roots.get(second) == roots[first]:
                 problem(second, f"{second}/path",
                         f"the {second} split is the same folder as the {first} split "
                         f"({roots[first]}): the model would be scored on data it "

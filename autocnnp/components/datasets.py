@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,7 +60,7 @@ from autocnnp.errors import DataError
 __all__ = ["Split", "FORMATS", "detect_format", "load_split", "shard_indices", "check_split",
            "SampleRef", "SampleList", "list_split", "steps_per_epoch", "epoch_order",
            "epoch_batches", "InMemorySamples", "choose_cache", "array_bytes", "check_splits",
-           "scan_split",
+           "scan_split", "case_of", "list_cases", "open_data_split",
            "read_image_file", "read_mask_file", "resize_image", "resize_mask", "volume_stem"]
 
 #: the layouts :func:`load_split` reads.
@@ -395,13 +396,19 @@ def _volume_refs(pairs: list[tuple[Path, Path]], channel: int) -> list[SampleRef
     return refs
 
 
-def _list_refs(root: Path, fmt: str, channel: int) -> list[SampleRef]:
+def _list_refs(root: Path, fmt: str, channel: int, only: set[str] | None = None,
+               case_id: str | None = None) -> list[SampleRef]:
+    """Every sample of the folder, or those of the cases ``only`` (volumes of other cases
+    are not even opened)."""
     if fmt == "pairs":
-        return [SampleRef(i, m) for i, m in _matched(root / "images", root / "masks",
+        refs = [SampleRef(i, m) for i, m in _matched(root / "images", root / "masks",
                                                      _PAIR_SUFFIXES)]
-    if fmt == "nifti":
-        return _volume_refs(_matched(root / "images", root / "masks", _NIFTI_SUFFIXES), channel)
-    return _volume_refs(_msd_pairs(root), channel)
+        return refs if only is None else [r for r in refs if case_of(r, case_id) in only]
+    pairs = _matched(root / "images", root / "masks", _NIFTI_SUFFIXES) if fmt == "nifti" \
+        else _msd_pairs(root)
+    if only is not None:
+        pairs = [(i, m) for i, m in pairs if volume_stem(i) in only]
+    return _volume_refs(pairs, channel)
 
 
 class SampleList:
@@ -418,10 +425,12 @@ class SampleList:
     failure: BaseException | None = None
 
     def __init__(self, root: Path, fmt: str, refs: list[SampleRef], *, num_classes: int,
-                 image_size: int | None, channel: int, split: str) -> None:
+                 image_size: int | None, channel: int, split: str,
+                 cases: tuple[str, ...] | None = None, case_id: str | None = None) -> None:
         self.root, self.format, self.refs = root, fmt, refs
         self.num_classes, self.image_size = num_classes, image_size
         self.channel, self.split = channel, split
+        self.cases, self.case_id = cases, case_id
         self._volume: tuple[Path, np.ndarray, np.ndarray] | None = None
         self._first_shape: tuple[int, ...] | None = None
 
@@ -431,6 +440,11 @@ class SampleList:
     @property
     def names(self) -> list[str]:
         return [ref.name for ref in self.refs]
+
+    @property
+    def case_ids(self) -> list[str]:
+        """The case of each sample (see :func:`case_of`)."""
+        return [case_of(ref, self.case_id) for ref in self.refs]
 
     @property
     def sample_shape(self) -> tuple[int, int, int]:
@@ -545,12 +559,15 @@ def _not_uniform(root: Path, name: str, shape: tuple, first_name: str, first_sha
 
 def list_split(path: Path, *, format: str = "auto", num_classes: int,
                image_size: int | None = None, split: str = "train",
-               channel: int = 0) -> SampleList:
+               channel: int = 0, cases: Any = None, case_id: str | None = None) -> SampleList:
     """List one split's samples without reading their pixels (volumes: headers only).
 
-    Arguments as for :func:`load_split`. Raises DataError for what the listing shows: a
+    Arguments as for :func:`load_split`; ``cases`` (case ids, see :func:`case_of` with the
+    rule ``case_id``) keeps only the samples of those cases, in the folder's order (a
+    case-level split of one folder of cases). Raises DataError for what the listing shows: a
     missing folder, an unknown layout, an image without a mask, an unreadable volume header,
-    image and mask volumes of different shapes, a channel that does not exist, an empty split.
+    image and mask volumes of different shapes, a channel that does not exist, an empty
+    split, a case of ``cases`` the folder does not hold.
     """
     root = _resolve(Path(path), split)
     fmt = detect_format(root) if format == "auto" else FORMAT_ALIASES.get(format, format)
@@ -563,15 +580,90 @@ def list_split(path: Path, *, format: str = "auto", num_classes: int,
         raise DataError(f"{root}: no such data folder")
     if num_classes < 1:
         raise DataError(f"{root}: num_classes must be >= 1, got {num_classes}")
-    refs = _list_refs(root, fmt, channel)
+    if cases is not None:
+        refs = _list_refs(root, fmt, channel, only=set(cases), case_id=case_id)
+        found = {case_of(ref, case_id) for ref in refs}
+        missing = sorted(set(cases) - found)
+        if missing:
+            raise DataError(f"{root}: the {split} split names case(s) {', '.join(missing[:5])}"
+                            f"{' ...' if len(missing) > 5 else ''} that this folder does not "
+                            f"hold", remedy="the split (splits.json) was drawn from another "
+                                            "folder of cases; draw it again or restore the cases")
+        cases = tuple(cases)
+    else:
+        refs = _list_refs(root, fmt, channel)
     if not refs:
         raise DataError(f"{root}: the {split} split is empty")
     return SampleList(root, fmt, refs, num_classes=num_classes, image_size=image_size,
-                      channel=channel, split=split)
+                      channel=channel, split=split, cases=cases, case_id=case_id)
+
+
+# --- cases -----------------------------------------------------------------------------------
+
+def case_of(ref: SampleRef, case_id: str | None = None) -> str:
+    """The case a sample belongs to: a volume's file name without suffix; for a 2D file, the
+    first group (or the whole match) of the regular expression ``case_id`` searched in its
+    name without suffix, or that name itself without a rule (each file its own case).
+    Raises DataError naming the file when the rule does not match it."""
+    stem = volume_stem(ref.image)
+    if ref.z is not None or not case_id:
+        return stem
+    match = re.search(case_id, stem)
+    if match is None:
+        raise DataError(f"{ref.image}: the case_id rule {case_id!r} does not match "
+                        f"{stem!r}", remedy="write a rule that matches every file name, e.g. "
+                                            r"'^(.+)_\d+$' for CASE_SLICE.npy")
+    return match.group(1) if match.groups() else match.group(0)
+
+
+def list_cases(path: Path, *, format: str = "auto", case_id: str | None = None,
+               stratify: str | None = None) -> tuple[list[str], dict[str, str] | None]:
+    """The case ids of a folder of cases (sorted) and, with ``stratify``, each case's value of
+    that field in ``dataset.json`` (its ``training`` entries: the case is the stem of an
+    entry's ``image``, or its ``case``). Only file names are listed, no header is read.
+    Raises DataError naming the folder or dataset.json."""
+    root = Path(path)
+    fmt = detect_format(root) if format == "auto" else FORMAT_ALIASES.get(format, format)
+    if fmt == "msd":
+        pairs = _msd_pairs(root)
+    else:
+        suffixes = _PAIR_SUFFIXES if fmt == "pairs" else _NIFTI_SUFFIXES
+        pairs = _matched(root / "images", root / "masks", suffixes)
+    z = None if fmt == "pairs" else 0
+    ids = sorted({case_of(SampleRef(image, mask, z), case_id) for image, mask in pairs})
+    if not stratify:
+        return ids, None
+    return ids, _strata(root, ids, stratify)
+
+
+def _strata(root: Path, ids: list[str], field: str) -> dict[str, str]:
+    meta_file = root / "dataset.json"
+    try:
+        meta = json.loads(meta_file.read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{meta_file}: cannot read the stratification field {field!r}: {exc}",
+                        remedy="stratify needs a dataset.json whose 'training' entries hold "
+                               "the field") from exc
+    values: dict[str, str] = {}
+    for entry in (meta.get("training") or []) if isinstance(meta, dict) else []:
+        if not isinstance(entry, dict):
+            continue
+        case = entry.get("case") or (volume_stem(Path(entry["image"])) if entry.get("image")
+                                     else None)
+        if case is not None and field in entry:
+            values[str(case)] = str(entry[field])
+    missing = [case for case in ids if case not in values]
+    if missing:
+        raise DataError(f"{meta_file}: no {field!r} for case(s) {', '.join(missing[:5])}"
+                        f"{' ...' if len(missing) > 5 else ''}",
+                        remedy=f"give every 'training' entry a {field!r} field, or drop "
+                               f"stratify")
+    return values
 
 
 def load_split(path: Path, *, format: str = "auto", num_classes: int,
-               image_size: int | None = None, split: str = "train", channel: int = 0) -> Split:
+               image_size: int | None = None, split: str = "train", channel: int = 0,
+               cases: Any = None, case_id: str | None = None) -> Split:
     """Read one split into memory and validate it with :func:`check_split`.
 
     Args:
@@ -589,7 +681,7 @@ def load_split(path: Path, *, format: str = "auto", num_classes: int,
     instead (:func:`list_split`) unless ``<data cache="memory">``.
     """
     samples = list_split(path, format=format, num_classes=num_classes, image_size=image_size,
-                         split=split, channel=channel)
+                         split=split, channel=channel, cases=cases, case_id=case_id)
     images, masks = [], []
     for i in range(len(samples)):
         image, mask = samples.read(i)
@@ -711,7 +803,8 @@ class InMemorySamples:
     def read_all(cls, samples: SampleList) -> "InMemorySamples":
         return cls(load_split(samples.root, format=samples.format,
                               num_classes=samples.num_classes, image_size=samples.image_size,
-                              split=samples.split, channel=samples.channel))
+                              split=samples.split, channel=samples.channel,
+                              cases=samples.cases, case_id=samples.case_id))
 
     def __len__(self) -> int:
         return len(self.split)
@@ -756,11 +849,24 @@ def check_splits(data: Any) -> None:
     (:meth:`SampleList.check_headers`) and the first sample is read. Memory stays flat
     whatever the size of the data; raises DataError naming the file."""
     for split in ("train", "valid", "test"):
-        path = getattr(data, split)
-        if path is None:
-            continue
-        list_split(path, format=data.format, num_classes=data.num_classes,
-                   image_size=data.image_size, split=split).check_headers()
+        samples = open_data_split(data, split)
+        if samples is not None:
+            samples.check_headers()
+
+
+def open_data_split(data: Any, split: str) -> SampleList | None:
+    """:func:`list_split` of one split of a :class:`~autocnnp.engine.spec.DataSpec` (None when
+    the config has none): its folder, or, after a case-level split was drawn, the cases of
+    that split in the folder of cases."""
+    path = getattr(data, split)
+    if path is None:
+        return None
+    cases = (data.cases or {}).get(split) if getattr(data, "cases", None) is not None else None
+    if getattr(data, "cases", None) is not None and cases is None:
+        return None
+    rule = data.split.case_id if getattr(data, "split", None) is not None else None
+    return list_split(path, format=data.format, num_classes=data.num_classes,
+                      image_size=data.image_size, split=split, cases=cases, case_id=rule)
 
 
 def scan_split(samples: SampleList, progress: Any = None) -> tuple[list[DataError], list[str]]:

@@ -43,7 +43,7 @@ import numpy as np
 from autocnnp.components.datasets import resize_image, resize_mask
 from autocnnp.errors import DataError
 
-__all__ = ["LABELS", "build_demo_dataset", "demo_volumes", "verify_demo_dataset"]
+__all__ = ["LABELS", "build_demo_dataset", "build_msd_demo", "demo_volumes", "verify_demo_dataset"]
 
 #: class index -> name.
 LABELS = {0: "background", 1: "grey matter", 2: "white matter"}
@@ -237,3 +237,89 @@ def _write(root: Path, t1: np.ndarray, labels: np.ndarray, zs: np.ndarray, size:
     }
     (root / "dataset.json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta
+
+
+# --- the MSD-layout demo: several cases cut from the MNI152 volumes -------------------------
+
+def _msd_case(t1: np.ndarray, labels: np.ndarray, rng: np.random.Generator, size: int,
+              depth: int) -> tuple[np.ndarray, np.ndarray]:
+    """One synthetic case: a slab of the template at a random height, a random in-plane crop,
+    an optional left-right flip, and a random intensity gain, gamma and noise."""
+    from skimage.transform import resize
+
+    brain = np.flatnonzero(labels.any(axis=(0, 1)))
+    span = depth * 4
+    centre = (int(brain[0]) + int(brain[-1])) // 2 + int(rng.integers(-20, 21))
+    z0 = int(np.clip(centre - span // 2, 0, labels.shape[2] - span))
+    x_margin, y_margin = (int(rng.integers(0, 25)) for _ in range(2))
+    xs = slice(x_margin, labels.shape[0] - int(rng.integers(0, 25)))
+    ys = slice(y_margin, labels.shape[1] - int(rng.integers(0, 25)))
+    image = t1[xs, ys, z0:z0 + span]
+    mask = labels[xs, ys, z0:z0 + span]
+    if rng.random() < 0.5:
+        image, mask = image[::-1], mask[::-1]
+    image = resize(image, (size, size, depth), order=1, preserve_range=True, anti_aliasing=False)
+    mask = resize(mask, (size, size, depth), order=0, preserve_range=True,
+                  anti_aliasing=False).astype(np.uint8)
+    image = np.clip(image, 0.0, 1.0) ** float(rng.uniform(0.8, 1.25))
+    image = image * float(rng.uniform(0.7, 1.0)) + rng.normal(0.0, 0.02, image.shape)
+    return (np.clip(image, 0.0, 1.0) * 1000).astype(np.int16), mask
+
+
+def build_msd_demo(out: Path, *, cases: int = 12, test_cases: int = 2, size: int = 32,
+                   depth: int = 8, seed: int = 0) -> dict[str, Any]:
+    """A Medical Segmentation Decathlon task folder cut from the MNI152 volumes: ``cases``
+    labelled cases in ``imagesTr/``/``labelsTr/`` and ``test_cases`` unlabelled ones in
+    ``imagesTs/``, each a ``size x size x depth`` NIfTI volume (a slab at a random height, a
+    random crop, flip, intensity gain, gamma and noise: cases differ as scans of one brain
+    would), and ``dataset.json`` whose ``training`` entries also carry ``site`` (A or B,
+    alternating: a field to stratify by). Labels 0 background, 1 grey, 2 white matter.
+    Re-running with the same parameters into a complete folder does nothing."""
+    import nibabel as nib
+
+    out = Path(out)
+    params = {"cases": cases, "test_cases": test_cases, "size": size, "depth": depth,
+              "seed": seed, "format_version": FORMAT_VERSION}
+    meta_file = out / "dataset.json"
+    if meta_file.is_file():
+        meta = json.loads(meta_file.read_text())
+        if meta.get("parameters") == params:
+            return {**meta, "created": False}
+        raise DataError(f"{out}: holds an MSD demo built with {meta.get('parameters')}, not "
+                        f"{params}", remedy="remove it or choose another output folder")
+    if cases < 2 or test_cases < 0:
+        raise DataError(f"MSD demo: need at least 2 cases, got {cases}")
+    t1, labels = demo_volumes()
+    rng = np.random.default_rng(seed)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
+    try:
+        for sub in ("imagesTr", "labelsTr", "imagesTs"):
+            (tmp / sub).mkdir()
+        affine = np.diag([197 / size, 233 / size, 4.0, 1.0])
+        training, test = [], []
+        for k in range(cases + test_cases):
+            image, mask = _msd_case(t1, labels, rng, size, depth)
+            name = f"brain_{k:03d}.nii.gz"
+            if k < cases:
+                nib.save(nib.Nifti1Image(image, affine), tmp / "imagesTr" / name)
+                nib.save(nib.Nifti1Image(mask, affine), tmp / "labelsTr" / name)
+                training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}",
+                                 "site": "AB"[k % 2]})
+            else:
+                nib.save(nib.Nifti1Image(image, affine), tmp / "imagesTs" / name)
+                test.append(f"./imagesTs/{name}")
+        meta = {"name": "mni152-msd-demo",
+                "description": "Cases cut from the MNI ICBM152 2009 T1 template (random slab, "
+                               "crop, flip, gain, gamma, noise) with grey/white-matter labels.",
+                "modality": {"0": "T1"}, "labels": {str(k): v for k, v in LABELS.items()},
+                "numTraining": cases, "numTest": test_cases, "training": training,
+                "test": test, "parameters": params}
+        (tmp / "dataset.json").write_text(json.dumps(meta, indent=2) + "\n")
+        if out.exists():
+            out.rmdir()
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return {**meta, "created": True}

@@ -252,11 +252,11 @@ def open_split(ctx: Any, which: str, cache: str = "none") -> Any | None:
     path = getattr(data, which)
     if path is None:
         return None
-    key = (str(path), data.format, data.num_classes, data.image_size, which, cache)
+    cases = (data.cases or {}).get(which)
+    key = (str(path), data.format, data.num_classes, data.image_size, which, cache,
+           tuple(cases) if cases is not None else None)
     if key not in _SPLITS:
-        samples = datasets.list_split(Path(path), format=data.format,
-                                      num_classes=data.num_classes,
-                                      image_size=data.image_size, split=which)
+        samples = datasets.open_data_split(data, which)
         _SPLITS[key] = datasets.InMemorySamples.read_all(samples) if cache == "memory" \
             else samples
     return _SPLITS[key]

@@ -55,7 +55,7 @@ from autocnnp.errors import DataError
 __all__ = ["confusion_matrix", "metrics_from_confusion", "hausdorff_distance",
            "SegEvalResult", "SegEvaluator", "evaluate_arrays", "evaluate_paths",
            "iter_mask_pairs", "write_overlays", "write_json", "write_csv", "PER_CLASS_METRICS",
-           "SELECTABLE_METRICS", "columns_for"]
+           "SELECTABLE_METRICS", "columns_for", "per_case_results", "write_per_case_csv"]
 
 #: per-class metrics, in table order.
 PER_CLASS_METRICS = ("dice", "iou", "accuracy", "sensitivity", "specificity", "hd95")
@@ -682,3 +682,55 @@ def write_overlays(pred: np.ndarray, gt: np.ndarray, image: np.ndarray | None, o
         atomic_write(path, buf.getvalue())
         written.append(path)
     return written
+
+
+# --- per case --------------------------------------------------------------------------------
+
+def per_case_results(cases: Sequence[str], item_confusion: Sequence[np.ndarray],
+                     item_hd: Sequence[dict[int, float]] | None, num_classes: int, *,
+                     hd95: bool = False, class_names: dict[int, str] | None = None
+                     ) -> dict[str, SegEvalResult]:
+    """One :class:`SegEvalResult` per case: item ``i`` (a slice) belongs to ``cases[i]`` and
+    has the confusion matrix ``item_confusion[i]`` (and HD95 values ``item_hd[i]``); a case's
+    metrics are those of its items together, with the definitions of :class:`SegEvaluator`
+    (confusion matrices summed, HD95 averaged over the items). Cases in first-seen order."""
+    grouped: dict[str, list[int]] = {}
+    for i, case in enumerate(cases):
+        grouped.setdefault(case, []).append(i)
+    results = {}
+    for case, items in grouped.items():
+        confusion = np.sum([np.asarray(item_confusion[i], dtype=np.int64) for i in items], axis=0)
+        distances = [item_hd[i] for i in items] if hd95 and item_hd else []
+        results[case] = SegEvaluator.combined(num_classes, confusion, distances, len(items),
+                                              hd95=hd95 and bool(item_hd),
+                                              class_names=class_names).result()
+    return results
+
+
+def per_case_columns(num_classes: int, class_names: dict[int, str] | None = None,
+                     hd95: bool = False) -> list[str]:
+    """The header of ``per_case.csv``."""
+    names = [(class_names or {}).get(c, str(c)) for c in range(num_classes)]
+    columns = ["case", "slices", *MEAN_METRICS, *(f"dice_{n}" for n in names)]
+    return columns + [f"hd95_{n}" for n in names[1:]] if hd95 else columns
+
+
+def write_per_case_csv(results: dict[str, SegEvalResult], path: Path, *,
+                       hd95: bool = False) -> None:
+    """``per_case.csv``: one row per case, the mean metrics and each class's Dice (and HD95
+    of each foreground class with ``hd95``); an undefined value is an empty cell, an
+    infinite HD95 is ``inf``."""
+    if not results:
+        return
+    first = next(iter(results.values()))
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(per_case_columns(first.num_classes, first.class_names, hd95))
+    for case, result in results.items():
+        row: list[Any] = [case, result.items]
+        row += [_csv_number(result.means[m]) for m in MEAN_METRICS]
+        row += [_csv_number(result.per_class[c]["dice"]) for c in range(result.num_classes)]
+        if hd95:
+            row += [_csv_number(result.per_class[c]["hd95"]) for c in range(1, result.num_classes)]
+        writer.writerow(row)
+    atomic_write(Path(path), buf.getvalue().encode())

@@ -405,7 +405,8 @@ def evaluate(ctx: Any) -> dict[str, Any] | None:
     dict on rank 0, None elsewhere or when the config has no test split.
     """
     from autocnnp.components.rank_runtime import open_split
-    from autocnnp.components.segeval import SELECTABLE_METRICS, SegEvaluator
+    from autocnnp.components.segeval import (SELECTABLE_METRICS, SegEvaluator, confusion_matrix,
+                                             per_case_results, write_per_case_csv)
 
     comm = ctx.require("communicator")
     if ctx.spec.data.test is None:
@@ -424,18 +425,25 @@ def evaluate(ctx: Any) -> dict[str, Any] | None:
     class_names = {i: n for i, n in enumerate(task.classes)}
     evaluator = SegEvaluator(task.num_classes, hd95="hd95" in selected,
                              class_names=class_names)
-    order = []
+    order, item_confusion = [], []
     for first in range(comm.rank * batch, len(test), comm.size * batch):
         indices = np.arange(first, min(first + batch, len(test)))
         images, masks = test.read_batch(indices)
         pred = predict_labels(model, images, batch)
         for k, i in enumerate(indices):
             evaluator.add(masks[k], pred[k], name=names[i])
+            item_confusion.append(confusion_matrix(masks[k], pred[k], task.num_classes))
             order.append(int(i))
-    result = gather_evaluation(evaluator, order, comm, class_names)
-    if result is None:
+    gathered = gather_evaluation(evaluator, order, comm, class_names, item_confusion)
+    if gathered is None:
         return None
+    result, item_hd, item_confusion = gathered
+    case_ids = getattr(test, "case_ids", None) or names  # a split without cases: per sample
+    cases = per_case_results(case_ids, item_confusion, item_hd, task.num_classes,
+                             hd95="hd95" in selected, class_names=class_names)
+    write_per_case_csv(cases, Path(ctx.run_dir) / rundir.PER_CASE_FILE, hd95="hd95" in selected)
     metrics = {"split": "test", "source": str(test.root), "samples": len(test),
+               "cases": len(cases), "per_case": rundir.PER_CASE_FILE,
                "seconds": round(time.perf_counter() - start, 3), "selected_metrics": selected,
                **result.to_dict()}
     path = Path(ctx.run_dir) / rundir.TEST_METRICS
@@ -450,25 +458,31 @@ def evaluate(ctx: Any) -> dict[str, Any] | None:
 
 
 def gather_evaluation(evaluator: Any, order: list[int], comm: Any,
-                      class_names: dict[int, str]) -> Any:
+                      class_names: dict[int, str], item_confusion: list | None = None) -> Any:
     """The :class:`~autocnnp.components.segeval.SegEvalResult` of every rank's ``evaluator``
-    together, on rank 0 (None on the others): one allreduce of the confusion matrices, one
-    gather of the per-item HD95 values and of ``order``, the global index of each item."""
+    together, on rank 0 (None on the others), with the per-item HD95 values and confusion
+    matrices in global order (for the per-case metrics): one allreduce of the confusion
+    matrices, one gather of the per-item values and of ``order``, the global index of each
+    item."""
     from autocnnp.components.segeval import SegEvaluator
 
+    item_confusion = list(item_confusion or [])
     if comm.size == 1:
-        return evaluator.result()
+        return evaluator.result(), evaluator.item_hd, item_confusion
     import horovod.tensorflow as hvd_tf
     import tensorflow as tf
 
     confusion = hvd_tf.allreduce(tf.constant(evaluator.confusion), op=hvd_tf.Sum,
                                  name="autocnnp_eval_confusion").numpy()
-    parts = hvd_tf.allgather_object((order, evaluator.item_hd), name="autocnnp_eval_hd95")
+    parts = hvd_tf.allgather_object((order, evaluator.item_hd, item_confusion),
+                                    name="autocnnp_eval_hd95")
     if comm.rank != 0:
         return None
-    items = sorted((i, hd) for part_order, part_hd in parts
-                   for i, hd in zip(part_order, part_hd or [{}] * len(part_order)))
-    total = sum(len(part_order) for part_order, _ in parts)
-    merged = SegEvaluator.combined(evaluator.num_classes, confusion, [hd for _, hd in items],
+    items = sorted(((i, hd, cm) for part_order, part_hd, part_cm in parts
+                    for i, hd, cm in zip(part_order, part_hd or [{}] * len(part_order),
+                                         part_cm or [None] * len(part_order))),
+                   key=lambda item: item[0])
+    total = sum(len(part_order) for part_order, _, _ in parts)
+    merged = SegEvaluator.combined(evaluator.num_classes, confusion, [hd for _, hd, _ in items],
                                    total, hd95=evaluator.hd95, class_names=class_names)
-    return merged.result()
+    return merged.result(), [hd for _, hd, _ in items], [cm for _, _, cm in items]

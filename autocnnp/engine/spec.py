@@ -67,6 +67,35 @@ class ArchitectureSpec:
         return str(self.path) if self.path else f"builtin:{self.name}"
 
 
+class GroupMode(str, enum.Enum):
+    """How the trainings of a group (folds, repeats) use the slots of the machine."""
+
+    DATA_PARALLEL = "data_parallel"  # one training at a time, each with its ranks
+    PACKED = "packed"                # as many trainings at once as the slots hold
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    """``<split>``: cut one folder of cases into train/valid/test, or into k folds.
+
+    ``folds`` 0 means fractions (``valid``, ``test``; train is the rest); ``folds`` k >= 2
+    runs one training per fold, the held-out fold as test and ``valid`` of the others as
+    validation. ``stratify`` names a field of the cases' entries in dataset.json; ``case_id``
+    is a regular expression whose first group (or whole match) on a file name's stem is the
+    case of a 2D file (default: every file is its own case; a volume is always one case);
+    ``file`` reuses the ``splits.json`` of an earlier run instead of drawing a split.
+    """
+
+    folds: int = 0
+    valid: float = 0.0
+    test: float = 0.2
+    seed: int = 0
+    stratify: str | None = None
+    case_id: str | None = None
+    file: Path | None = None
+    line: int | None = None
+
+
 @dataclass(frozen=True)
 class DataSpec:
     """Training, validation and test data and how to read them."""
@@ -79,6 +108,13 @@ class DataSpec:
     image_size: int | None = None
     demo: str | None = None
     cache: DataCache = DataCache.AUTO
+    #: ``<split>`` over the folder ``train`` names (``<cases>``); None: explicit folders
+    split: SplitSpec | None = None
+    #: the split drawn for this run, case ids by split name (set when the run starts; the
+    #: same lists are in ``splits.json``); None: every sample of each folder
+    cases: dict[str, tuple[str, ...]] | None = None
+    #: the fold this run trains (1-based) in a k-fold group
+    fold: int | None = None
 
     @property
     def num_classes(self) -> int:
@@ -139,6 +175,10 @@ class DeploymentSpec:
     network: str | None = None
     shared_volume: str | None = None
     rendezvous_timeout_s: int = 120
+    #: trainings of a group (folds, repeats): one after another, or packed into ``slots``
+    group_mode: GroupMode = GroupMode.DATA_PARALLEL
+    #: slots (CPU cores or GPUs) a packed group fills; each training takes parallelism-degree
+    slots: int | None = None
     # slurm backend (plan_slurm.py)
     partition: str | None = None
     nodes: int | None = None

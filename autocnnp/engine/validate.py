@@ -225,6 +225,8 @@ DEPLOYMENT = {
     "modules": Prop("modules", _list),
     "container": Prop("container", str.strip),
     "signal_before": Prop("signal_before_s", _int_at_least(10)),
+    "group_mode": Prop("group_mode", lambda t: S.GroupMode(_choice(*(m.value for m in S.GroupMode))(t))),
+    "slots": Prop("slots", _int_at_least(1)),
 }
 SLURM_ONLY = ("partition", "nodes", "tasks_per_node", "time_limit", "account", "qos", "sbatch",
               "modules", "container", "signal_before")
@@ -364,7 +366,7 @@ def _data(check: Checker, element: etree._Element | None,
         return S.DataSpec(train=check.source.parent)
     demo = element.get("demo")
     splits = {}
-    for split in ("train", "valid", "test"):
+    for split in ("train", "valid", "test", "cases"):
         holder = element.find(split)
         path_el = holder.find("path") if holder is not None else None
         path = check.path(path_el, f"{split}/path", must_exist=False)
@@ -373,6 +375,7 @@ def _data(check: Checker, element: etree._Element | None,
         if path is not None and not pending and not path.exists():
             check.path(path_el, f"{split}/path")  # reports the missing path
         splits[split] = path
+    split_spec = _split(check, element, splits)
     classes_el = element.find("classes")
     classes = _list(classes_el.text or "") if classes_el is not None else ("background", "foreground")
     if len(classes) < 2:
@@ -380,11 +383,69 @@ def _data(check: Checker, element: etree._Element | None,
     elif len(set(classes)) != len(classes):
         check.problem(classes_el, "classes", "class names must be unique")
     size_el = element.find("image_size")
-    return S.DataSpec(train=splits["train"] or check.source.parent, valid=splits["valid"],
-                      test=splits["test"], format=element.get("format", "auto"),
+    return S.DataSpec(train=splits["cases"] or splits["train"] or check.source.parent,
+                      valid=splits["valid"], test=splits["test"],
+                      format=element.get("format", "auto"),
                       classes=classes, image_size=int(size_el.text) if size_el is not None
                       and (size_el.text or "").strip().isdigit() else None,
-                      demo=demo, cache=_data_cache(element.get("cache")))
+                      demo=demo, cache=_data_cache(element.get("cache")), split=split_spec)
+
+
+def _split(check: Checker, data: etree._Element,
+           paths: dict[str, Path | None]) -> S.SplitSpec | None:
+    """``<split>`` over ``<cases>``; every problem of the pair at its line."""
+    element = data.find("split")
+    cases_el = data.find("cases")
+    if element is None:
+        if cases_el is not None:
+            check.problem(cases_el, "cases", "<cases> needs a <split> saying how to cut them "
+                                             '(<split test="0.2"/> or <split folds="5"/>)')
+        elif paths["train"] is None:
+            check.problem(data, "data", "missing <train> (or <cases> with a <split>)")
+        return None
+    if cases_el is None:
+        check.problem(element, "split", "<split> needs <cases><path>: the folder holding every "
+                                        "case (MSD imagesTr/labelsTr, NIfTI volumes or 2D pairs)")
+    for name in ("train", "valid", "test"):
+        if data.find(name) is not None:
+            check.problem(data.find(name), name,
+                          f"<{name}> and <split> exclude each other: <split> cuts the <cases> "
+                          f"folder into train, valid and test itself")
+    values: dict[str, Any] = {"line": element.sourceline}
+    parsers: dict[str, Callable[[str], Any]] = {
+        "folds": _int_at_least(2), "valid": _fraction, "test": _fraction,
+        "seed": _int_at_least(0), "stratify": str.strip, "case_id": str.strip,
+        "file": str.strip}
+    for name, parse in parsers.items():
+        raw = element.get(name)
+        if raw is None:
+            continue
+        try:
+            values[name] = parse(raw)
+        except ValueError as exc:
+            check.problem(element, f'split {name}="{raw}"', str(exc))
+    if "folds" in element.attrib and "test" in element.attrib:
+        check.problem(element, "split", "folds and test exclude each other: with folds, each "
+                                        "held-out fold is the test split of its training")
+    if "folds" in values:
+        values.setdefault("test", 0.0)
+    if values.get("valid", 0.0) + values.get("test", 0.2) >= 1:
+        check.problem(element, "split", f"valid ({values.get('valid', 0.0):g}) + test "
+                                        f"({values.get('test', 0.2):g}) must be below 1: "
+                                        f"the rest of the cases is the train split")
+    if "case_id" in values:
+        try:
+            re.compile(values["case_id"])
+        except re.error as exc:
+            check.problem(element, f'split case_id="{values["case_id"]}"',
+                          f"not a regular expression: {exc}")
+    if "file" in values:
+        path = Path(values["file"]).expanduser()
+        values["file"] = path if path.is_absolute() else _absolute(check.source.parent / path)
+        if not values["file"].is_file():
+            check.problem(element, f'split file="{element.get("file")}"',
+                          f"no such splits file (resolved to {values['file']})")
+    return S.SplitSpec(**values)
 
 
 def _data_cache(text: str | None) -> S.DataCache:
@@ -538,6 +599,12 @@ def build_spec(tree: etree._ElementTree, source: Path, check: Checker) -> S.Trai
 
     run_root_el = task.find("run_root")
     data = _data(check, task.find("data"), preprocessing.output if preprocessing else None)
+    reproducibility = _section(check, task, "reproducibility", REPRODUCIBILITY,
+                               S.ReproducibilitySpec)
+    if data.split is not None and data.split.folds and reproducibility.repeats > 1:
+        check.problem(_property(task, "reproducibility", "repeats"), 'property name="repeats"',
+                      "repeats and <split folds> exclude each other: a k-fold group is already "
+                      "k trainings (repeat the cross-validation with another split seed)")
     monitoring = _section(check, task, "monitoring", MONITORING, S.MonitoringSpec)
     _check_keras_settings(check, task, hyper, data, policy, monitoring)
     return S.TrainingSpec(
@@ -547,7 +614,7 @@ def build_spec(tree: etree._ElementTree, source: Path, check: Checker) -> S.Trai
         hyperparameters=hyper,
         generator=_generator(check, task.find("CNN-Parallelism-Generator")),
         lr_policy=policy, deployment=deployment,
-        reproducibility=_section(check, task, "reproducibility", REPRODUCIBILITY, S.ReproducibilitySpec),
+        reproducibility=reproducibility,
         monitoring=monitoring,
         evaluation=_section(check, task, "evaluation", EVALUATION, S.EvaluationSpec),
         preprocessing=preprocessing,

@@ -74,13 +74,18 @@ def run_outcome(state: dict | None) -> str:
 
 def build_report(spec: dict, manifest: dict, test_metrics: dict | None = None,
                  train_summary: dict | None = None, repeats: dict | None = None,
-                 state: dict | None = None) -> Report:
-    """The checklist and the report sections for one run (or a group of repeated runs);
-    ``state`` (``state.json``) makes the report say when the run did not finish."""
+                 state: dict | None = None, splits: dict | None = None,
+                 per_case: dict | None = None, comparisons: list[dict] | None = None) -> Report:
+    """The checklist and the report sections for one run (or a group of repeated runs or of
+    folds: ``repeats`` is then ``repeats.json`` or ``folds.json``); ``state`` (``state.json``)
+    makes the report say when the run did not finish; ``splits`` (``splits.json``) states a
+    case-level split, ``per_case`` the spread of the per-case metrics
+    (:func:`~autocnnp.orchestrator.experiment.per_case_spread`), ``comparisons`` the
+    ``compare.json`` files of ``autocnnp compare`` with this run as A."""
     hp, data, policy = spec["hyperparameters"], spec["data"], spec["lr_policy"]
     arch = spec["architecture"]
     ranks = spec["parallelism_degree"]
-    splits = manifest.get("data") or {}
+    case_split, splits = splits, manifest.get("data") or {}
     counts = {k: _split_size(v) for k, v in splits.items()}
     checks: list[CheckItem] = []
 
@@ -96,9 +101,13 @@ def build_report(spec: dict, manifest: dict, test_metrics: dict | None = None,
                             if described else "no record of the training data"))
     has_valid, has_test = bool(data.get("valid")), bool(data.get("test"))
     split_text = ", ".join(f"{k}: {counts[k]}" for k in ("train", "valid", "test") if counts.get(k))
-    checks.append(CheckItem("train/validation/test allocation stated", has_valid and has_test,
-                            split_text + ("" if has_valid else "; no validation split: say why")
-                            + ("" if has_test else "; no test split")))
+    if case_split:
+        checks.append(CheckItem("train/validation/test allocation stated", True,
+                                split_statement(case_split)))
+    else:
+        checks.append(CheckItem("train/validation/test allocation stated", has_valid and has_test,
+                                split_text + ("" if has_valid else "; no validation split: say why")
+                                + ("" if has_test else "; no test split")))
     pre = spec.get("preprocessing")
     checks.append(CheckItem("preprocessing and augmentation described", True,
                             "ImgMed: " + ", ".join(f"{k}={v}" for k, v in pre.items() if v is not None)
@@ -110,8 +119,11 @@ def build_report(spec: dict, manifest: dict, test_metrics: dict | None = None,
         f"{ranks} ranks, batch {hp['minibatch_size']}/rank ({hp['minibatch_size'] * ranks} global), "
         f"epochs {hp['start_epoch']}-{hp['end_epoch']}, lr policy {policy['name']}"))
     runs = (repeats or {}).get("runs") or [None]
+    folds = (repeats or {}).get("kind") == "folds"
     checks.append(CheckItem("number of runs given; variance reported", len(runs) >= 3,
-                            f"{len(runs)} run(s) with seeds {', '.join(map(str, (repeats or {}).get('seeds') or [manifest.get('seed')]))}"
+                            (f"{len(runs)} folds (k-fold cross-validation, one training each)"
+                             if folds else
+                             f"{len(runs)} run(s) with seeds {', '.join(map(str, (repeats or {}).get('seeds') or [manifest.get('seed')]))}")
                             + ("" if len(runs) >= 3 else "; set <reproducibility><property name=\"repeats\">3"
                                " or more to report mean, std and a confidence interval")))
     hw = manifest.get("hardware") or {}
@@ -131,15 +143,73 @@ def build_report(spec: dict, manifest: dict, test_metrics: dict | None = None,
                             f"{manifest.get('seed')}, deterministic {manifest.get('deterministic')}"))
 
     sections: list[tuple[str, list[str]]] = []
+    if case_split:
+        sections.append(("Split", split_section(case_split)))
     if repeats and repeats.get("summary"):
         body = ["| metric | mean | std | 95% CI |", "|---|---|---|---|"]
         body += [f"| {k} | {v['mean']:.4f} | {v['std']:.4f} | [{v['ci_low']:.4f}, {v['ci_high']:.4f}] |"
                  for k, v in repeats["summary"].items()]
-        sections.append((f"Test metrics over {len(runs)} runs", body))
+        sections.append((f"Test metrics over {len(runs)} {'folds' if folds else 'runs'}", body))
+        members = repeats.get("members") or []
+        if members:
+            metric = "mean_dice_foreground"
+            rows = ["| member | test cases | " + metric + " |", "|---|---|---|"]
+            rows += [f"| {m['name']} | {m.get('test_cases') if m.get('test_cases') is not None else '-'} | "
+                     f"{_fmt((m.get('means') or {}).get(metric))} |" for m in members]
+            sections.append(("Per fold" if folds else "Per run", rows))
     elif test_metrics:
         body = ["| metric | value |", "|---|---|"]
         body += [f"| {k} | {_fmt(v)} |" for k, v in (test_metrics.get("means") or {}).items()]
         sections.append(("Test metrics (one run)", body))
+    if per_case:
+        sections.append(("Per-case spread", [
+            f"{per_case['metric']} over {per_case['rows']} case(s) (per_case.csv): median "
+            f"{per_case['median']:.4f}, quartiles [{per_case['q1']:.4f}, {per_case['q3']:.4f}], "
+            f"range [{per_case['min']:.4f} ({per_case['min_case']}), {per_case['max']:.4f}]"]))
+    for record in comparisons or []:
+        sections.append((f"Comparison with {record['b']['name']}", comparison_lines(record)))
     if train_summary:
         sections.append(("Training", [f"- {k}: {v}" for k, v in train_summary.items()]))
     return Report(checks, sections, outcome=run_outcome(state))
+
+
+def split_statement(splits: dict) -> str:
+    """One line: how the cases were split (``splits.json``)."""
+    how = f"seed {splits.get('seed')}" + (f", stratified by {splits['stratify']}"
+                                          if splits.get("stratify") else "")
+    n = len(splits.get("cases") or [])
+    if splits.get("folds"):
+        sizes = ", ".join(str(len(f)) for f in splits["folds"])
+        return (f"case-level {len(splits['folds'])}-fold cross-validation over {n} cases of "
+                f"{splits.get('cases_folder')} ({how}); fold sizes {sizes}; no case in two folds")
+    counts = ", ".join(f"{name} {len((splits.get('splits') or {}).get(name) or [])}"
+                       for name in ("train", "valid", "test"))
+    fold = f"fold {splits['fold']} of a cross-validation, " if splits.get("fold") else ""
+    return (f"case-level split of {n} cases of {splits.get('cases_folder')} ({fold}{how}): "
+            f"{counts} cases; the slices of a case never cross a split")
+
+
+def split_section(splits: dict) -> list[str]:
+    """The case ids of each split or fold."""
+    lines = [split_statement(splits), ""]
+    if splits.get("folds"):
+        lines += [f"- fold {i}: {', '.join(f)}" for i, f in enumerate(splits["folds"], start=1)]
+    else:
+        lines += [f"- {name}: {', '.join(cases) or '(none)'}"
+                  for name, cases in (splits.get("splits") or {}).items()]
+    return lines
+
+
+def comparison_lines(record: dict) -> list[str]:
+    """A ``compare.json`` as a table."""
+    a, b = record["a"], record["b"]
+    lines = [f"A = {a['name']} ({a['kind']}, {a['runs']} run(s)), B = {b['name']} ({b['kind']}, "
+             f"{b['runs']} run(s))", "",
+             "| metric | A | B | A - B | 95% CI | paired p | verdict |", "|---|---|---|---|---|---|---|"]
+    for m in record["metrics"]:
+        p = f"{m['wilcoxon_p']:.3g}" if m.get("wilcoxon_p") is not None else "-"
+        lines.append(f"| {m['metric']} | {m['mean_a']:.4f} | {m['mean_b']:.4f} | "
+                     f"{m['difference']:+.4f} | [{m['ci_low']:+.4f}, {m['ci_high']:+.4f}] | {p} | "
+                     f"{'significant' if m['significant'] else 'not significant'} |")
+    notes = list(dict.fromkeys(n for m in record["metrics"] for n in m.get("notes") or []))
+    return lines + [""] + [f"- {n}" for n in notes] if notes else lines

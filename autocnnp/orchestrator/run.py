@@ -38,11 +38,21 @@ def prepare_run_dir(spec: TrainingSpec, run_dir: Path) -> None:
         (run_dir / sub).mkdir()
     shutil.copy2(spec.source, run_dir / rundir.CONFIG_COPY)
     rundir.write_json(run_dir / rundir.SPEC_FILE, spec_to_dict(spec))
+    from autocnnp.orchestrator.experiment import SPLITS_FILE, split_record_of
+
+    record = split_record_of(spec)
+    if record is not None:
+        rundir.write_json(run_dir / SPLITS_FILE, record)
 
 
 def ensure_data(spec: TrainingSpec, out: TextIO) -> None:
     """Build the demo dataset when asked for and missing; run the preprocessing block."""
-    if spec.data.demo and not spec.data.train.exists():
+    if spec.data.demo == "msd" and not spec.data.train.exists():
+        from autocnnp.components.demo_data import build_msd_demo
+
+        _say(out, f"building the MSD demo cases in {spec.data.train} ...")
+        build_msd_demo(spec.data.train, size=spec.data.image_size or 32)
+    elif spec.data.demo and not spec.data.train.exists():
         from autocnnp.components.demo_data import build_demo_dataset
 
         target = spec.data.train.parent
@@ -104,11 +114,34 @@ def run_job(config: Path | None = None, *, resume_dir: Path | None = None,
         _say(sys.stderr, f"warning: {warning}")
     if configure is not None:
         spec = configure(spec)
+    record = None
+    if spec.data.split is not None:
+        from autocnnp.orchestrator.experiment import apply_split, draw_split
+
+        ensure_data(spec, out)  # the cases must be there to be split
+        record = draw_split(spec)  # before the run directory: a bad split leaves none
+        spec = apply_split(spec, record)
     run_dir = rundir.create_run_dir(spec)
-    if spec.reproducibility.repeats > 1:
-        return run_repeats(spec, run_dir, out=out, argv=argv, init_swarm=init_swarm)
+    if spec.reproducibility.repeats > 1 or (record is not None and record.get("folds")):
+        return run_experiment_group(spec, run_dir, record, out=out, argv=argv,
+                                    init_swarm=init_swarm)
     return _execute(spec, run_dir, created=True, resume=False, out=out, argv=argv,
                     init_swarm=init_swarm)
+
+
+def run_experiment_group(spec: TrainingSpec, group: Path, record: dict | None, *,
+                         out: TextIO, argv: list[str] | None, init_swarm: bool) -> "RepeatsResult":
+    """The folds of a k-fold ``record``, or the repeats of ``spec``, into ``group``
+    (:mod:`autocnnp.orchestrator.experiment`)."""
+    from autocnnp.orchestrator.experiment import run_group, start_group
+
+    try:
+        members = start_group(spec, group, record)
+    except BaseException:
+        shutil.rmtree(group, ignore_errors=True)
+        raise
+    kind = "folds" if record is not None and record.get("folds") else "repeats"
+    return run_group(spec, group, members, kind, out=out, argv=argv, init_swarm=init_swarm)
 
 
 def _resume(run_dir: Path, *, out: TextIO, argv: list[str] | None,
@@ -116,6 +149,12 @@ def _resume(run_dir: Path, *, out: TextIO, argv: list[str] | None,
     """Continue the run in ``run_dir`` (owned by this process), or say it already finished."""
     from autocnnp.run_manage import ownership
 
+    from autocnnp.orchestrator.experiment import group_members, is_group, run_group
+
+    if is_group(run_dir):  # folds or repeats: continue the members one by one
+        spec, members, kind = group_members(run_dir)
+        return run_group(spec, run_dir, members, kind, out=out, argv=argv,
+                         init_swarm=init_swarm)
     spec_file = run_dir / rundir.SPEC_FILE
     try:
         spec = spec_from_dict(rundir.read_json(spec_file))
@@ -226,24 +265,4 @@ def run_repeats(spec: TrainingSpec, group: Path, *, out: TextIO, argv: list[str]
     Run-to-run variance is part of the result (thesis chapter 5; Bosma et al.): report the
     mean with its confidence interval, not one run.
     """
-    import dataclasses
-
-    base_seed = spec.reproducibility.seed
-    results = []
-    for k in range(1, spec.reproducibility.repeats + 1):
-        seed = base_seed + k - 1
-        one = spec.replace(reproducibility=dataclasses.replace(spec.reproducibility, seed=seed, repeats=1))
-        run_dir = group / f"repeat-{k}"
-        run_dir.mkdir()
-        _say(out, f"== repeat {k}/{spec.reproducibility.repeats} (seed {seed})")
-        results.append(_execute(one, run_dir, created=True, resume=False, out=out, argv=argv,
-                                init_swarm=init_swarm))
-    values: dict[str, list[float]] = {}
-    for result in results:
-        for name, value in ((result.test_metrics or {}).get("means") or {}).items():
-            values.setdefault(name, []).append(value)
-    summary = summarize_repeats(values)
-    rundir.write_json(group / rundir.REPEATS_FILE, {
-        "config": str(spec.source), "seeds": [base_seed + k for k in range(len(results))],
-        "runs": [str(r.run_dir) for r in results], "summary": summary})
-    return RepeatsResult(group, tuple(results), summary)
+    return run_experiment_group(spec, group, None, out=out, argv=argv, init_swarm=init_swarm)

@@ -85,16 +85,17 @@ def describe_split(spec: TrainingSpec, split: str) -> dict[str, Any] | None:
     """The checksum record of one split plus its number of samples (image/mask pairs or
     volume slices, as training counts them; files such as ``.keep`` or a dataset.json are
     not samples)."""
-    from autocnnp.components.datasets import list_split
+    from autocnnp.components.datasets import open_data_split
     from autocnnp.errors import DataError
 
     record = checksum_tree(getattr(spec.data, split))
     if record is not None:
+        cases = (spec.data.cases or {}).get(split)
+        if cases is not None:  # a case-level split of one folder: the checksum is the folder's
+            record["cases"] = len(cases)
         try:
-            record["samples"] = len(list_split(
-                getattr(spec.data, split), format=spec.data.format,
-                num_classes=spec.data.num_classes, image_size=spec.data.image_size,
-                split=split))
+            samples = open_data_split(spec.data, split)
+            record["samples"] = len(samples) if samples is not None else None
         except DataError:
             record["samples"] = None  # not listable (the data check reports why)
     return record

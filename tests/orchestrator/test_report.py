@@ -83,3 +83,39 @@ def test_the_manifest_counts_samples_not_files(tmp_path):
     record = describe_split(spec, "train")
     assert record["samples"] == 12
     assert record["files"] == 2 * 12 + 1  # images, masks and the .keep
+
+
+def test_split_folds_per_case_and_comparison_are_reported():
+    spec = spec_to_dict(load_checked_spec(ROOT / "configs" / "crossval.xml"))
+    splits = {"cases_folder": "/d/Task90", "seed": 0, "stratify": "site",
+              "cases": ["c1", "c2", "c3", "c4", "c5", "c6"],
+              "folds": [["c1", "c4"], ["c2", "c5"], ["c3", "c6"]]}
+    folds = {"kind": "folds", "runs": ["f1", "f2", "f3"], "seeds": [42, 42, 42],
+             "summary": {"mean_dice_foreground": {"mean": 0.8, "std": 0.05, "ci_low": 0.68,
+                                                  "ci_high": 0.92, "runs": 3}},
+             "members": [{"name": f"fold-{k}", "test_cases": 2,
+                          "means": {"mean_dice_foreground": v}}
+                         for k, v in ((1, 0.75), (2, 0.8), (3, 0.85))]}
+    spread = {"metric": "mean_dice_foreground", "rows": 6, "median": 0.81, "q1": 0.77,
+              "q3": 0.84, "min": 0.6, "min_case": "c5", "max": 0.9}
+    comparison = {"a": {"name": "cv-a", "kind": "folds", "runs": 3},
+                  "b": {"name": "cv-b", "kind": "folds", "runs": 3},
+                  "metrics": [{"metric": "mean_dice_foreground", "mean_a": 0.8, "mean_b": 0.7,
+                               "difference": 0.1, "ci_low": 0.05, "ci_high": 0.15,
+                               "wilcoxon_p": 0.03125, "significant": True, "notes": []}]}
+    report = build_report(spec, MANIFEST, METRICS, repeats=folds, splits=splits,
+                          per_case=spread, comparisons=[comparison])
+    assert checks(report)["train/validation/test allocation stated"]
+    assert checks(report)["number of runs given; variance reported"]
+    page = report.markdown("cv-a")
+    assert ("| train/validation/test allocation stated | yes | case-level 3-fold cross-validation "
+            "over 6 cases of /d/Task90 (seed 0, stratified by site); fold sizes 2, 2, 2; no case "
+            "in two folds |") in page
+    assert "| number of runs given; variance reported | yes | 3 folds (k-fold cross-validation, one training each) |" in page
+    assert "- fold 2: c2, c5" in page
+    assert "## Test metrics over 3 folds" in page and "| fold-3 | 2 | 0.8500 |" in page
+    assert ("mean_dice_foreground over 6 case(s) (per_case.csv): median 0.8100, quartiles "
+            "[0.7700, 0.8400], range [0.6000 (c5), 0.9000]") in page
+    assert "## Comparison with cv-b" in page
+    assert ("| mean_dice_foreground | 0.8000 | 0.7000 | +0.1000 | [+0.0500, +0.1500] | 0.0312 | "
+            "significant |") in page

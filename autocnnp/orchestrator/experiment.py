@@ -1,0 +1,438 @@
+"""Experiments of several trainings: the case-level split, k-fold cross-validation, repeats,
+and the scheduler that runs the trainings of a group one after another or packed.
+
+* :func:`draw_split` turns ``<split>`` into the case lists of this run (``spec.data.cases``)
+  and the record written as ``RUN_DIR/splits.json``; ``<split file=...>`` reuses an earlier
+  record. The record travels in ``spec.json`` too, so ``--resume`` uses the same split.
+* A group is a folder of member runs (``fold-K`` or ``repeat-K``) with ``group.json`` (what the
+  members are), ``spec.json`` (the group's spec) and, when done, ``folds.json`` or
+  ``repeats.json`` (mean, sd and 95% CI of every test metric, and the members' metrics).
+  :func:`run_group` runs the members that have not finished: a resumed group continues its
+  members one by one (finished ones are kept, started ones resume from their checkpoints).
+* :func:`schedule` is the plan of a group on the slots of the machine: with
+  ``group_mode=data_parallel`` the trainings run one after another, each with its
+  parallelism-degree ranks; with ``packed``, ``slots // parallelism-degree`` run at once, each
+  in its own process (``python -m autocnnp.orchestrator.member RUN_DIR``, started by
+  :mod:`autocnnp.run_manage.slots`).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from autocnnp.engine import rundir
+from autocnnp.engine import splits as S
+from autocnnp.engine.spec import GroupMode, TrainingSpec, spec_from_dict, spec_to_dict
+from autocnnp.errors import AutocnnpError, DataError, JobFailedError
+
+from autocnnp.engine.rundir import FOLDS_FILE, GROUP_FILE, PER_CASE_FILE, SPLITS_FILE
+
+MEMBER_LOG = "logs/member.out"
+
+
+def _say(out: TextIO, text: str) -> None:
+    out.write(text + "\n")
+    out.flush()
+
+
+# --- the split -------------------------------------------------------------------------------
+
+def _split_error(spec: TrainingSpec, exc: Exception) -> DataError:
+    return DataError(f"{spec.source}:{spec.data.split.line}: <split>: {exc}")
+
+
+def _read_split_file(spec: TrainingSpec, ids: list[str]) -> dict[str, Any]:
+    split = spec.data.split
+    record = rundir.read_json(split.file)
+    listed = set(record.get("cases") or [])
+    missing = sorted(listed - set(ids))
+    if missing:
+        raise DataError(f"{split.file}: case(s) {', '.join(missing[:5])} are not in "
+                        f"{spec.data.train}", remedy="reuse a splits.json drawn from this "
+                                                      "folder of cases")
+    if bool(record.get("folds")) != bool(split.folds):
+        raise _split_error(spec, f"{split.file} holds a "
+                                 f"{'k-fold' if record.get('folds') else 'fraction'} split; the "
+                                 f"config asks for {'folds' if split.folds else 'fractions'}")
+    return record
+
+
+def draw_split(spec: TrainingSpec) -> dict[str, Any]:
+    """The ``splits.json`` record of ``spec``'s ``<split>``: every case id, and either
+    ``splits`` (train/valid/test case ids) or ``folds`` (k lists of case ids)."""
+    from autocnnp.components.datasets import list_cases
+
+    split = spec.data.split
+    assert split is not None
+    ids, strata = list_cases(spec.data.train, format=spec.data.format, case_id=split.case_id,
+                             stratify=split.stratify)
+    if split.file is not None:
+        return _read_split_file(spec, ids)
+    record: dict[str, Any] = {
+        "version": S.SPLITS_VERSION, "cases_folder": str(spec.data.train),
+        "format": spec.data.format, "seed": split.seed, "stratify": split.stratify,
+        "case_id": split.case_id, "valid": split.valid, "cases": ids}
+    if strata:
+        record["strata"] = strata
+    try:
+        if split.folds:
+            record["folds"] = S.make_folds(ids, split.folds, seed=split.seed, strata=strata)
+        else:
+            record["test"] = split.test
+            record["splits"] = S.fraction_split(ids, valid=split.valid, test=split.test,
+                                                seed=split.seed, strata=strata)
+    except S.SplitError as exc:
+        raise _split_error(spec, exc) from None
+    return record
+
+
+def apply_split(spec: TrainingSpec, record: dict[str, Any]) -> TrainingSpec:
+    """``spec`` with the split of ``record`` (:func:`draw_split`): a reused file's seed,
+    stratification, case rule and valid fraction replace the config's (so that the folds'
+    validation cases are the file's too), and a fraction split's cases are set."""
+    split = spec.data.split
+    if split is not None and split.file is not None:
+        split = dataclasses.replace(split, seed=int(record.get("seed") or 0),
+                                    stratify=record.get("stratify"),
+                                    case_id=record.get("case_id"),
+                                    valid=float(record.get("valid") or 0.0))
+        spec = spec.replace(data=dataclasses.replace(spec.data, split=split))
+    if record.get("splits"):
+        spec = with_cases(spec, record["splits"])
+    return spec
+
+
+def with_cases(spec: TrainingSpec, cases: dict[str, list[str]], fold: int | None = None
+               ) -> TrainingSpec:
+    """``spec`` reading the cases of ``cases`` (train/valid/test) from the folder of cases;
+    a split with no cases is left out (no validation split when ``valid`` is 0)."""
+    folder = spec.data.train
+    data = dataclasses.replace(
+        spec.data, valid=folder if cases.get("valid") else None,
+        test=folder if cases.get("test") else None,
+        cases={name: tuple(cases[name]) for name in S.SPLIT_NAMES if cases.get(name)},
+        fold=fold)
+    return spec.replace(data=data)
+
+
+def fold_cases(spec: TrainingSpec, record: dict[str, Any], fold: int) -> dict[str, list[str]]:
+    """The train/valid/test cases of fold ``fold`` (1-based) of a k-fold record."""
+    split = spec.data.split
+    try:
+        return S.fold_split(record["folds"], fold - 1, valid=split.valid, seed=split.seed,
+                            strata=record.get("strata"))
+    except S.SplitError as exc:
+        raise _split_error(spec, exc) from None
+
+
+def split_record_of(spec: TrainingSpec) -> dict[str, Any] | None:
+    """What ``RUN_DIR/splits.json`` holds for one training of a drawn split (None without)."""
+    if spec.data.cases is None or spec.data.split is None:
+        return None
+    split = spec.data.split
+    return {"version": S.SPLITS_VERSION, "cases_folder": str(spec.data.train),
+            "format": spec.data.format, "seed": split.seed, "stratify": split.stratify,
+            "case_id": split.case_id, "fold": spec.data.fold,
+            "file": str(split.file) if split.file else None,
+            "cases": sorted(c for members in spec.data.cases.values() for c in members),
+            "splits": {name: list(spec.data.cases.get(name, ())) for name in S.SPLIT_NAMES}}
+
+
+# --- groups ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Member:
+    """One training of a group: its folder name, its spec, its label in messages."""
+
+    name: str
+    spec: TrainingSpec
+    label: str
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How a group's trainings use the machine: ``at_once`` of them run together, in
+    ``order``; a training starts as soon as one before it ends."""
+
+    mode: GroupMode
+    slots: int
+    ranks_per_training: int
+    at_once: int
+    order: tuple[str, ...]
+
+    def describe(self) -> list[str]:
+        """The schedule as lines for ``plan``."""
+        if self.mode is GroupMode.PACKED:
+            lines = [f"group mode: packed: {self.at_once} training(s) at once on {self.slots} "
+                     f"slot(s), {self.ranks_per_training} rank(s) each",
+                     f"  start:     {', '.join(self.order[:self.at_once])}"]
+            if self.order[self.at_once:]:
+                lines.append(f"  then, each as a training ends: "
+                             f"{', '.join(self.order[self.at_once:])}")
+            return lines
+        return [f"group mode: data_parallel: one training at a time, "
+                f"{self.ranks_per_training} rank(s) each",
+                f"  in turn:   {', '.join(self.order)}"]
+
+
+def default_slots() -> int:
+    """CPU cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def schedule(spec: TrainingSpec, names: list[str]) -> Schedule:
+    """Pure: how the trainings ``names`` of a group run (see the module).
+
+    Packed: each training takes parallelism-degree slots; as many run at once as fit (at
+    least one, even when a training needs more slots than there are)."""
+    mode = spec.deployment.group_mode
+    ranks = spec.parallelism_degree
+    slots = spec.deployment.slots or default_slots()
+    width = max(1, slots // ranks) if mode is GroupMode.PACKED else 1
+    return Schedule(mode, slots, ranks, min(width, max(len(names), 1)), tuple(names))
+
+
+def members_of(spec: TrainingSpec, record: dict[str, Any] | None) -> list[Member]:
+    """The trainings of a k-fold (``record`` with folds) or repeats group."""
+    if record is not None and record.get("folds"):
+        k = len(record["folds"])
+        return [Member(f"fold-{i}", with_cases(spec, fold_cases(spec, record, i), fold=i),
+                       f"fold {i}/{k}") for i in range(1, k + 1)]
+    repeats = spec.reproducibility.repeats
+    base = spec.reproducibility.seed
+    return [Member(f"repeat-{k}", spec.replace(reproducibility=dataclasses.replace(
+        spec.reproducibility, seed=base + k - 1, repeats=1)),
+        f"repeat {k}/{repeats} (seed {base + k - 1})") for k in range(1, repeats + 1)]
+
+
+def start_group(spec: TrainingSpec, group: Path, record: dict[str, Any] | None) -> list[Member]:
+    """Write the group's own files (config copy, spec, group.json, splits.json) and return
+    its members."""
+    import shutil
+
+    members = members_of(spec, record)
+    shutil.copy2(spec.source, group / rundir.CONFIG_COPY)
+    rundir.write_json(group / rundir.SPEC_FILE, spec_to_dict(spec))
+    if record is not None:
+        rundir.write_json(group / SPLITS_FILE, {**record, "members": {
+            m.name: {name: list(m.spec.data.cases.get(name, ())) for name in S.SPLIT_NAMES}
+            for m in members if m.spec.data.cases is not None}})
+    kind = "folds" if record is not None and record.get("folds") else "repeats"
+    rundir.write_json(group / GROUP_FILE, {"kind": kind, "config": str(spec.source),
+                                           "members": [m.name for m in members]})
+    return members
+
+
+def group_members(group: Path) -> tuple[TrainingSpec, list[Member], str]:
+    """The spec, members and kind of an existing group (for ``--resume``)."""
+    info = rundir.read_json(group / GROUP_FILE)
+    spec = spec_from_dict(rundir.read_json(group / rundir.SPEC_FILE))
+    record = rundir.read_json(group / SPLITS_FILE) if (group / SPLITS_FILE).exists() else None
+    return spec, members_of(spec, record), info.get("kind", "repeats")
+
+
+def is_group(path: Path) -> bool:
+    return (Path(path) / GROUP_FILE).is_file()
+
+
+def _finished(run_dir: Path) -> bool:
+    from autocnnp.run_manage import ownership
+
+    return ownership.completion(run_dir) is not None
+
+
+def run_group(spec: TrainingSpec, group: Path, members: list[Member], kind: str, *,
+              out: TextIO, argv: list[str] | None, init_swarm: bool) -> Any:
+    """Run every member that has not finished (see :func:`schedule`), then summarise."""
+    from autocnnp.orchestrator.run import RepeatsResult, RunResult
+
+    todo = [m for m in members if not _finished(group / m.name)]
+    for m in members:
+        if m not in todo:
+            _say(out, f"== {m.label}: finished before; kept")
+    plan = schedule(spec, [m.name for m in todo])
+    if todo:
+        _say(out, plan.describe()[0])
+    started = time.monotonic()
+    if plan.mode is GroupMode.PACKED and plan.at_once > 1:
+        _run_packed(group, todo, plan, out=out)
+    else:
+        _run_in_turn(group, todo, out=out, argv=argv, init_swarm=init_swarm)
+    wall = time.monotonic() - started
+    results = []
+    for m in members:
+        metrics_file = group / m.name / rundir.TEST_METRICS
+        results.append(RunResult(group / m.name, rundir.read_json(metrics_file)
+                                 if metrics_file.exists() else None))
+    summary = summarize_group(spec, group, members, results, kind, wall_s=wall, mode=plan.mode)
+    return RepeatsResult(group, tuple(results), summary["summary"])
+
+
+def _run_in_turn(group: Path, todo: list[Member], *, out: TextIO, argv: list[str] | None,
+                 init_swarm: bool) -> None:
+    from autocnnp.orchestrator.run import _execute
+
+    for m in todo:
+        run_dir = group / m.name
+        resume = (run_dir / rundir.SPEC_FILE).exists()
+        run_dir.mkdir(exist_ok=True)
+        _say(out, f"== {m.label}" + (" (resuming)" if resume else ""))
+        _execute(m.spec, run_dir, created=not resume, resume=resume, out=out, argv=argv,
+                 init_swarm=init_swarm)
+
+
+def prepare_member(m: Member, run_dir: Path) -> bool:
+    """Create a member's run directory for a child process; True when it resumes."""
+    from autocnnp.orchestrator.run import prepare_run_dir
+
+    if (run_dir / rundir.SPEC_FILE).exists():
+        return True
+    run_dir.mkdir(exist_ok=True)
+    prepare_run_dir(m.spec, run_dir)
+    return False
+
+
+def member_command(run_dir: Path, resume: bool) -> list[str]:
+    """The command of one packed training (:mod:`autocnnp.orchestrator.member`)."""
+    return [sys.executable, "-m", "autocnnp.orchestrator.member", str(run_dir)] + \
+        (["--resume"] if resume else [])
+
+
+def _run_packed(group: Path, todo: list[Member], plan: Schedule, *, out: TextIO) -> None:
+    """Keep ``plan.at_once`` member processes running until every member has run."""
+    from autocnnp.orchestrator.run import check_data, ensure_data
+    from autocnnp.run_manage.slots import SlotJob, run_in_slots
+
+    ensure_data(todo[0].spec, out)
+    for m in todo:
+        check_data(m.spec)
+    labels = {m.name: m.label for m in todo}
+    jobs = []
+    for m in todo:
+        resume = prepare_member(m, group / m.name)
+        jobs.append(SlotJob(m.name, member_command(group / m.name, resume),
+                            group / m.name / MEMBER_LOG))
+
+    def started(job: SlotJob, pid: int) -> None:
+        resuming = " (resuming)" if "--resume" in job.command else ""
+        _say(out, f"== {labels[job.name]}: started{resuming} (pid {pid}, log {job.log})")
+
+    def ended(job: SlotJob, code: int, seconds: float) -> None:
+        if code == 0:
+            _say(out, f"== {labels[job.name]}: finished in {seconds:.0f} s"
+                      f"{_dice_text(group / job.name)}")
+        else:
+            _say(out, f"== {labels[job.name]}: FAILED (exit {code}) after {seconds:.0f} s; "
+                      f"see {job.log}")
+
+    codes = run_in_slots(jobs, plan.at_once, started=started, ended=ended)
+    failed = [(name, code) for name, code in codes.items() if code != 0]
+    if failed:
+        names = ", ".join(f"{name} (exit {code})" for name, code in failed)
+        raise JobFailedError(f"{len(failed)} training(s) of the group failed: {names}",
+                             remedy=f"read their logs/member.out; continue with: autocnnp run "
+                                    f"--resume {group}", exit_code=failed[0][1])
+
+
+def _dice_text(run_dir: Path) -> str:
+    metrics_file = run_dir / rundir.TEST_METRICS
+    if not metrics_file.exists():
+        return ""
+    value = (rundir.read_json(metrics_file).get("means") or {}).get("mean_dice_foreground")
+    return f": test dice {value:.3f}" if isinstance(value, (int, float)) else ""
+
+
+# --- summaries -------------------------------------------------------------------------------
+
+def summarize_group(spec: TrainingSpec, group: Path, members: list[Member], results: list,
+                    kind: str, *, wall_s: float | None = None,
+                    mode: GroupMode | None = None) -> dict[str, Any]:
+    """Write ``folds.json`` or ``repeats.json`` (and the group's ``per_case.csv``) and return
+    what was written."""
+    from autocnnp.orchestrator.run import summarize_repeats
+
+    values: dict[str, list[float]] = {}
+    per_member = []
+    for m, result in zip(members, results):
+        means = (result.test_metrics or {}).get("means") or {}
+        for name, value in means.items():
+            values.setdefault(name, []).append(value)
+        per_member.append({"name": m.name, "seed": m.spec.reproducibility.seed,
+                           "fold": m.spec.data.fold, "means": means,
+                           "test_cases": len((m.spec.data.cases or {}).get("test", ()))
+                           if m.spec.data.cases else None})
+    summary = summarize_repeats(values)
+    record: dict[str, Any] = {
+        "config": str(spec.source), "kind": kind,
+        "seeds": [m.spec.reproducibility.seed for m in members],
+        "runs": [str(r.run_dir) for r in results], "members": per_member, "summary": summary,
+        "group_mode": (mode or spec.deployment.group_mode).value, "wall_s": wall_s}
+    rows = _group_per_case(group, members)
+    if rows:
+        record["per_case"] = PER_CASE_FILE
+        record["per_case_summary"] = per_case_spread(rows)
+    rundir.write_json(group / (FOLDS_FILE if kind == "folds" else rundir.REPEATS_FILE), record)
+    return record
+
+
+def read_per_case(path: Path) -> list[dict[str, Any]]:
+    """The rows of a ``per_case.csv``, numbers as floats (empty cells as NaN)."""
+    rows = []
+    with open(path, newline="") as handle:
+        for row in csv.DictReader(handle):
+            parsed: dict[str, Any] = {}
+            for key, value in row.items():
+                if key in ("case", "member"):
+                    parsed[key] = value
+                    continue
+                try:
+                    parsed[key] = float(value) if value not in ("", None) else float("nan")
+                except ValueError:
+                    parsed[key] = value
+            rows.append(parsed)
+    return rows
+
+
+def _group_per_case(group: Path, members: list[Member]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for m in members:
+        path = group / m.name / PER_CASE_FILE
+        if path.exists():
+            rows += [{"member": m.name, **row} for row in read_per_case(path)]
+    if rows:
+        columns = list(rows[0])
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        rundir.atomic_write(group / PER_CASE_FILE, buffer.getvalue().encode())
+    return rows
+
+
+def per_case_spread(rows: list[dict[str, Any]], metric: str = "mean_dice_foreground"
+                    ) -> dict[str, Any]:
+    """Median, quartiles, minimum (and its case) of ``metric`` over the cases of ``rows``."""
+    import math
+
+    import numpy as np
+
+    pairs = [(row[metric], row["case"]) for row in rows
+             if isinstance(row.get(metric), float) and math.isfinite(row[metric])]
+    if not pairs:
+        return {}
+    values = np.array([v for v, _ in pairs])
+    worst = min(pairs)
+    return {"metric": metric, "rows": len(pairs), "median": float(np.median(values)),
+            "q1": float(np.percentile(values, 25)), "q3": float(np.percentile(values, 75)),
+            "min": float(worst[0]), "min_case": worst[1], "max": float(values.max())}
