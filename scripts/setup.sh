@@ -2,7 +2,8 @@
 # Set up everything autocnnp needs on a fresh Debian bookworm machine (or re-check a ready one):
 #   - apt: Open MPI, a C++ toolchain and cmake (to build Horovod), docker.io and debootstrap
 #     (swarm backend and its tests)
-#   - .venv/ with the pinned stack from constraints.txt (TensorFlow 2.15.1 CPU, Keras 2.15, ...)
+#   - .venv/ with the pinned stack from constraints.txt (TensorFlow 2.15.1 CPU, Keras 2.15,
+#     and the CPU build of torch 2.13.0 for the torch engine: about 40 s more on first setup)
 #   - Horovod 0.28.1 built with MPI and Gloo against that TensorFlow (pip caches the built wheel,
 #     so only the first setup on a machine compiles it, ~6 minutes on 2 cores)
 # Safe to run again: each step is skipped when already done.
@@ -46,11 +47,11 @@ if [ ! -x .venv/bin/python ]; then
 fi
 PIP=(.venv/bin/python -m pip --disable-pip-version-check)
 wanted=$(cat constraints.txt setup.cfg pyproject.toml | sha256sum | cut -d' ' -f1)
-if ! .venv/bin/python -c 'import autocnnp, tensorflow, lxml, nibabel, docker, pytest' >/dev/null 2>&1 \
+if ! .venv/bin/python -c 'import autocnnp, tensorflow, torch, lxml, nibabel, docker, pytest' >/dev/null 2>&1 \
    || [ "$wanted" != "$(cat .venv/.stack-installed 2>/dev/null)" ]; then
   stamp "installing the pinned stack (constraints.txt)"
   "${PIP[@]}" install -q --upgrade "pip==26.3" "setuptools==84.2.1" "wheel==0.48.0"
-  "${PIP[@]}" install -q -c constraints.txt --config-settings editable_mode=compat -e ".[train,swarm,test]"
+  "${PIP[@]}" install -q -c constraints.txt --config-settings editable_mode=compat -e ".[train,swarm,test,torch]"
   echo "$wanted" > .venv/.stack-installed
 fi
 .venv/bin/python -m compileall -q autocnnp >/dev/null  # byte-code up front: `validate` stays fast

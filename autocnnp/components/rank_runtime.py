@@ -701,16 +701,26 @@ def weight_checksum(variables: list[Any]) -> np.ndarray:
                      float(tf.add_n(squares))])
 
 
-def divergence_message(where: str, size: int, spread: float) -> str:
+#: why ranks drift apart, by engine (the end of :func:`divergence_message`)
+DIVERGENCE_CAUSES = {
+    "horovod": "This usually happens when tf.keras is Keras 3 (TensorFlow >= 2.16), where "
+               "hvd.DistributedOptimizer wraps the optimizer without error but does not "
+               "average; when the optimizer is not wrapped in hvd.DistributedOptimizer; or when "
+               "a plugin replaced dist_strategy and put a plain optimizer in "
+               "ctx.values['optimizer']",
+    "torch": "This happens when the optimizer updates parameters that DistributedDataParallel "
+             "does not average (an optimizer built over the unwrapped model's copy, or "
+             "parameters changed outside backward), or when a plugin replaced dist_strategy "
+             "and trains without the DDP wrapper",
+}
+
+
+def divergence_message(where: str, size: int, spread: float, engine: str = "horovod") -> str:
     """The message of :class:`WeightDivergenceError` (kept in one place for the tests)."""
     return (f"the {size} ranks hold different trainable weights after {where} (weight "
             f"checksums differ by a relative {spread:.1e}): gradients are not being averaged "
             f"across ranks, so this is {size} separate trainings rather than one data-parallel "
-            f"training. This usually happens when tf.keras is Keras 3 (TensorFlow >= 2.16), "
-            f"where hvd.DistributedOptimizer wraps the optimizer without error but does not "
-            f"average; when the optimizer is not wrapped in hvd.DistributedOptimizer; or when "
-            f"a plugin replaced dist_strategy and put a plain optimizer in "
-            f"ctx.values['optimizer']")
+            f"training. {DIVERGENCE_CAUSES[engine]}")
 
 
 def check_weights_identical(model: Any, comm: Communicator, where: str, *,

@@ -26,6 +26,22 @@ ROOT_NAME = "cnn_parallelism_generator"
 DEFAULT_TREE_BY_MODULE = {module: actions for modules in DEFAULT_TREE.values()
                           for module, actions in modules.items()}
 
+#: The engines a job can run on, named by the ``dist_strategy`` implementation that selects
+#: them. Replacing ``dist_strategy`` replaces the modules it depends on (thesis 4.4.1.5): on
+#: the torch engine every action whose implementation below is engine-specific runs its
+#: PyTorch version (same name in the config, same bindings), and the training loop is
+#: PyTorch's. ``ring_allreduce`` (Horovod) stays the default.
+HOROVOD_ENGINE = "horovod"
+TORCH_ENGINE = "torch"
+ENGINE_OF_STRATEGY = {"ring_allreduce": HOROVOD_ENGINE, "torch_ddp": TORCH_ENGINE}
+#: an engine's default implementations where they differ from :data:`DEFAULT_TREE`'s
+ENGINE_DEFAULTS: dict[str, dict[str, str]] = {
+    TORCH_ENGINE: {"communication_init": "torch_distributed", "dist_strategy": "torch_ddp"},
+}
+#: what each engine is, for ``describe`` and ``plan``
+ENGINE_LABELS = {HOROVOD_ENGINE: "Horovod ring-allreduce on TensorFlow 2.15 / Keras 2.15",
+                 TORCH_ENGINE: "PyTorch DistributedDataParallel (Gloo on CPU, NCCL on GPU)"}
+
 #: Action types whose implementation a plugin may replace or extend (thesis: extensible).
 EXTENSIBLE_TYPES = frozenset({"dist_strategy", "checkpoint"})
 
@@ -57,3 +73,17 @@ def module_names() -> list[str]:
 def is_extensible(action_type: str) -> bool:
     """Whether ``action_type`` accepts plugins."""
     return action_type in EXTENSIBLE_TYPES
+
+
+def engine_of(strategy: str | None) -> str:
+    """The engine a ``dist_strategy`` implementation runs on (a plugin or an implementation
+    installed from a package runs on the default Horovod engine)."""
+    return ENGINE_OF_STRATEGY.get(strategy or "", HOROVOD_ENGINE)
+
+
+def default_implementation(action_type: str, engine: str = HOROVOD_ENGINE) -> str:
+    """The implementation ``action_type`` gets when the config does not name one."""
+    override = ENGINE_DEFAULTS.get(engine, {}).get(action_type)
+    if override is not None:
+        return override
+    return dict(DEFAULT_TREE_BY_MODULE[module_of(action_type) or ""])[action_type]

@@ -17,6 +17,26 @@ from autocnnp.engine.spec import Backend, Launcher, TrainingSpec, spec_to_dict
 from autocnnp.engine.vocabulary import INTER_OP_THREADS_ENV, INTRA_OP_THREADS_ENV
 
 WORKER_MODULE = "autocnnp.run_manage.worker"
+#: the torch engine's rendezvous ports: MASTER_PORT is this plus a number from the run
+#: directory's name, so that jobs started side by side on one host do not collide
+TORCH_PORT_BASE = 29500
+TORCH_PORT_SPAN = 20000
+
+
+def torch_master_port(run_dir: Path) -> int:
+    """The TCP port of a torch job's rendezvous on its first host (pure: from the path)."""
+    import zlib
+
+    return TORCH_PORT_BASE + zlib.crc32(str(run_dir).encode()) % TORCH_PORT_SPAN
+
+
+def torch_env(spec: TrainingSpec, ranks: "tuple[RankSlot, ...]", run_dir: Path) -> dict[str, str]:
+    """What torch.distributed needs besides the rank (which the worker reads from mpirun's
+    ``OMPI_COMM_WORLD_*``): the rendezvous address and port, on the host of rank 0."""
+    first = ranks[0].host if ranks else "localhost"
+    addr = "127.0.0.1" if spec.deployment.backend is Backend.LOCAL or first == "localhost" \
+        else first
+    return {"MASTER_ADDR": addr, "MASTER_PORT": str(torch_master_port(run_dir))}
 
 
 def thread_env(threads: int) -> dict[str, str]:
@@ -62,6 +82,8 @@ class JobPlan:
     env: tuple[tuple[str, str], ...]
     run_dir: Path
     resume: bool = False
+    #: the engine the ranks run (``TrainingSpec.engine``): horovod or torch
+    engine: str = "horovod"
 
     @property
     def size(self) -> int:
@@ -78,6 +100,7 @@ class JobPlan:
         for slot in self.ranks:
             hosts.setdefault(slot.host, []).append(slot.rank)
         lines = [f"backend:   {self.backend.value} ({self.launcher.value})",
+                 f"engine:    {self.engine}",
                  f"ranks:     {self.size}  " + "  ".join(f"{h}: ranks {', '.join(map(str, r))}"
                                                        for h, r in hosts.items()),
                  f"threads:   {self.threads_per_rank} per rank",
@@ -120,6 +143,8 @@ def build_plan(spec: TrainingSpec, run_dir: Path, machine: MachineInfo, *,
         raise ValueError(f"hosts offer {n} slots for {spec.parallelism_degree} ranks")
     threads = threads_per_rank(spec, machine)
     env = rank_env(threads)
+    if spec.engine == "torch":
+        env.update(torch_env(spec, ranks, run_dir))
     worker = [machine.python, "-m", WORKER_MODULE, str(run_dir)] + (["--resume"] if resume else [])
     hosts: dict[str, int] = {}
     for slot in ranks:
@@ -143,4 +168,5 @@ def build_plan(spec: TrainingSpec, run_dir: Path, machine: MachineInfo, *,
         command += worker
     return JobPlan(backend=spec.deployment.backend, launcher=spec.deployment.launcher,
                    ranks=ranks, threads_per_rank=threads, command=tuple(command),
-                   env=tuple(sorted(env.items())), run_dir=run_dir, resume=resume)
+                   env=tuple(sorted(env.items())), run_dir=run_dir, resume=resume,
+                   engine=spec.engine)

@@ -282,6 +282,20 @@ class TrainingSpec:
     def replace(self, **changes: Any) -> "TrainingSpec":
         return dataclasses.replace(self, **changes)
 
+    @property
+    def strategy_choice(self) -> "ActionChoice | None":
+        """What the config says about ``dist_strategy`` (None: the default)."""
+        return next((a for m in self.generator for a in m.actions if a.type == "dist_strategy"),
+                    None)
+
+    @property
+    def engine(self) -> str:
+        """The engine the job runs on: ``horovod`` (default) or ``torch`` (``torch_ddp``)."""
+        from autocnnp.engine.default_tree import engine_of
+
+        choice = self.strategy_choice
+        return engine_of(choice.implementation if choice else None)
+
 
 def _encode(value: Any) -> Any:
     if dataclasses.is_dataclass(value):

@@ -607,12 +607,15 @@ def build_spec(tree: etree._ElementTree, source: Path, check: Checker) -> S.Trai
                       "k trainings (repeat the cross-validation with another split seed)")
     monitoring = _section(check, task, "monitoring", MONITORING, S.MonitoringSpec)
     _check_keras_settings(check, task, hyper, data, policy, monitoring)
+    architecture = _architecture(check, task.find("CNN_archi"))
+    generator = _generator(check, task.find("CNN-Parallelism-Generator"))
+    _check_engine(check, task, generator, architecture, deployment)
     return S.TrainingSpec(
         source=source, task=TASKS.get(task_name, task_name), parallelism_degree=degree,
-        architecture=_architecture(check, task.find("CNN_archi")),
+        architecture=architecture,
         data=data,
         hyperparameters=hyper,
-        generator=_generator(check, task.find("CNN-Parallelism-Generator")),
+        generator=generator,
         lr_policy=policy, deployment=deployment,
         reproducibility=reproducibility,
         monitoring=monitoring,
@@ -620,6 +623,72 @@ def build_spec(tree: etree._ElementTree, source: Path, check: Checker) -> S.Trai
         preprocessing=preprocessing,
         run_root=check.path(run_root_el, "run_root", must_exist=False),
     )
+
+
+#: top-level modules that tell which framework an architecture file builds its model with
+FRAMEWORK_MODULES = {"horovod": ("tensorflow", "keras", "tf_keras"), "torch": ("torch", "monai")}
+#: what each engine's architecture files return, for the messages
+ENGINE_MODELS = {"horovod": "a Keras model (tf.keras.Model)", "torch": "a torch.nn.Module"}
+#: the dist_strategy value that runs each engine
+ENGINE_STRATEGIES = {"horovod": "ring_allreduce", "torch": "torch_ddp"}
+
+
+def architecture_framework(path: Path) -> str | None:
+    """The engine an architecture file is written for, from its imports (read with
+    :mod:`ast`, never run): ``horovod`` (TensorFlow/Keras), ``torch``, or None when it imports
+    neither or both."""
+    import ast
+
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    except (OSError, UnicodeDecodeError, SyntaxError):
+        return None
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            imported.add(node.module.split(".")[0])
+    found = [engine for engine, modules in FRAMEWORK_MODULES.items()
+             if imported.intersection(modules)]
+    return found[0] if len(found) == 1 else None
+
+
+def _check_engine(check: Checker, task: etree._Element, generator: tuple[S.ModuleChoice, ...],
+                  architecture: S.ArchitectureSpec, deployment: S.DeploymentSpec) -> None:
+    """What the engine chosen by dist_strategy cannot run: an architecture file written for
+    the other engine, a Keras <init> model, launchers and backends it has no plan for."""
+    choice = next((a for m in generator for a in m.actions if a.type == "dist_strategy"), None)
+    engine = default_tree.engine_of(choice.implementation if choice else None)
+    strategy = ENGINE_STRATEGIES[engine]
+    archi = task.find("CNN_archi")
+    path_el = archi.find("path") if archi is not None else None
+    if architecture.path is not None and architecture.path.is_file():
+        written_for = architecture_framework(architecture.path)
+        if written_for is not None and written_for != engine:
+            check.problem(path_el, "CNN_archi/path",
+                          f"{architecture.path.name} builds {ENGINE_MODELS[written_for]} (it "
+                          f"imports {' or '.join(FRAMEWORK_MODULES[written_for][:2])}), but "
+                          f"dist_strategy {strategy} runs the {engine} engine, which needs "
+                          f"{ENGINE_MODELS[engine]} from build_model; use dist_strategy "
+                          f"{ENGINE_STRATEGIES[written_for]} for this file, or write its "
+                          f"build_model for {engine} (docs/torch.md)")
+    if engine != "torch":
+        return
+    if architecture.init is not None:
+        check.problem(archi.find("init") if archi is not None else None, "CNN_archi/init",
+                      "<init> loads a Keras model, which the torch engine (dist_strategy "
+                      "torch_ddp) cannot use; drop <init> or use dist_strategy ring_allreduce")
+    deploy_el = task.find("deployment")
+    if deployment.launcher is S.Launcher.HOROVODRUN:
+        check.problem(deploy_el, "deployment", "launcher horovodrun starts Horovod ranks; "
+                      "dist_strategy torch_ddp runs the torch engine: use launcher mpirun "
+                      "(the default)")
+    if deployment.backend in (S.Backend.SWARM, S.Backend.SLURM):
+        check.problem(deploy_el, "deployment",
+                      f"dist_strategy torch_ddp runs on the local and hosts backends; backend "
+                      f"{deployment.backend.value} has no torch launch plan yet (use "
+                      f"ring_allreduce there)")
 
 
 def _property(task: etree._Element, section: str, name: str) -> etree._Element | None:

@@ -24,17 +24,23 @@ from autocnnp.generator.plugins import check_plugin_file, load_plugin_file
 TRAINER = "trainer"
 
 
-def _build_action(module: str, choice: ActionChoice | None, action_type: str, default: str,
+def _build_action(module: str, choice: ActionChoice | None, action_type: str,
                   spec: TrainingSpec, load_plugins: bool,
                   problems: list[ConfigProblem]) -> ActionNode:
     where = spec.source
     line = choice.line if choice else None
+    engine = spec.engine
+    default = registry.default_implementation(action_type, engine)
     impl = (choice.implementation if choice and choice.implementation else default)
-    reg = registry.lookup(action_type, impl)
+    reg = registry.lookup(action_type, impl, engine)
     if reg is None:
-        known = sorted(registry.implementations(action_type))
-        problems.append(ConfigProblem(where, line, f'action type="{action_type}"',
-                                      unknown(f"{action_type} implementation", impl, known)))
+        known = sorted(registry.implementations(action_type, engine))
+        other = registry.other_engine_of(action_type, impl, engine)
+        message = (f"{action_type} implementation {impl!r} belongs to the {other} engine, but "
+                   f"dist_strategy {spec.strategy_choice.implementation if spec.strategy_choice else 'ring_allreduce'} "
+                   f"runs the {engine} engine; on it {action_type} takes: {', '.join(known)}"
+                   if other else unknown(f"{action_type} implementation", impl, known))
+        problems.append(ConfigProblem(where, line, f'action type="{action_type}"', message))
         return ActionNode(action_type, impl, None)
     try:
         cls = reg.load()
@@ -110,8 +116,8 @@ def assemble(spec: TrainingSpec, *, load_plugins: bool = True) -> Generator:
     for composite_name, modules in registry.DEFAULT_TREE.items():
         children = []
         for module_name, actions in modules.items():
-            nodes = [_build_action(module_name, chosen.get((module_name, t)), t, default, spec,
-                                   load_plugins, problems) for t, default in actions]
+            nodes = [_build_action(module_name, chosen.get((module_name, t)), t, spec,
+                                   load_plugins, problems) for t, _ in actions]
             children.append(Module(module_name, nodes))
         composites.append(Composite(composite_name, children))
     if problems:

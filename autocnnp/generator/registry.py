@@ -19,14 +19,16 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from autocnnp.engine.default_tree import (ACTION_ALIASES, DEFAULT_TREE, DEFAULT_TREE_BY_MODULE,
-                                  MODULE_ALIASES, ROOT_NAME, action_types, is_extensible,
+                                  HOROVOD_ENGINE, MODULE_ALIASES, ROOT_NAME, TORCH_ENGINE,
+                                  action_types, default_implementation, is_extensible,
                                   module_names, module_of)
 from autocnnp.errors import PluginError
 
 __all__ = ["ACTION_ALIASES", "BUILTIN_ACTIONS", "DEFAULT_TREE", "DEFAULT_TREE_BY_MODULE",
-           "ENTRY_POINT_GROUP", "MODULE_ALIASES", "ROOT_NAME", "Registration", "action_types",
-           "implementations", "is_extensible", "lookup", "module_names", "module_of",
-           "registrations"]
+           "ENGINE_SPECIFIC_TYPES", "ENTRY_POINT_GROUP", "HOROVOD_ENGINE", "MODULE_ALIASES",
+           "ROOT_NAME", "Registration", "TORCH_ACTIONS", "TORCH_ENGINE", "action_types",
+           "default_implementation", "implementations", "is_extensible", "lookup",
+           "module_names", "module_of", "other_engine_of", "registrations"]
 
 ENTRY_POINT_GROUP = "autocnnp.actions"
 
@@ -46,6 +48,25 @@ BUILTIN_ACTIONS: dict[tuple[str, str], str] = {
     ("architecture", "inject"): "autocnnp.components.actions:ArchitectureInjection",
     ("dataset", "shard"): "autocnnp.components.actions:DatasetInjection",
 }
+
+#: the torch engine's implementations (``dist_strategy`` ``torch_ddp``): the same names as the
+#: Horovod engine's where the config's meaning is the same, PyTorch bodies. Action types not
+#: listed (task_definition, dataset) are engine-neutral and shared.
+TORCH_ACTIONS: dict[tuple[str, str], str] = {
+    ("communication_init", "torch_distributed"): "autocnnp.components.torch_actions:TorchDistributedInit",
+    ("seeding", "global_seed"): "autocnnp.components.torch_actions:TorchSeeding",
+    ("device_placement", "local_rank"): "autocnnp.components.torch_actions:TorchLocalRankDevice",
+    ("device_placement", "cpu"): "autocnnp.components.torch_actions:TorchCpuDevice",
+    ("memory_allocation", "growth"): "autocnnp.components.torch_actions:TorchMemoryGrowth",
+    ("memory_allocation", "soft_placement"): "autocnnp.components.torch_actions:TorchSoftPlacement",
+    ("memory_allocation", "fixed"): "autocnnp.components.torch_actions:TorchFixedMemory",
+    ("dist_strategy", "torch_ddp"): "autocnnp.components.torch_actions:TorchDDP",
+    ("checkpoint", "periodic"): "autocnnp.components.torch_actions:TorchPeriodicCheckpoint",
+    ("hyperparameters", "inject"): "autocnnp.components.torch_actions:TorchHyperparameters",
+    ("architecture", "inject"): "autocnnp.components.torch_actions:TorchArchitectureInjection",
+}
+#: action types whose implementation depends on the engine
+ENGINE_SPECIFIC_TYPES = frozenset(t for t, _ in TORCH_ACTIONS)
 
 @dataclass(frozen=True)
 class Registration:
@@ -135,18 +156,36 @@ def _entry_point_registrations() -> tuple[Registration, ...]:
     return tuple(found)
 
 
-def registrations() -> list[Registration]:
-    """Every known implementation; installed plugins override built-ins of the same name."""
+def registrations(engine: str = HOROVOD_ENGINE) -> list[Registration]:
+    """Every implementation known on ``engine``; installed plugins override built-ins of the
+    same name. On the torch engine the engine-specific types take :data:`TORCH_ACTIONS` only
+    (a Horovod implementation cannot run there), and ``torch_ddp`` is also listed for the
+    Horovod engine's ``dist_strategy``: choosing it is what switches engines."""
     table = {key: Registration(key[0], key[1], target, "builtin")
              for key, target in BUILTIN_ACTIONS.items()}
+    torch_table = {key: Registration(key[0], key[1], target, "builtin")
+                   for key, target in TORCH_ACTIONS.items()}
+    if engine == TORCH_ENGINE:
+        table = {key: reg for key, reg in table.items() if key[0] not in ENGINE_SPECIFIC_TYPES}
+        table.update(torch_table)
+    else:
+        table[("dist_strategy", "torch_ddp")] = torch_table[("dist_strategy", "torch_ddp")]
     for reg in _entry_point_registrations():
         table[(reg.type, reg.name)] = reg
     return list(table.values())
 
 
-def implementations(action_type: str) -> dict[str, Registration]:
-    return {r.name: r for r in registrations() if r.type == action_type}
+def implementations(action_type: str, engine: str = HOROVOD_ENGINE) -> dict[str, Registration]:
+    return {r.name: r for r in registrations(engine) if r.type == action_type}
 
 
-def lookup(action_type: str, name: str) -> Registration | None:
-    return implementations(action_type).get(name)
+def lookup(action_type: str, name: str, engine: str = HOROVOD_ENGINE) -> Registration | None:
+    return implementations(action_type, engine).get(name)
+
+
+def other_engine_of(action_type: str, name: str, engine: str) -> str | None:
+    """The engine that has ``action_type.name`` when ``engine`` has not (None: no engine has)."""
+    for other in (HOROVOD_ENGINE, TORCH_ENGINE):
+        if other != engine and lookup(action_type, name, other) is not None:
+            return other
+    return None

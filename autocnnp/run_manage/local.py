@@ -48,6 +48,13 @@ def check_launcher(plan: JobPlan) -> None:
             remedy="install Open MPI (apt-get install openmpi-bin libopenmpi-dev) or run "
                    "`bash scripts/setup.sh`, which installs the whole stack")
     import importlib.util
+    if plan.engine == "torch":
+        if importlib.util.find_spec("torch") is None:
+            raise EnvironmentProblemError(
+                "torch is not installed in this Python environment (dist_strategy torch_ddp)",
+                remedy="run `bash scripts/setup.sh`, or pip install -c constraints.txt "
+                       "'autocnnp[torch]' (the CPU build torch==2.13.0+cpu)")
+        return
     if importlib.util.find_spec("horovod") is None:
         raise EnvironmentProblemError(
             "Horovod is not installed in this Python environment",

@@ -40,8 +40,13 @@ from typing import Any
 
 from autocnnp.engine import rundir
 
-#: environment variables that hold the rank before Horovod is initialised, by launcher
-RANK_VARIABLES = ("HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK")
+#: environment variables that hold the rank before the communicator is initialised, by launcher
+RANK_VARIABLES = ("HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "RANK")
+
+#: the training loop of each engine (``TrainingSpec.engine``): a module with train(ctx) and
+#: evaluate(ctx)
+TRAINING_MODULES = {"horovod": "autocnnp.components.training",
+                    "torch": "autocnnp.components.torch_training"}
 
 #: exit status after SIGTERM (128 + 15, what a shell reports)
 SIGTERM_EXIT = 143
@@ -159,11 +164,13 @@ def write_error(run_dir: Path, rank: int, exc: BaseException) -> Path:
 
 def run(run_dir: Path, resume: bool, log: logging.Logger) -> tuple[int, Any]:
     """Assemble, run the actions, train and evaluate on this rank. Returns (0, ctx)."""
-    from autocnnp.components import training
+    import importlib
+
     from autocnnp.generator.assembly import assemble, run_actions
     from autocnnp.generator.context import RankContext
 
     spec = load_run_spec(run_dir)
+    training = importlib.import_module(TRAINING_MODULES[spec.engine])
     generator = assemble(spec, load_plugins=True)
     ctx = RankContext(spec=spec, run_dir=run_dir, resume=resume, log=log)
     _CURRENT["ctx"] = ctx
