@@ -17,6 +17,12 @@ the same files:
 - after training: the full weight check (parameters and buffers), and rank 0 saves
   ``RUN_DIR/model/model.pt`` (the state dict) with ``autocnnp.json``.
 
+Plugins: the objects in ``ctx.values["callbacks"]`` are called as Keras calls its callbacks,
+with the method names of ``tf.keras.callbacks.Callback`` (each optional):
+``on_train_begin(logs)``, ``on_epoch_begin(epoch, logs)``, ``on_train_batch_end(batch,
+logs)``, ``on_epoch_end(epoch, logs)``, ``on_train_end(logs)``; before the first call the loop
+sets ``callback.model`` to the (unwrapped) ``torch.nn.Module``. They run on every rank.
+
 BatchNorm buffers: DistributedDataParallel broadcasts rank 0's buffers at every forward, so
 every rank holds rank 0's running statistics (the Horovod engine averages them instead).
 """
@@ -43,6 +49,14 @@ from autocnnp.engine import rundir
 
 #: file of the trained model's state dict in ``RUN_DIR/model/``
 MODEL_FILE = "model.pt"
+
+
+def _notify(ctx: Any, event: str, *args: Any) -> None:
+    """Call ``event`` on every plugin callback that defines it (see the module docstring)."""
+    for callback in ctx.values.get("callbacks", []):
+        method = getattr(callback, event, None)
+        if method is not None:
+            method(*args)
 
 
 def _to_tensors(images: np.ndarray, masks: np.ndarray, device: Any) -> tuple[Any, Any]:
@@ -251,6 +265,7 @@ def _run_epoch(ctx: Any, epoch: int, steps_done: int, guard_steps: set[int]) -> 
                 step=step + 1, ranks=tuple(sorted(flags)), remedy=DIVERGED_REMEDY)
         if weight_check and steps_done + step + 1 in guard_steps:
             check_weights_identical(ddp.module, comm, f"training step {steps_done + step + 1}")
+        _notify(ctx, "on_train_batch_end", step, {"loss": value})
     train_s = time.perf_counter() - start
     totals = allreduce(totals, comm)
     logs = {"loss": totals[0] / max(totals[2], 1), "dice": totals[1] / max(totals[2], 1)}
@@ -292,8 +307,12 @@ def train(ctx: Any) -> TrainResult:
     durations: list[float] = []
     start = time.perf_counter()
     epochs_run = 0
+    for callback in ctx.values.get("callbacks", []):
+        callback.model = model
+    _notify(ctx, "on_train_begin", {})
     for epoch in range(initial_epoch, hp.end_epoch):
         began = time.perf_counter()
+        _notify(ctx, "on_epoch_begin", epoch, {})
         logs, lr, steps, train_s = _run_epoch(ctx, epoch, epochs_run * data.steps_per_epoch,
                                               set(GUARD_STEPS))
         logs["lr"] = lr
@@ -312,6 +331,7 @@ def train(ctx: Any) -> TrainResult:
             history.setdefault(key, []).append(float(value))
         if plateau is not None:
             plateau.epoch_end(epoch, logs, ctx.log)
+        _notify(ctx, "on_epoch_end", epoch, logs)
         done = epoch + 1
         checkpoint_now = monitoring.checkpoint_every > 0 and (
             done % monitoring.checkpoint_every == 0 or done == hp.end_epoch)
@@ -342,6 +362,7 @@ def train(ctx: Any) -> TrainResult:
             if comm.rank == 0:
                 print(stopping, flush=True)
             break
+    _notify(ctx, "on_train_end", {})
     seconds = time.perf_counter() - start
     images = epochs_run * data.steps_per_epoch * hp.global_batch_size
     if monitoring.weight_check:
