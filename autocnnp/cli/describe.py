@@ -57,7 +57,9 @@ def describe_action(action_type: str, impl: str | None) -> str:
              f"provides: {', '.join(cls.provides) or '-'}"]
     if cls.requires or cls.provides:
         lines.append("bindings (in ctx.values):")
-        lines += [f"  {describe_binding(name)}"
+        engine = "torch" if reg.target.startswith("autocnnp.components.torch_actions") \
+            else "horovod"
+        lines += [f"  {describe_binding(name, engine)}"
                   for name in dict.fromkeys(cls.requires + cls.provides)]
     if cls.params:
         lines.append("parameters (<param name=...>):")
@@ -65,6 +67,12 @@ def describe_action(action_type: str, impl: str | None) -> str:
             lines.append(f"  {name} ({p.type.__name__}, default {p.default!r}): {p.doc}")
     else:
         lines.append("parameters: none")
+    if action_type == "dist_strategy":
+        from autocnnp.engine.default_tree import ENGINE_OF_STRATEGY
+
+        lines.append("engines (this action's value chooses the engine every rank runs):")
+        for strategy, engine in ENGINE_OF_STRATEGY.items():
+            lines.append(f"  {strategy}: {registry.engine_summary(engine)}")
     if cls.extensible:
         from autocnnp.generator.assembly import dependents
         deps = dependents(_default_generator(), f"{module}.{action_type}")

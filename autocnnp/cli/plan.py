@@ -16,6 +16,7 @@ from pathlib import Path
 from autocnnp.engine.rundir import new_run_dir
 from autocnnp.engine.spec import spec_to_dict
 from autocnnp.errors import AutocnnpError
+from autocnnp.generator import registry
 from autocnnp.generator.assembly import assemble, load_checked_spec
 from autocnnp.generator.render import generator_to_dict, render_order, render_tree
 from autocnnp.run_manage.backend import get_backend
@@ -60,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"strategy:  {generator.actions()['train_strategy_def.dist_strategy'].implementation}, "
           f"{spec.parallelism_degree} ranks, lr {spec.hyperparameters.lr:g} x {spec.parallelism_degree} "
           f"({spec.lr_policy.name.value})")
+    print(f"engine:    {registry.engine_summary(spec.engine)}")
     print("\nCNN-Parallelism-Generator")
     print(render_tree(generator))
     print("\nExecution order (bindings)")

@@ -625,18 +625,23 @@ def build_spec(tree: etree._ElementTree, source: Path, check: Checker) -> S.Trai
     )
 
 
-#: top-level modules that tell which framework an architecture file builds its model with
-FRAMEWORK_MODULES = {"horovod": ("tensorflow", "keras", "tf_keras"), "torch": ("torch", "monai")}
+#: modules (and their submodules) that tell which framework an architecture file builds its
+#: model with: the frameworks themselves and autocnnp's own builders
+FRAMEWORK_MODULES = {
+    "horovod": ("tensorflow", "keras", "tf_keras", "autocnnp.components.models.unet",
+                "autocnnp.components.models.fcn"),
+    "torch": ("torch", "monai", "autocnnp.components.models.torch_models"),
+}
 #: what each engine's architecture files return, for the messages
 ENGINE_MODELS = {"horovod": "a Keras model (tf.keras.Model)", "torch": "a torch.nn.Module"}
 #: the dist_strategy value that runs each engine
 ENGINE_STRATEGIES = {"horovod": "ring_allreduce", "torch": "torch_ddp"}
 
 
-def architecture_framework(path: Path) -> str | None:
-    """The engine an architecture file is written for, from its imports (read with
-    :mod:`ast`, never run): ``horovod`` (TensorFlow/Keras), ``torch``, or None when it imports
-    neither or both."""
+def architecture_framework(path: Path) -> tuple[str, str] | None:
+    """The engine an architecture file is written for and the import that says so, from its
+    imports (read with :mod:`ast`, never run): ``("horovod", "tensorflow")``,
+    ``("torch", "torch")``..., or None when it imports neither framework or both."""
     import ast
 
     try:
@@ -646,12 +651,13 @@ def architecture_framework(path: Path) -> str | None:
     imported = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            imported.update(alias.name.split(".")[0] for alias in node.names)
+            imported.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            imported.add(node.module.split(".")[0])
-    found = [engine for engine, modules in FRAMEWORK_MODULES.items()
-             if imported.intersection(modules)]
-    return found[0] if len(found) == 1 else None
+            imported.add(node.module)
+    found = {engine: name for engine, modules in FRAMEWORK_MODULES.items()
+             for name in sorted(imported) for m in modules
+             if name == m or name.startswith(m + ".")}
+    return next(iter(found.items())) if len(found) == 1 else None
 
 
 def _check_engine(check: Checker, task: etree._Element, generator: tuple[S.ModuleChoice, ...],
@@ -664,15 +670,15 @@ def _check_engine(check: Checker, task: etree._Element, generator: tuple[S.Modul
     archi = task.find("CNN_archi")
     path_el = archi.find("path") if archi is not None else None
     if architecture.path is not None and architecture.path.is_file():
-        written_for = architecture_framework(architecture.path)
-        if written_for is not None and written_for != engine:
+        found = architecture_framework(architecture.path)
+        if found is not None and found[0] != engine:
+            written_for, module = found
             check.problem(path_el, "CNN_archi/path",
                           f"{architecture.path.name} builds {ENGINE_MODELS[written_for]} (it "
-                          f"imports {' or '.join(FRAMEWORK_MODULES[written_for][:2])}), but "
-                          f"dist_strategy {strategy} runs the {engine} engine, which needs "
-                          f"{ENGINE_MODELS[engine]} from build_model; use dist_strategy "
-                          f"{ENGINE_STRATEGIES[written_for]} for this file, or write its "
-                          f"build_model for {engine} (docs/torch.md)")
+                          f"imports {module}), but dist_strategy {strategy} runs the {engine} "
+                          f"engine, which needs {ENGINE_MODELS[engine]} from build_model; use "
+                          f"dist_strategy {ENGINE_STRATEGIES[written_for]} for this file, or "
+                          f"write its build_model for the {engine} engine (docs/torch.md)")
     if engine != "torch":
         return
     if architecture.init is not None:

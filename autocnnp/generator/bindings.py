@@ -66,8 +66,29 @@ EXTRA_VALUES: dict[str, str] = {
 }
 
 
-def describe_binding(name: str) -> str:
-    """``name: what it carries`` for one binding (or a plugin's own value)."""
+#: what the bindings carry on the torch engine where it differs (dist_strategy torch_ddp)
+TORCH_BINDINGS: dict[str, str] = {
+    "communicator": "TorchCommunicator: rank, size, local_rank, local_size, hostname, is_chief, "
+                    "backend (gloo or nccl); torch.distributed is initialised",
+    "seed": "int: the seed Python, NumPy and torch were seeded with",
+    "device": "DevicePlacement: kind (CPU/GPU), device (cpu or cuda:N), gpu_index, thread counts",
+    "model": "the torch.nn.Module, unwrapped ((N, C, H, W) in, softmax probabilities "
+             "(N, classes, H, W) out)",
+    "hyperparameters": "HyperparameterValues as on the Horovod engine; loss is a function of "
+                       "torch tensors (y_true (B, H, W), y_pred (B, C, H, W)) -> (B,)",
+    "optimizer": "a torch.optim optimizer over the DistributedDataParallel wrapper's "
+                 "parameters (SGD, Adam, RMSprop, AdamW with Keras's defaults)",
+    "sync_callbacks": "TorchSync: ddp (the DistributedDataParallel wrapper that averages "
+                      "gradients), device (the torch.device batches go to)",
+    "checkpoints": "CheckpointSetup: manager (TorchCheckpointManager: state dicts in "
+                   "RUN_DIR/checkpoints/epoch-NNNNN/state.pt), callbacks (empty)",
+}
+
+
+def describe_binding(name: str, engine: str = "horovod") -> str:
+    """``name: what it carries`` for one binding (or a plugin's own value) on ``engine``."""
+    if engine == "torch" and name in TORCH_BINDINGS:
+        return f"{name}: {TORCH_BINDINGS[name]}"
     if name in BINDINGS:
         return f"{name}: {BINDINGS[name][1]}"
     return f"{name}: (a value of a plugin; not described by autocnnp)"

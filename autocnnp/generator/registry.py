@@ -27,7 +27,7 @@ from autocnnp.errors import PluginError
 __all__ = ["ACTION_ALIASES", "BUILTIN_ACTIONS", "DEFAULT_TREE", "DEFAULT_TREE_BY_MODULE",
            "ENGINE_SPECIFIC_TYPES", "ENTRY_POINT_GROUP", "HOROVOD_ENGINE", "MODULE_ALIASES",
            "ROOT_NAME", "Registration", "TORCH_ACTIONS", "TORCH_ENGINE", "action_types",
-           "default_implementation", "implementations", "is_extensible", "lookup",
+           "default_implementation", "engine_summary", "implementations", "is_extensible", "lookup",
            "module_names", "module_of", "other_engine_of", "registrations"]
 
 ENTRY_POINT_GROUP = "autocnnp.actions"
@@ -181,6 +181,19 @@ def implementations(action_type: str, engine: str = HOROVOD_ENGINE) -> dict[str,
 
 def lookup(action_type: str, name: str, engine: str = HOROVOD_ENGINE) -> Registration | None:
     return implementations(action_type, engine).get(name)
+
+
+def engine_summary(engine: str) -> str:
+    """One line for ``plan`` and ``describe``: what ``engine`` is and which action types it
+    runs in its own implementation (the modules ``dist_strategy`` depends on)."""
+    from autocnnp.engine.default_tree import ENGINE_LABELS
+
+    if engine == TORCH_ENGINE:
+        swapped = [t for t in action_types() if t in ENGINE_SPECIFIC_TYPES]
+        shared = [t for t in action_types() if t not in ENGINE_SPECIFIC_TYPES]
+        return (f"{engine} ({ENGINE_LABELS[engine]}); PyTorch implementations of "
+                f"{', '.join(swapped)}; shared with the Horovod engine: {', '.join(shared)}")
+    return f"{engine} ({ENGINE_LABELS[engine]})"
 
 
 def other_engine_of(action_type: str, name: str, engine: str) -> str | None:

@@ -63,8 +63,10 @@ def check_output(model: Any, input_shape: tuple[int, ...], num_classes: int, sou
     import tensorflow as tf
 
     if not isinstance(model, tf.keras.Model):
+        hint = (" (a torch.nn.Module: this file is for dist_strategy torch_ddp)"
+                if type(model).__module__.startswith("torch") else "")
         raise ArchitectureError(source, f"build_model returned {type(model).__name__}, "
-                                        "expected a tf.keras.Model")
+                                        f"expected a tf.keras.Model{hint}")
     out = model.output_shape
     if isinstance(out, list):
         raise ArchitectureError(source, f"the model has {len(out)} outputs; expected one "
