@@ -61,6 +61,19 @@ class TorchSync:
     ddp: Any
     device: Any
     callbacks: list[Any] = field(default_factory=list)
+    #: ``<property name="precision">``: fp32, or bf16/fp16 autocast of forward and loss
+    precision: str = "fp32"
+    #: fp16's loss scaler (``torch.amp.GradScaler``), None otherwise
+    scaler: Any = None
+
+    def autocast(self) -> Any:
+        """The context of a forward pass at this precision (a no-op in fp32)."""
+        import contextlib
+
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
 
 
 def rank_environment(env: dict[str, str] | None = None) -> tuple[int, int, int, int]:
@@ -350,8 +363,17 @@ def torch_ddp(ctx: Any) -> None:
                                   else None)
     optimizer = make_optimizer(hp.optimizer, ddp.parameters(), hp.initial_lr, hp.momentum,
                                beta_1=hp.beta_1, beta_2=hp.beta_2, weight_decay=hp.weight_decay)
+    precision = ctx.spec.hyperparameters.precision
+    if precision != "fp32" and device.type != "cuda":
+        raise AutocnnpError(
+            f"precision {precision} needs a GPU: rank {ctx.require('communicator').rank} "
+            f"computes on the CPU, where {precision} autocast does not make training faster "
+            f"(and fp16 loses accuracy for nothing)",
+            remedy='use <property name="precision">fp32</property> (the default) on CPUs')
+    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
     ctx.values["optimizer"] = optimizer
-    ctx.values["sync_callbacks"] = TorchSync(ddp=ddp, device=device)
+    ctx.values["sync_callbacks"] = TorchSync(ddp=ddp, device=device, precision=precision,
+                                             scaler=scaler)
     ctx.log.info("optimizer %s %s", type(optimizer).__name__,
                  {k: v for k, v in optimizer.defaults.items() if not callable(v)})
 

@@ -211,6 +211,9 @@ def restore(ctx: Any, plateau: _Plateau | None, stop: _EarlyStop | None) -> int:
             plateau.best, plateau.waited = lr["plateau"]
         if stop is not None and lr.get("early_stopping"):
             stop.best, stop.best_epoch, stop.waited = lr["early_stopping"]
+        scaler = ctx.require("sync_callbacks").scaler
+        if scaler is not None and blob.get("scaler"):
+            scaler.load_state_dict(blob["scaler"])
         rng = blob.get("rng") or []
         if comm.rank < len(rng):
             _set_rng_state(rng[comm.rank])
@@ -244,11 +247,17 @@ def _run_epoch(ctx: Any, epoch: int, steps_done: int, guard_steps: set[int]) -> 
             group["lr"] = lr
         images, masks = data.train.read_batch(indices)
         x, y = _to_tensors(images, masks, device)
-        probs = ddp(x)
-        loss = hp.loss(y, probs).mean()
+        with sync.autocast():
+            probs = ddp(x)
+            loss = hp.loss(y, probs).mean()
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        if sync.scaler is not None:  # fp16: scaled loss, steps skipped on overflow
+            sync.scaler.scale(loss).backward()
+            sync.scaler.step(optimizer)
+            sync.scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
         value = float(loss.detach())
         n = len(indices)
         with torch.no_grad():
@@ -276,7 +285,8 @@ def _run_epoch(ctx: Any, epoch: int, steps_done: int, guard_steps: set[int]) -> 
             for indices in data.valid_batches():
                 images, masks = data.valid.read_batch(indices)
                 x, y = _to_tensors(images, masks, device)
-                probs = ddp.module(x)
+                with sync.autocast():
+                    probs = ddp.module(x)
                 valid += (float(hp.loss(y, probs).sum()), float(dice_metric(y, probs).sum()),
                           len(indices))
         valid = allreduce(valid, comm)
@@ -341,7 +351,9 @@ def train(ctx: Any) -> TrainResult:
         if checkpoint_now:
             rng = gather_objects(_rng_state(), comm)  # a collective: every rank
             if comm.rank == 0:
-                manager.pending = {"rng": rng, "lr_state": _lr_state(schedule, plateau, stop)}
+                scaler = ctx.require("sync_callbacks").scaler
+                manager.pending = {"rng": rng, "lr_state": _lr_state(schedule, plateau, stop),
+                                   "scaler": scaler.state_dict() if scaler else None}
                 manager.save(model, optimizer, done, {"time": time.time(), "logs": values})
         now = time.perf_counter()
         took = now - began

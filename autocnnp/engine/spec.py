@@ -138,6 +138,8 @@ class Hyperparameters:
     weight_decay: float | None = None
     #: loss weight of each class, background first (empty: all 1)
     class_weights: tuple[float, ...] = ()
+    #: arithmetic of forward and backward: fp32, or bf16/fp16 autocast (torch engine, GPU)
+    precision: str = "fp32"
 
     @property
     def epochs(self) -> int:

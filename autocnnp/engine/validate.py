@@ -22,7 +22,7 @@ from lxml import etree
 from autocnnp.engine import default_tree
 from autocnnp.engine import spec as S
 from autocnnp.engine.values import parse_bool
-from autocnnp.engine.vocabulary import LOSSES, METRICS, OPTIMIZERS
+from autocnnp.engine.vocabulary import LOSSES, METRICS, OPTIMIZERS, PRECISIONS
 from autocnnp.engine.schema import check_schema, did_you_mean, unknown
 from autocnnp.engine.user_files import check_function_file
 from autocnnp.engine.xml_loader import load_xml
@@ -193,6 +193,7 @@ HYPERPARAMETERS = {
     "beta_2": Prop("beta_2", _beta),
     "weight_decay": Prop("weight_decay", lambda t: _fraction_or_float(t)),
     "class_weights": Prop("class_weights", _weights),
+    "precision": Prop("precision", _choice(*PRECISIONS)),
 }
 LR_POLICY = {
     "warmup_epochs": Prop("warmup_epochs", lambda t: float(_int_at_least(0)(t)) if t.strip().isdigit() else _fraction_or_float(t)),
@@ -609,7 +610,7 @@ def build_spec(tree: etree._ElementTree, source: Path, check: Checker) -> S.Trai
     _check_keras_settings(check, task, hyper, data, policy, monitoring)
     architecture = _architecture(check, task.find("CNN_archi"))
     generator = _generator(check, task.find("CNN-Parallelism-Generator"))
-    _check_engine(check, task, generator, architecture, deployment)
+    _check_engine(check, task, generator, architecture, deployment, hyper)
     return S.TrainingSpec(
         source=source, task=TASKS.get(task_name, task_name), parallelism_degree=degree,
         architecture=architecture,
@@ -661,7 +662,8 @@ def architecture_framework(path: Path) -> tuple[str, str] | None:
 
 
 def _check_engine(check: Checker, task: etree._Element, generator: tuple[S.ModuleChoice, ...],
-                  architecture: S.ArchitectureSpec, deployment: S.DeploymentSpec) -> None:
+                  architecture: S.ArchitectureSpec, deployment: S.DeploymentSpec,
+                  hyper: S.Hyperparameters) -> None:
     """What the engine chosen by dist_strategy cannot run: an architecture file written for
     the other engine, a Keras <init> model, launchers and backends it has no plan for."""
     choice = next((a for m in generator for a in m.actions if a.type == "dist_strategy"), None)
@@ -680,6 +682,12 @@ def _check_engine(check: Checker, task: etree._Element, generator: tuple[S.Modul
                           f"dist_strategy {ENGINE_STRATEGIES[written_for]} for this file, or "
                           f"write its build_model for the {engine} engine (docs/torch.md)")
     if engine != "torch":
+        if hyper.precision != "fp32":
+            check.problem(_property(task, "hyperparameters", "precision"),
+                          'property name="precision"',
+                          f"precision {hyper.precision} is implemented on the torch engine "
+                          f"(dist_strategy torch_ddp) at this version; the Horovod engine "
+                          f"trains in fp32")
         return
     if architecture.init is not None:
         check.problem(archi.find("init") if archi is not None else None, "CNN_archi/init",

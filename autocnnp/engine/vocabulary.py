@@ -10,6 +10,8 @@ from __future__ import annotations
 OPTIMIZERS = ("sgd", "adam", "rmsprop", "adamw")
 #: ``<property name="loss">``
 LOSSES = ("dice", "crossentropy", "dice_crossentropy")
+#: ``<property name="precision">``
+PRECISIONS = ("fp32", "bf16", "fp16")
 #: ``<evaluation><metrics>``: SegEval metrics computed on the test split (all by default)
 METRICS = ("dice", "pixel_accuracy", "mean_accuracy", "mean_iou", "fw_iou", "sensitivity",
            "specificity", "hd95")

@@ -131,8 +131,11 @@ def build_report(spec: dict, manifest: dict, test_metrics: dict | None = None,
     checks.append(CheckItem("hardware and software described", bool(hw and pk),
                             f"{hw.get('cpu_model', '?')} x{hw.get('cpu_cores', '?')}, "
                             f"{hw.get('memory_gib', '?')} GiB, GPUs: {', '.join(hw.get('gpus') or ['none'])}; "
-                            f"TensorFlow {pk.get('tensorflow-cpu') or pk.get('tensorflow', '?')}, "
-                            f"Horovod {pk.get('horovod', '?')}, {ranks} rank(s)"))
+                            + (f"PyTorch {pk.get('torch', '?')} (DistributedDataParallel), "
+                               if manifest.get("engine") == "torch" else
+                               f"TensorFlow {pk.get('tensorflow-cpu') or pk.get('tensorflow', '?')}, "
+                               f"Horovod {pk.get('horovod', '?')}, ")
+                            + f"{ranks} rank(s)"))
     selected = (test_metrics or {}).get("selected_metrics") or list(((test_metrics or {}).get("means") or {}))
     checks.append(CheckItem("at least three metrics", test_metrics is not None and len(selected) >= 3,
                             ", ".join(selected) if test_metrics else "no test metrics"))

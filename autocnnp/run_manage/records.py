@@ -16,8 +16,8 @@ from typing import Any
 from autocnnp import __version__
 from autocnnp.engine.spec import TrainingSpec
 
-PACKAGES = ("tensorflow-cpu", "tensorflow", "keras", "horovod", "numpy", "scipy", "lxml",
-            "nibabel", "scikit-image", "mpi4py", "docker", "pillow")
+PACKAGES = ("tensorflow-cpu", "tensorflow", "keras", "horovod", "torch", "numpy", "scipy",
+            "lxml", "nibabel", "scikit-image", "mpi4py", "docker", "pillow")
 
 
 def package_versions() -> dict[str, str]:
@@ -107,6 +107,7 @@ def build_manifest(spec: TrainingSpec, argv: list[str], image: str | None = None
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": argv,
         "config": str(spec.source),
+        "engine": spec.engine,
         "seed": spec.reproducibility.seed,
         "deterministic": spec.reproducibility.deterministic,
         "packages": package_versions(),

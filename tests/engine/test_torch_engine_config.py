@@ -193,3 +193,18 @@ def test_engine_and_generator_do_not_import_torch() -> None:
                           text=True, cwd=str(ROOT), timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "HEAVY []"
+
+
+def test_precision_is_a_torch_engine_setting(tmp_path: Path) -> None:
+    extra_props = '<property name="lr">1e-3</property><property name="precision">bf16</property>'
+    path = write(tmp_path, "ring_allreduce")
+    path.write_text(path.read_text().replace('<property name="lr">1e-3</property>', extra_props))
+    assert problems(path) == [
+        f'{path}:7: <property name="precision">: precision bf16 is implemented on the torch '
+        f"engine (dist_strategy torch_ddp) at this version; the Horovod engine trains in fp32"]
+    path = write(tmp_path)
+    path.write_text(path.read_text().replace('<property name="lr">1e-3</property>', extra_props))
+    assert load_checked_spec(path).hyperparameters.precision == "bf16"
+    path.write_text(path.read_text().replace(">bf16<", ">fp8<"))
+    assert problems(path) == [f"{path}:7: <property name=\"precision\">: 'fp8' is not one of "
+                              f"fp32, bf16, fp16"]

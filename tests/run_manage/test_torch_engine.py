@@ -222,3 +222,18 @@ def test_a_dead_rank_fails_the_job_naming_rank_and_host(demo: Path, tmp_path: Pa
     assert record["rank"] == 1 and record["host"]
     assert "rank 1 dies here" in record["message"]
     assert "rank 1: error: architecture" in proc.stderr
+
+
+def test_mixed_precision_is_refused_on_a_cpu_rank(demo: Path, tmp_path: Path) -> None:
+    run = write_run(tmp_path / "run", demo, lr=0.01, batch=BATCH, ranks=1, plugins=(TORCH_DDP,))
+    spec = json.loads((run / "spec.json").read_text())
+    spec["hyperparameters"]["precision"] = "bf16"
+    (run / "spec.json").write_text(json.dumps(spec))
+    proc = torch_launch(run, 1)
+    assert proc.returncode == 1
+    record = json.loads((run / "errors" / "rank-0.json").read_text())
+    assert record["message"] == ("precision bf16 needs a GPU: rank 0 computes on the CPU, where "
+                                 "bf16 autocast does not make training faster (and fp16 loses "
+                                 "accuracy for nothing)")
+    assert record["remedy"] == ('use <property name="precision">fp32</property> (the default) '
+                                'on CPUs')
