@@ -12,7 +12,8 @@ the same files:
 - per epoch: the metrics averaged over ranks (``loss``, ``dice``, ``val_loss``,
   ``val_dice``, weighted by samples), the weight guard, reduce-on-plateau and early stopping
   as configured, a checkpoint every ``checkpoint_every`` epochs and after the last (rank 0;
-  every rank's RNG state gathered into it), one line in ``RUN_DIR/metrics/epochs.jsonl`` and
+  every rank's RNG state gathered into it), one line in ``RUN_DIR/metrics/epochs.jsonl`` (on a
+  GPU with ``gpu_memory_mib``, the peak memory torch allocated so far on rank 0) and
   the progress line on stdout (rank 0);
 - after training: the full weight check (parameters and buffers), and rank 0 saves
   ``RUN_DIR/model/model.pt`` (the state dict) with ``autocnnp.json``.
@@ -363,6 +364,8 @@ def train(ctx: Any) -> TrainResult:
                       "train_s": round(train_s, 4),
                       "images_per_s": round(steps * hp.global_batch_size / max(train_s, 1e-9), 2),
                       "wall": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            if torch.cuda.is_available() and ctx.require("sync_callbacks").device.type == "cuda":
+                record["gpu_memory_mib"] = round(torch.cuda.max_memory_allocated() / 2 ** 20, 1)
             log_path.parent.mkdir(parents=True, exist_ok=True)
             with open(log_path, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(record, allow_nan=False) + "\n")
