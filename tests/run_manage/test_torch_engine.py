@@ -237,3 +237,61 @@ def test_mixed_precision_is_refused_on_a_cpu_rank(demo: Path, tmp_path: Path) ->
                                  "accuracy for nothing)")
     assert record["remedy"] == ('use <property name="precision">fp32</property> (the default) '
                                 'on CPUs')
+
+
+TORCH_GENERATOR = ('<CNN-Parallelism-Generator><module name="train_strategy_def"><action '
+                   'class="extensible" type="dist_strategy"><value>torch_ddp</value></action>'
+                   '</module></CNN-Parallelism-Generator>\n    <data format="pairs">')
+
+
+def _run_cli(config: Path, env: dict) -> tuple[object, Path]:
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "autocnnp", "run", str(config)],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc, Path(proc.stdout.strip().splitlines()[-1].removeprefix("run directory: "))
+
+
+def test_autocnnp_run_on_the_torch_engine_leaves_the_same_run_directory(small_config,
+                                                                        cli_env) -> None:
+    """The launcher's plan (mpirun, MASTER_ADDR/PORT) and the run directory `status` and
+    `report` read, with the torch engine end to end."""
+    config = small_config(ranks=2, epochs=2)
+    config.write_text(config.read_text().replace('<data format="pairs">', TORCH_GENERATOR))
+    proc, run_dir = _run_cli(config, cli_env)
+    assert "epoch 2/2" in proc.stdout and "Test metrics" in proc.stdout
+    plan = json.loads((run_dir / "plan.json").read_text())
+    assert plan["engine"] == "torch"
+    assert dict(plan["env"])["MASTER_ADDR"] == "127.0.0.1"
+    for name in ("config.xml", "spec.json", "manifest.json", "state.json", "test_metrics.json",
+                 "model/model.pt", "model/autocnnp.json", "logs/rank-1.log",
+                 "checkpoints/epoch-00002/state.pt"):
+        assert (run_dir / name).is_file(), name
+    assert [json.loads(line)["epoch"] for line in
+            (run_dir / "metrics" / "epochs.jsonl").read_text().splitlines()] == [1, 2]
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["engine"] == "torch" and manifest["packages"]["torch"].startswith("2.")
+    import subprocess
+    import sys
+    report = subprocess.run([sys.executable, "-m", "autocnnp", "report", str(run_dir)],
+                            capture_output=True, text=True, env=cli_env, timeout=120)
+    assert report.returncode == 0, report.stderr
+    assert "PyTorch 2.13.0+cpu (DistributedDataParallel), 2 rank(s)" in report.stdout
+
+
+def test_the_hosts_backend_runs_the_torch_engine(small_config, cli_env) -> None:
+    """The hosts backend on this machine's own name: mpirun's -H path, the rendezvous on
+    the first host."""
+    config = small_config(ranks=2, epochs=1)
+    text = config.read_text().replace('<data format="pairs">', TORCH_GENERATOR).replace(
+        '<deployment backend="local"><property name="threads_per_rank">1</property></deployment>',
+        '<deployment backend="hosts"><property name="hosts">localhost:2</property>'
+        '<property name="threads_per_rank">1</property></deployment>')
+    config.write_text(text)
+    _, run_dir = _run_cli(config, cli_env)
+    plan = json.loads((run_dir / "plan.json").read_text())
+    assert plan["backend"] == "hosts" and plan["engine"] == "torch"
+    assert plan["command"][plan["command"].index("-H") + 1] == "localhost:2"
+    assert (run_dir / "test_metrics.json").is_file()
