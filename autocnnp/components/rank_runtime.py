@@ -964,10 +964,15 @@ class CheckpointManager:
                     removed.append(path.name)
         return removed
 
-    def save(self, model: Any, optimizer: Any, epoch: int, state: dict[str, Any]) -> Path:
-        """Write a checkpoint for ``epoch`` completed epochs; returns its folder."""
+    def write_state(self, folder: Path, model: Any, optimizer: Any) -> None:
+        """Write the model's and optimizer's state into ``folder`` (TensorFlow's
+        ``ckpt.*`` files here; the torch engine's manager writes ``state.pt``)."""
         import tensorflow as tf
 
+        tf.train.Checkpoint(model=model, optimizer=optimizer).write(str(folder / "ckpt"))
+
+    def save(self, model: Any, optimizer: Any, epoch: int, state: dict[str, Any]) -> Path:
+        """Write a checkpoint for ``epoch`` completed epochs; returns its folder."""
         from autocnnp.diskspace import DiskFullError, is_disk_full
 
         final = self._final(epoch)
@@ -976,7 +981,7 @@ class CheckpointManager:
             self.directory.mkdir(parents=True, exist_ok=True)
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir()
-            tf.train.Checkpoint(model=model, optimizer=optimizer).write(str(tmp / "ckpt"))
+            self.write_state(tmp, model, optimizer)
             (tmp / "state.json").write_text(json.dumps({"epoch": epoch, **state}, indent=1,
                                                        allow_nan=False))
             manifest = {"epoch": epoch, "files": self._digests(tmp)}

@@ -477,40 +477,11 @@ class TorchCheckpointManager(CheckpointManager):
         super().__init__(directory, keep)
         self.pending: dict[str, Any] = {}
 
-    def save(self, model: Any, optimizer: Any, epoch: int, state: dict[str, Any]) -> Path:
-        """Write a checkpoint of ``epoch`` completed epochs (``self.pending`` adds the
-        scheduler and RNG entries); returns its folder."""
-        import json
-        import shutil
-
-        from autocnnp.diskspace import DiskFullError, is_disk_full
-        from autocnnp.engine.rundir import replace_dir
-
-        final = self._final(epoch)
-        tmp = self.directory / f".tmp-{final.name}-{os.getpid()}"
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir()
-            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        **self.pending}, tmp / self.STATE_FILE)
-            (tmp / "state.json").write_text(json.dumps({"epoch": epoch, "engine": "torch",
-                                                        **state}, indent=1, allow_nan=False))
-            manifest = {"epoch": epoch, "files": self._digests(tmp)}
-            with open(tmp / self.MANIFEST, "w", encoding="utf-8") as handle:
-                handle.write(json.dumps(manifest, indent=1))
-                handle.flush()
-                os.fsync(handle.fileno())
-        except Exception as exc:
-            shutil.rmtree(tmp, ignore_errors=True)
-            if is_disk_full(exc):
-                raise DiskFullError(self.directory, self.estimate_bytes(model, optimizer),
-                                    remedy=self._full_remedy()) from exc
-            raise
-        replace_dir(tmp, final)
-        for _, path in self.list()[:-self.keep]:
-            shutil.rmtree(path, ignore_errors=True)
-        return final
+    def write_state(self, folder: Path, model: Any, optimizer: Any) -> None:
+        """``state.pt``: the state dicts, with ``self.pending`` (the learning-rate state, the
+        loss scaler and every rank's RNG, set by the training loop before :meth:`save`)."""
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    **self.pending}, folder / self.STATE_FILE)
 
     def estimate_bytes(self, model: Any, optimizer: Any) -> int:
         latest = self.latest()

@@ -166,7 +166,7 @@ def restore(ctx: Any, plateau: _Plateau | None, stop: _EarlyStop | None) -> int:
     """Resume: rank 0 restores the newest checkpoint that verifies (saying which it skipped),
     every rank takes its model, optimizer and learning-rate state and its own RNG state.
     Returns the epoch to continue at."""
-    from autocnnp.components.rank_runtime import truncate_epoch_log
+    from autocnnp.components.training import resume_on_chief
 
     comm = ctx.require("communicator")
     model = ctx.require("model")
@@ -182,26 +182,8 @@ def restore(ctx: Any, plateau: _Plateau | None, stop: _EarlyStop | None) -> int:
         return epoch
     blob = None
     if comm.rank == 0:
-        def say(text: str) -> None:
-            ctx.log.warning("%s", text)
-            print(text, flush=True)
-
-        found = manager.restore_latest(model, optimizer, say)
-        if found is not None:
-            state, folder = found
-            epoch = int(state["epoch"])
-            blob = state["torch_state"]
-            ctx.log.info("resuming from %s (epoch %d)", folder, epoch)
-            print(f"resuming from checkpoint {folder.name} (epoch {epoch})", flush=True)
-        else:
-            ctx.log.warning("--resume: no usable checkpoint in %s; starting at epoch %d",
-                            manager.directory, epoch)
-            print(f"no usable checkpoint in {manager.directory}: starting at epoch {epoch}",
-                  flush=True)
-        log_path = Path(ctx.run_dir) / "metrics" / "epochs.jsonl"
-        dropped = truncate_epoch_log(log_path, epoch)
-        if dropped:
-            ctx.log.info("dropped %d line(s) past epoch %d from %s", dropped, epoch, log_path)
+        epoch, state = resume_on_chief(ctx, manager, model, optimizer, epoch)
+        blob = state["torch_state"] if state is not None else None
     epoch, blob = broadcast_object((epoch, blob), comm)
     if blob is not None:
         model.load_state_dict(blob["model"])
@@ -355,7 +337,8 @@ def train(ctx: Any) -> TrainResult:
                 scaler = ctx.require("sync_callbacks").scaler
                 manager.pending = {"rng": rng, "lr_state": _lr_state(schedule, plateau, stop),
                                    "scaler": scaler.state_dict() if scaler else None}
-                manager.save(model, optimizer, done, {"time": time.time(), "logs": values})
+                manager.save(model, optimizer, done, {"engine": "torch", "time": time.time(),
+                                                      "logs": values})
         now = time.perf_counter()
         took = now - began
         durations.append(took)

@@ -215,6 +215,40 @@ def callbacks_for_fit(ctx: Any, *, progress: bool = True) -> list[Any]:
     return callbacks
 
 
+def resume_on_chief(ctx: Any, manager: Any, model: Any, optimizer: Any,
+                    epoch: int) -> tuple[int, dict[str, Any] | None]:
+    """Rank 0's part of ``--resume`` on either engine: restore the newest checkpoint that
+    verifies (saying on stdout which were skipped and why), say where training continues, and
+    cut ``RUN_DIR/metrics/epochs.jsonl`` back to that epoch. Returns (the epoch to continue
+    at, the checkpoint's state, or None when no checkpoint is usable and training starts at
+    ``epoch``)."""
+    from autocnnp.components.rank_runtime import truncate_epoch_log
+
+    def say(text: str) -> None:
+        ctx.log.warning("%s", text)
+        print(text, flush=True)
+
+    found = manager.restore_latest(model, optimizer, say)
+    state = None
+    if found is not None:
+        state, folder = found
+        epoch = int(state["epoch"])
+        ctx.log.info("resuming from %s (epoch %d)", folder, epoch)
+        print(f"resuming from checkpoint {folder.name} (epoch {epoch})", flush=True)
+    else:
+        ctx.log.warning("--resume: no usable checkpoint in %s; starting at epoch %d",
+                        manager.directory, epoch)
+        print(f"no usable checkpoint in {manager.directory}: starting at epoch {epoch}",
+              flush=True)
+    # epochs past the checkpoint were logged before the interruption and run again now: drop
+    # their lines so that the log lists every epoch once
+    log_path = Path(ctx.run_dir) / "metrics" / "epochs.jsonl"
+    dropped = truncate_epoch_log(log_path, epoch)
+    if dropped:
+        ctx.log.info("dropped %d line(s) past epoch %d from %s", dropped, epoch, log_path)
+    return epoch, state
+
+
 def restore(ctx: Any) -> int:
     """Resume: rank 0 loads the newest checkpoint that verifies (skipping corrupt ones, and
     saying so on stdout), then every rank takes rank 0's variables (model and optimizer).
@@ -226,8 +260,6 @@ def restore(ctx: Any) -> int:
     the one it continues at (:func:`~autocnnp.components.rank_runtime.truncate_epoch_log`),
     so that after the run the file lists every epoch exactly once."""
     import horovod.tensorflow as hvd_tf
-
-    from autocnnp.components.rank_runtime import truncate_epoch_log
 
     comm = ctx.require("communicator")
     model = ctx.require("model")
@@ -247,31 +279,8 @@ def restore(ctx: Any) -> int:
         for name in manager.remove_stale():
             ctx.log.info("removed %s, left by a checkpoint writer that was interrupted", name)
     if ctx.resume:
-        found = None
         if comm.rank == 0:
-            def say(text: str) -> None:
-                ctx.log.warning("%s", text)
-                print(text, flush=True)
-
-            found = manager.restore_latest(model, optimizer, say)
-        if found is not None:
-            state, folder = found
-            epoch = int(state["epoch"])
-            ctx.log.info("resuming from %s (epoch %d)", folder, epoch)
-            print(f"resuming from checkpoint {folder.name} (epoch {epoch})", flush=True)
-        elif comm.rank == 0:
-            ctx.log.warning("--resume: no usable checkpoint in %s; starting at epoch %d",
-                            manager.directory, epoch)
-            print(f"no usable checkpoint in {manager.directory}: starting at epoch {epoch}",
-                  flush=True)
-        if comm.rank == 0:
-            # epochs past the checkpoint were logged before the interruption and run again
-            # now: drop their lines so that the log lists every epoch once
-            log_path = Path(ctx.run_dir) / "metrics" / "epochs.jsonl"
-            dropped = truncate_epoch_log(log_path, epoch)
-            if dropped:
-                ctx.log.info("dropped %d line(s) past epoch %d from %s", dropped, epoch,
-                             log_path)
+            epoch, _ = resume_on_chief(ctx, manager, model, optimizer, epoch)
         epoch = int(hvd_tf.broadcast_object(epoch, root_rank=0, name="autocnnp_resume_epoch"))
     # every rank starts from rank 0's variables, whatever the architecture's initialisers do
     opt_vars = optimizer.variables() if callable(optimizer.variables) else optimizer.variables

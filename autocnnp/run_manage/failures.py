@@ -33,7 +33,9 @@ def first_failure(run_dir: Path, launcher_output: str) -> JobFailedError:
             f"{who} on {host} was killed by signal {signum} ({name}); "
             f"the other ranks were stopped", rank=int(rank), host=host, remedy=resume)
     if reports:
-        reports.sort(key=lambda r: r.get("time", ""))
+        # times have one-second resolution: ranks failing in the same second are reported
+        # lowest rank first, not in the directory's order
+        reports.sort(key=lambda r: (r.get("time", ""), int(r.get("rank") or 0)))
         r = reports[0]
         log = run_dir / rundir.LOGS / f"rank-{r.get('rank')}.log"
         failure = JobFailedError(

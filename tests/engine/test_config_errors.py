@@ -53,7 +53,7 @@ CASES = {
                        "'dist_strategy'? Known: dist_strategy, checkpoint, hyperparameters"),
     "unknown implementation": (dict(generator=gen("train_strategy_def", '<action type="dist_strategy"><value>ring_allreduc</value></action>')),
                                "c.xml:5: <action type=\"dist_strategy\">: unknown dist_strategy implementation "
-                               "'ring_allreduc'; did you mean 'ring_allreduce'? Known: ring_allreduce"),
+                               "'ring_allreduc'; did you mean 'ring_allreduce'? Known: ring_allreduce, torch_ddp"),
     "action in the wrong module": (dict(generator=gen("train_env_def", '<action type="dist_strategy"/>')),
                                    "c.xml:5: <action type=\"dist_strategy\">: action 'dist_strategy' belongs to module "
                                    "'train_strategy_def', not 'train_env_def'"),
@@ -81,7 +81,7 @@ CASES = {
     "misspelled property": (dict(props='<property name="minibatch_sise">4</property>'),
                             "c.xml:10: <property name=\"minibatch_sise\">: unknown hyperparameters property 'minibatch_sise'; "
                             "did you mean 'minibatch_size'? Known: lr, optimizer, loss, minibatch_size, start_epoch, end_epoch, momentum, "
-                            "beta_1, beta_2, weight_decay, class_weights"),
+                            "beta_1, beta_2, weight_decay, class_weights, precision"),
     "duplicate property": (dict(props='<property name="lr">1</property>\n<property name="lr">2</property>'),
                            "c.xml:11: <property name=\"lr\">: duplicate property 'lr' (first at line 10)"),
     "empty epochs": (dict(props='<property name="start_epoch">5</property><property name="end_epoch">5</property>'),
@@ -267,7 +267,7 @@ def test_generator_errors_are_reported_with_spec_errors(tmp_path, capsys, monkey
         "c.xml:6: <action type=\"device_placement\">: unknown device_placement implementation "
         "'local_rnk'; did you mean 'local_rank'? Known: cpu, local_rank",
         "c.xml:9: <action type=\"dist_strategy\">: unknown dist_strategy implementation "
-        "'parameter_server'. Known: ring_allreduce",
+        "'parameter_server'. Known: ring_allreduce, torch_ddp",
         f"c.xml:13: <train/path>: path 'nowhere/train' does not exist (resolved to "
         f"{tmp_path / 'nowhere' / 'train'})",
         "c.xml:15: <property name=\"lr\">: must be greater than 0, got -1"]
@@ -280,7 +280,7 @@ def test_a_near_miss_of_an_alias_suggests_the_canonical_name(tmp_path, capsys, m
     assert capsys.readouterr().err.strip() == (
         "c.xml:10: <property name=\"lerning_rate\">: unknown hyperparameters property "
         "'lerning_rate'; did you mean 'lr'? Known: lr, optimizer, loss, minibatch_size, "
-        "start_epoch, end_epoch, momentum, beta_1, beta_2, weight_decay, class_weights")
+        "start_epoch, end_epoch, momentum, beta_1, beta_2, weight_decay, class_weights, precision")
 
 
 def test_a_misspelt_action_class_is_one_message(tmp_path, capsys, monkeypatch):

@@ -80,3 +80,31 @@ def check_output(model: Any, input_shape: tuple[int, ...], num_classes: int, sou
                     f"(one probability per class for every input pixel)",
             remedy="end the model with a 1x1 Conv2D of num_classes filters and a softmax, "
                    "upsampled to the input size")
+
+
+def check_unet_settings(input_shape: tuple[int, ...], depth: int, base_filters: int,
+                        dropout: float) -> None:
+    """Raise ValueError for U-Net settings no engine can build (shared by the Keras and the
+    PyTorch builder, so both say the same)."""
+    if depth < 2:
+        raise ValueError(f"depth must be at least 2, got {depth}")
+    if base_filters < 1:
+        raise ValueError(f"base_filters must be positive, got {base_filters}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    factor = 2 ** (depth - 1)
+    height, width = input_shape[0], input_shape[1]
+    for size in (height, width):
+        if size is not None and size % factor:
+            raise ValueError(f"image size {height}x{width} is not divisible by {factor} "
+                             f"(2 ** (depth - 1) for depth {depth}); resize the images or "
+                             f"lower depth")
+
+
+def check_fcn_size(input_shape: tuple[int, ...]) -> None:
+    """Raise ValueError when FCN's five poolings do not divide the image size."""
+    height, width = input_shape[0], input_shape[1]
+    for size in (height, width):
+        if size is not None and size % 32:
+            raise ValueError(f"image size {height}x{width} is not divisible by 32 "
+                             f"(FCN pools five times); resize the images")

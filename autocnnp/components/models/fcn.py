@@ -29,6 +29,8 @@ from pathlib import Path
 
 import tensorflow as tf
 
+from autocnnp.components.models.contract import check_fcn_size
+
 layers = tf.keras.layers
 
 #: parameters that hold file paths (resolved against the config's folder by the registry)
@@ -56,11 +58,7 @@ def build_fcn(input_shape: tuple[int, int, int], num_classes: int, vgg16_weights
     if weights is not None and base != 64:
         raise ValueError(f"base_filters must be 64 to load VGG-16 weights, got {base}")
     fc = fc_filters or (4096 if weights else 16 * base)
-    height, width = input_shape[0], input_shape[1]
-    for size in (height, width):
-        if size is not None and size % 32:
-            raise ValueError(f"image size {height}x{width} is not divisible by 32 "
-                             f"(FCN pools five times); resize the images")
+    check_fcn_size(input_shape)
 
     inputs = tf.keras.Input(shape=tuple(input_shape), name="image")
     x = inputs

@@ -20,6 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from autocnnp.components.models.contract import check_fcn_size, check_unet_settings
+
 #: VGG-16's convolutions per block (as the Keras FCN)
 VGG_BLOCKS = (2, 2, 3, 3, 3)
 
@@ -146,19 +148,7 @@ class FCN8s(nn.Module):
 def build_unet(input_shape: tuple[int, int, int], num_classes: int, depth: int = 3,
                base_filters: int = 16, dropout: float = 0.0, batchnorm: bool = False) -> UNet:
     """Build a U-Net for images of ``input_shape`` (H, W, C); checks as the Keras builder."""
-    if depth < 2:
-        raise ValueError(f"depth must be at least 2, got {depth}")
-    if base_filters < 1:
-        raise ValueError(f"base_filters must be positive, got {base_filters}")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-    factor = 2 ** (depth - 1)
-    height, width = input_shape[0], input_shape[1]
-    for size in (height, width):
-        if size is not None and size % factor:
-            raise ValueError(f"image size {height}x{width} is not divisible by {factor} "
-                             f"(2 ** (depth - 1) for depth {depth}); resize the images or "
-                             f"lower depth")
+    check_unet_settings(input_shape, depth, base_filters, dropout)
     return UNet(int(input_shape[-1]), num_classes, depth, base_filters, dropout, batchnorm)
 
 
@@ -170,11 +160,7 @@ def build_fcn(input_shape: tuple[int, int, int], num_classes: int, vgg16_weights
                          "read; drop the parameter (random initialisation) or use "
                          "dist_strategy ring_allreduce")
     base = base_filters or 16
-    height, width = input_shape[0], input_shape[1]
-    for size in (height, width):
-        if size is not None and size % 32:
-            raise ValueError(f"image size {height}x{width} is not divisible by 32 "
-                             f"(FCN pools five times); resize the images")
+    check_fcn_size(input_shape)
     return FCN8s(int(input_shape[-1]), num_classes, base, fc_filters, dropout)
 
 

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from autocnnp.components.models.contract import check_unet_settings
+
 layers = tf.keras.layers
 
 
@@ -44,19 +46,7 @@ def build_unet(input_shape: tuple[int, int, int], num_classes: int, depth: int =
                base_filters: int = 16, dropout: float = 0.0,
                batchnorm: bool = False) -> tf.keras.Model:
     """Build a U-Net for images of ``input_shape`` (H, W, C) and ``num_classes`` classes."""
-    if depth < 2:
-        raise ValueError(f"depth must be at least 2, got {depth}")
-    if base_filters < 1:
-        raise ValueError(f"base_filters must be positive, got {base_filters}")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-    factor = 2 ** (depth - 1)
-    height, width = input_shape[0], input_shape[1]
-    for size in (height, width):
-        if size is not None and size % factor:
-            raise ValueError(f"image size {height}x{width} is not divisible by {factor} "
-                             f"(2 ** (depth - 1) for depth {depth}); resize the images or "
-                             f"lower depth")
+    check_unet_settings(input_shape, depth, base_filters, dropout)
 
     inputs = tf.keras.Input(shape=tuple(input_shape), name="image")
     x = inputs
