@@ -45,8 +45,9 @@ def make_data(root: Path, n: int, size: int, seed: int = 0) -> None:
 def write_spec(run_dir: Path, data: Path, *, precision: str, batch: int, epochs: int,
                depth: int, filters: int) -> None:
     sys.path.insert(0, str(ROOT))
-    from autocnnp.engine.spec import (ActionChoice, ArchitectureSpec, DataSpec, Hyperparameters,
-                                      ModuleChoice, MonitoringSpec, TrainingSpec, spec_to_dict)
+    from autocnnp.engine.spec import (ActionChoice, ArchitectureSpec, DataSpec, EvaluationSpec,
+                                      Hyperparameters, ModuleChoice, MonitoringSpec,
+                                      TrainingSpec, spec_to_dict)
 
     spec = TrainingSpec(
         source=run_dir / "config.xml", task="imaging_segmentation", parallelism_degree=1,
@@ -60,6 +61,8 @@ def write_spec(run_dir: Path, data: Path, *, precision: str, batch: int, epochs:
         generator=(ModuleChoice("train_strategy_def", (
             ActionChoice(type="dist_strategy", implementation="torch_ddp"),)),),
         monitoring=MonitoringSpec(tensorboard=False, checkpoint_every=0),
+        # HD95 needs scipy, which this check does not ask the host for
+        evaluation=EvaluationSpec(metrics=("dice", "pixel_accuracy", "mean_iou")),
         run_root=run_dir.parent)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "spec.json").write_text(json.dumps(spec_to_dict(spec), indent=1))
