@@ -295,3 +295,21 @@ def test_the_hosts_backend_runs_the_torch_engine(small_config, cli_env) -> None:
     assert plan["backend"] == "hosts" and plan["engine"] == "torch"
     assert plan["command"][plan["command"].index("-H") + 1] == "localhost:2"
     assert (run_dir / "test_metrics.json").is_file()
+
+
+def test_the_determinism_switch_repeats_a_cpu_run_bit_for_bit(demo: Path, tmp_path: Path) -> None:
+    runs = []
+    for name in ("a", "b"):
+        run = write_run(tmp_path / name, demo, lr=LR_2, batch=BATCH, ranks=2, epochs=2,
+                        momentum=0.9, plugins=(TORCH_DDP, saver()),
+                        arch_params={"dropout": 0.3})
+        spec = json.loads((run / "spec.json").read_text())
+        spec["reproducibility"]["deterministic"] = True
+        (run / "spec.json").write_text(json.dumps(spec))
+        proc = torch_launch(run, 2)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs.append(run)
+    np.testing.assert_array_equal(weights(runs[0], 0, "end"), weights(runs[1], 0, "end"))
+    losses = [[json.loads(line)["loss"] for line in
+               (run / "metrics" / "epochs.jsonl").read_text().splitlines()] for run in runs]
+    assert losses[0] == losses[1]
