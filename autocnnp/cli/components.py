@@ -20,8 +20,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    regs = sorted(registry.registrations(), key=lambda r: (registry.action_types().index(r.type)
-                                                           if r.type in registry.action_types() else 99, r.name))
+    # both engines: the Horovod engine's, then what the torch engine (torch_ddp) runs instead
+    horovod = registry.registrations(registry.HOROVOD_ENGINE)
+    torch = [r for r in registry.registrations(registry.TORCH_ENGINE) if r not in horovod]
+    regs = sorted(horovod + torch, key=lambda r: (registry.action_types().index(r.type)
+                                                  if r.type in registry.action_types() else 99,
+                                                  r.target.startswith("autocnnp.components.torch"),
+                                                  r.name))
     if args.format == "json":
         print(json.dumps([{"type": r.type, "implementation": r.name, "target": r.target,
                            "origin": r.origin, "module": registry.module_of(r.type),
@@ -37,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
                 impls = [r for r in regs if r.type == action_type]
                 print(f"      {action_type:20s} {ext:15s} default {default}")
                 for r in impls:
-                    print(f"        - {r.name:18s} {r.origin:12s} {r.target}")
+                    engine = ("torch engine" if r.target.startswith("autocnnp.components.torch")
+                              else r.origin)
+                    print(f"        - {r.name:18s} {engine:12s} {r.target}")
     print("\nDescribe one: autocnnp describe TYPE[.IMPLEMENTATION]")
     return 0

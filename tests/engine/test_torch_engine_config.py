@@ -208,3 +208,12 @@ def test_precision_is_a_torch_engine_setting(tmp_path: Path) -> None:
     path.write_text(path.read_text().replace(">bf16<", ">fp8<"))
     assert problems(path) == [f"{path}:7: <property name=\"precision\">: 'fp8' is not one of "
                               f"fp32, bf16, fp16"]
+
+
+def test_components_lists_the_torch_engine(capsys: pytest.CaptureFixture) -> None:
+    assert main(["components"]) == 0
+    out = capsys.readouterr().out
+    assert ("        - torch_ddp          torch engine "
+            "autocnnp.components.torch_actions:TorchDDP") in out
+    assert ("        - torch_distributed  torch engine "
+            "autocnnp.components.torch_actions:TorchDistributedInit") in out
