@@ -106,6 +106,12 @@ def load_run_model(run_dir: Path) -> tuple[Any, dict[str, Any]]:
                             remedy="predict from a run that finished training "
                                    "(`autocnnp status RUN_DIR`)")
     meta = json.loads(meta_file.read_text())
+    if meta.get("engine") == "torch":
+        raise AutocnnpError(
+            f"{model_dir}: this model was trained by the torch engine (model.pt, a state dict); "
+            f"autocnnp predict reads the Horovod engine's Keras models at this version",
+            remedy="build the architecture in PyTorch and load_state_dict(torch.load("
+                   "'model/model.pt')); see docs/torch.md")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 

@@ -313,3 +313,16 @@ def test_the_determinism_switch_repeats_a_cpu_run_bit_for_bit(demo: Path, tmp_pa
     losses = [[json.loads(line)["loss"] for line in
                (run / "metrics" / "epochs.jsonl").read_text().splitlines()] for run in runs]
     assert losses[0] == losses[1]
+
+
+def test_predict_says_it_reads_keras_models_only(tmp_path: Path) -> None:
+    from autocnnp.cli.predict import load_run_model
+    from autocnnp.errors import AutocnnpError
+
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "autocnnp.json").write_text(json.dumps({"engine": "torch"}))
+    with pytest.raises(AutocnnpError) as info:
+        load_run_model(tmp_path)
+    assert info.value.message == (
+        f"{tmp_path / 'model'}: this model was trained by the torch engine (model.pt, a state "
+        f"dict); autocnnp predict reads the Horovod engine's Keras models at this version")
