@@ -28,6 +28,10 @@ with the callbacks of every action and plugin, in this order:
 
        epoch 3/30  loss 0.41  val_dice 0.80  lr 2.0e-03  12.1s  eta 4m10s
 
+8. the progress reporter (every rank): notes each step, validation step and epoch end in
+   :data:`~autocnnp.components.progress.BOARD`, which the worker's heartbeat thread writes to
+   ``RUN_DIR/progress/rank-K.json`` for the launcher's hang watch and ``autocnnp watch``.
+
 After ``fit`` every rank checks that all ranks hold identical variables (trainable weights
 and averaged statistics), and rank 0 saves the
 final model to ``RUN_DIR/model/`` (a SavedModel, plus ``autocnnp.json`` describing its input).
@@ -197,6 +201,7 @@ def callbacks_for_fit(ctx: Any, *, progress: bool = True) -> list[Any]:
                                                   make_weight_guard)
 
     from autocnnp.components.preemption import make_warning_callback, warning_signal
+    from autocnnp.components.progress import BOARD, make_progress_reporter
 
     comm = ctx.require("communicator")
     callbacks = list(ctx.require("sync_callbacks"))
@@ -212,6 +217,11 @@ def callbacks_for_fit(ctx: Any, *, progress: bool = True) -> list[Any]:
     callbacks += list(ctx.values.get("callbacks", []))
     if progress and comm.rank == 0:
         callbacks.append(make_progress_callback(ctx.require("hyperparameters").end_epoch))
+    # last: an epoch's end counts as progress once its checkpoint is written
+    callbacks.append(make_progress_reporter(
+        BOARD, end_epoch=ctx.require("hyperparameters").end_epoch,
+        steps_per_epoch=ctx.require("dataset").steps_per_epoch,
+        global_batch=ctx.require("hyperparameters").global_batch_size))
     return callbacks
 
 

@@ -1,0 +1,48 @@
+"""What a launcher runs beside a job: the hang watch and the metrics exporter.
+
+Every backend that waits for its ranks uses the same :class:`LauncherMonitor`::
+
+    monitor = LauncherMonitor(run_dir, spec.monitoring, stop_job=..., output=lines, say=...)
+    try:
+        ...  # wait for the job
+    finally:
+        monitor.stop()
+    if monitor.hang_error():
+        raise monitor.hang_error()
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from autocnnp.engine.spec import MonitoringSpec
+from autocnnp.run_manage.exposition import MetricsExporter
+from autocnnp.run_manage.watchdog import HangWatch, JobHangError
+
+
+class LauncherMonitor:
+    """Starts the hang watch (unless ``hang_timeout`` is 0) and the metrics exporter."""
+
+    def __init__(self, run_dir: Path, monitoring: MonitoringSpec, *,
+                 stop_job: Callable[[], Any], output: Sequence[str] = (),
+                 say: Callable[[str], Any] | None = None) -> None:
+        self.watch: HangWatch | None = None
+        self.exporter: MetricsExporter | None = None
+        if monitoring.hang_timeout_s != 0:
+            self.watch = HangWatch(run_dir, monitoring, stop_job, launcher_output=output, say=say)
+            self.watch.start()
+        if monitoring.metrics_interval_s > 0 or monitoring.prometheus_port is not None:
+            self.exporter = MetricsExporter(run_dir, port=monitoring.prometheus_port,
+                                            interval_s=monitoring.metrics_interval_s or 5.0,
+                                            say=say)
+            self.exporter.start()
+
+    def stop(self) -> None:
+        if self.watch is not None:
+            self.watch.stop()
+        if self.exporter is not None:
+            self.exporter.stop()
+
+    def hang_error(self) -> JobHangError | None:
+        return self.watch.error() if self.watch is not None else None
