@@ -114,6 +114,13 @@ class ProgressBoard:
 BOARD = ProgressBoard()
 
 
+def reporting_wanted(monitoring: Any) -> bool:
+    """Whether a ``<monitoring>`` setting needs the progress reports: without hang watch
+    (``hang_timeout`` 0) and system metrics (``metrics_interval`` 0) no callback, no thread
+    and no file cost anything (``autocnnp watch`` then shows only the epoch lines)."""
+    return monitoring.hang_timeout_s != 0 or monitoring.metrics_interval_s > 0
+
+
 def make_progress_reporter(board: ProgressBoard, *, end_epoch: int, steps_per_epoch: int,
                            global_batch: int) -> Any:
     """A Keras callback that notes every step, validation step and epoch end in ``board``.

@@ -206,7 +206,7 @@ def callbacks_for_fit(ctx: Any, *, progress: bool = True) -> list[Any]:
 
     from autocnnp.components.preemption import make_warning_callback, warning_signal
     from autocnnp.components.divergence import divergence_check, make_divergence_guard
-    from autocnnp.components.progress import BOARD, make_progress_reporter
+    from autocnnp.components.progress import BOARD, make_progress_reporter, reporting_wanted
 
     comm = ctx.require("communicator")
     callbacks = list(ctx.require("sync_callbacks"))
@@ -226,11 +226,12 @@ def callbacks_for_fit(ctx: Any, *, progress: bool = True) -> list[Any]:
     callbacks += list(ctx.values.get("callbacks", []))
     if progress and comm.rank == 0:
         callbacks.append(make_progress_callback(ctx.require("hyperparameters").end_epoch))
-    # last: an epoch's end counts as progress once its checkpoint is written
-    callbacks.append(make_progress_reporter(
-        BOARD, end_epoch=ctx.require("hyperparameters").end_epoch,
-        steps_per_epoch=ctx.require("dataset").steps_per_epoch,
-        global_batch=ctx.require("hyperparameters").global_batch_size))
+    if reporting_wanted(ctx.spec.monitoring):
+        # last: an epoch's end counts as progress once its checkpoint is written
+        callbacks.append(make_progress_reporter(
+            BOARD, end_epoch=ctx.require("hyperparameters").end_epoch,
+            steps_per_epoch=ctx.require("dataset").steps_per_epoch,
+            global_batch=ctx.require("hyperparameters").global_batch_size))
     return callbacks
 
 

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from autocnnp.components.progress import BOARD, ProgressBoard
+from autocnnp.components.progress import BOARD, ProgressBoard, reporting_wanted
 from autocnnp.engine.rundir import atomic_write
 
 PROGRESS = "progress"

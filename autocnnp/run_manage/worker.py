@@ -169,7 +169,8 @@ def run(run_dir: Path, resume: bool, log: logging.Logger) -> tuple[int, Any]:
     from autocnnp.run_manage import heartbeat
 
     spec = load_run_spec(run_dir)
-    _CURRENT["heartbeat"] = heartbeat.start(run_dir, rank_from_env(), spec.monitoring)
+    if heartbeat.reporting_wanted(spec.monitoring):
+        _CURRENT["heartbeat"] = heartbeat.start(run_dir, rank_from_env(), spec.monitoring)
     generator = assemble(spec, load_plugins=True)
     ctx = RankContext(spec=spec, run_dir=run_dir, resume=resume, log=log)
     _CURRENT["ctx"] = ctx
@@ -188,7 +189,8 @@ def run(run_dir: Path, resume: bool, log: logging.Logger) -> tuple[int, Any]:
 
         write_completion(run_dir, end_epoch=result.end_epoch)
     log.info("rank finished")
-    _CURRENT["heartbeat"].close("done")
+    if "heartbeat" in _CURRENT:
+        _CURRENT["heartbeat"].close("done")
     return 0, ctx
 
 
