@@ -18,7 +18,17 @@ from typing import Any, Callable, Sequence
 
 from autocnnp.engine.spec import MonitoringSpec
 from autocnnp.run_manage.exposition import MetricsExporter
+from autocnnp.run_manage.heartbeat import PROGRESS, STACK_REQUEST
 from autocnnp.run_manage.watchdog import HangWatch, JobHangError
+
+
+def forget_progress(run_dir: Path) -> None:
+    """Remove the progress records and the stack request of an earlier launch of this run
+    directory (``--resume``): a record left "training" by a killed rank would read as a hang
+    before the new rank's first heartbeat replaces it."""
+    for path in (Path(run_dir) / PROGRESS).glob("rank-*.json"):
+        path.unlink(missing_ok=True)
+    (Path(run_dir) / STACK_REQUEST).unlink(missing_ok=True)
 
 
 class LauncherMonitor:
@@ -29,6 +39,7 @@ class LauncherMonitor:
                  say: Callable[[str], Any] | None = None) -> None:
         self.watch: HangWatch | None = None
         self.exporter: MetricsExporter | None = None
+        forget_progress(run_dir)
         if monitoring.hang_timeout_s != 0:
             self.watch = HangWatch(run_dir, monitoring, stop_job, launcher_output=output, say=say)
             self.watch.start()

@@ -170,3 +170,29 @@ def test_monitoring_properties_reach_the_spec(tmp_path):
     assert (m.hang_timeout_s, m.hang_floor_s, m.metrics_interval_s, m.prometheus_port,
             m.divergence_factor, m.collapse_fraction) == (45, 90, 2, 0, 3, 0.5)
     assert MonitoringSpec().hang_timeout_s is None and MonitoringSpec().prometheus_port is None
+
+
+def test_a_new_launch_forgets_the_progress_of_the_last_one(tmp_path):
+    """--resume: a record a killed rank left "training" an hour ago must not read as a hang."""
+    import json
+    import time
+
+    from autocnnp.run_manage.launcher_monitor import LauncherMonitor
+    from autocnnp.run_manage.watchdog import HangWatch, read_progress
+
+    (tmp_path / "progress").mkdir()
+    (tmp_path / "stacks").mkdir()
+    (tmp_path / "progress" / "rank-0.json").write_text(json.dumps(record(0, time.time() - 3600)))
+    (tmp_path / "stacks" / "request").write_text("1.0")
+    # left as it is, the record reads as a hang at once
+    stale = HangWatch(tmp_path, MonitoringSpec(hang_timeout_s=30), lambda: None).check()
+    assert stale is not None and stale.rank == 0
+    stopped = []
+    monitor = LauncherMonitor(tmp_path, MonitoringSpec(hang_timeout_s=30, metrics_interval_s=0),
+                              stop_job=lambda: stopped.append(True))
+    try:
+        assert read_progress(tmp_path) == {}
+        assert not (tmp_path / "stacks" / "request").exists()
+    finally:
+        monitor.stop()
+    assert not stopped
