@@ -26,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -79,6 +80,57 @@ def throughput(root: Path, data: Path, mode: str, index: int, epochs: int) -> fl
     return per_epoch / statistics.median(r["time_s"] for r in records[1:])
 
 
+def reporter_seconds_per_step(steps: int = 20000) -> float:
+    """What the progress reporter adds to one training step: Keras dispatching the
+    callback's two batch hooks, and the board's bookkeeping (measured alone: load on a shared
+    machine hardly disturbs a loop this short)."""
+    import tensorflow as tf
+
+    from autocnnp.components.progress import ProgressBoard, make_progress_reporter
+
+    board = ProgressBoard()
+    reporter = make_progress_reporter(board, end_epoch=1, steps_per_epoch=steps, global_batch=16)
+
+    def loop(callbacks: list) -> float:
+        hooks = tf.keras.callbacks.CallbackList(callbacks, model=tf.keras.Sequential())
+        hooks.on_train_begin()
+        hooks.on_epoch_begin(0)
+        start = time.perf_counter()
+        for step in range(steps):
+            hooks.on_train_batch_begin(step)
+            hooks.on_train_batch_end(step)
+        return (time.perf_counter() - start) / steps
+
+    base = min(loop([tf.keras.callbacks.Callback()]) for _ in range(3))
+    with_reporter = min(loop([tf.keras.callbacks.Callback(), reporter]) for _ in range(3))
+    return max(with_reporter - base, 0.0)
+
+
+def heartbeat_cpu_fraction(seconds: float = 10.0) -> float:
+    """CPU time of the heartbeat thread per second of wall time, sampling system metrics every
+    second (5 times the default rate) and rewriting the progress file every second."""
+    from autocnnp.components.progress import ProgressBoard
+    from autocnnp.run_manage.heartbeat import Heartbeat
+
+    class Timed(Heartbeat):
+        def run(self) -> None:
+            super().run()
+            self.cpu_s = time.thread_time()  # this thread's CPU time, read by itself
+
+    with tempfile.TemporaryDirectory(prefix="autocnnp-bench-heartbeat-") as tmp:
+        board = ProgressBoard()
+        beat = Timed(Path(tmp), 0, metrics_interval_s=1.0, board=board)
+        beat.start()
+        start = time.monotonic()
+        while time.monotonic() - start < seconds:
+            board.begin_step()
+            board.end_step()  # a step every 10 ms: the progress file changes every second
+            time.sleep(0.01)
+        beat.close()
+        beat.join()
+        return beat.cpu_s / (time.monotonic() - start)
+
+
 def run(quick: bool = False) -> list[dict]:
     from autocnnp.components.demo_data import build_demo_dataset
 
@@ -94,7 +146,14 @@ def run(quick: bool = False) -> list[dict]:
                 values[mode].append(throughput(root, data, mode, index, epochs))
     on, off = statistics.median(values["on"]), statistics.median(values["off"])
     ratios = [a / b for a, b in zip(values["on"], values["off"])]
+    per_step = reporter_seconds_per_step()
+    thread = heartbeat_cpu_fraction()
+    step_s = 16 / on if on else float("nan")  # images per step (2 ranks x 8) / images per second
     return [
+        {"benchmark": "progress_reporter_cost_per_step", "value": round(per_step * 1e6, 2),
+         "unit": "microseconds", "fraction_of_a_training_step": round(per_step / step_s, 6)},
+        {"benchmark": "heartbeat_thread_cpu", "value": round(thread, 5),
+         "unit": "CPU seconds per second (metrics every 1 s, 5x the default)"},
         {"benchmark": "training_throughput_monitoring_on", "value": round(on, 2),
          "unit": "images/s", "runs": [round(v, 2) for v in values["on"]]},
         {"benchmark": "training_throughput_monitoring_off", "value": round(off, 2),
