@@ -73,6 +73,12 @@ def test_watch_shows_every_rank_of_a_running_job_and_ends_with_it(small_config, 
         rows = [l.split() for l in final.splitlines() if l[:2] in ("0 ", "1 ")]
         assert [r[1] for r in rows] == ["done", "done"], final
         assert "loss     " in final and "val_dice " in final
+        # what the view read: every rank's system samples, also in TensorBoard per rank
+        samples = [json.loads(l) for l in (run_dir / "metrics" / "system.jsonl").read_text().splitlines()]
+        assert {s["rank"] for s in samples} == {0, 1}
+        assert all(s["rss_bytes"] > 50e6 and s["cpu_percent"] >= 0 for s in samples)
+        for rank in (0, 1):
+            assert list((run_dir / "tensorboard" / "system" / f"rank-{rank}").glob("events.out.tfevents.*"))
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
         if job.poll() is None:
