@@ -196,3 +196,39 @@ def test_a_new_launch_forgets_the_progress_of_the_last_one(tmp_path):
     finally:
         monitor.stop()
     assert not stopped
+
+
+@pytest.mark.slow
+def test_a_rank_holding_the_gil_is_dumped_by_the_signal_when_the_request_goes_unanswered(tmp_path):
+    """The file request needs the rank's heartbeat thread; a main thread stuck in C code that
+    holds the GIL starves it, and faulthandler's signal handler (C, no GIL) answers instead."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from autocnnp.run_manage.watchdog import collect_stacks, read_progress
+
+    script = Path(__file__).with_name("gil_holder.py")
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path)], stdout=subprocess.PIPE,
+                            text=True, env=env)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(1.0)  # inside re.match now
+        records = read_progress(tmp_path)
+        assert records[0]["pid"] == proc.pid
+        stacks = collect_stacks(tmp_path, records, wait_s=1.5)
+        text = (tmp_path / "stacks" / "rank-0.txt").read_text()
+        assert "on request" not in text  # the heartbeat thread never ran
+        line = 1 + script.read_text().splitlines().index(
+            're.match(r"(a+)+$", "a" * 64 + "b")  # the frame the stack dump must show')
+        import re
+
+        main = stacks[0].main
+        assert (main[0].function, main[0].file) == ("match", re.__file__)
+        assert str(main[1]) == f"<module> ({script}:{line})"
+        assert not stacks[0].waiting_in_framework
+    finally:
+        proc.kill()
+        proc.wait()
