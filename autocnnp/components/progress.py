@@ -14,23 +14,25 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 
-class Phase:
+class Phase(str, Enum):
     """What a rank is doing (the ``phase`` of its progress record)."""
 
     STARTING = "starting"      # imports, data, model: not watched for hangs yet
     TRAINING = "training"      # inside fit: every step must advance within the threshold
     FINISHING = "finishing"    # after fit: saving, evaluating (not watched)
     DONE = "done"
+    FAILED = "failed"
 
 
 @dataclass
 class ProgressBoard:
     """The progress of this rank, updated in place by the training loop."""
 
-    phase: str = Phase.STARTING
+    phase: Phase = Phase.STARTING
     epoch: int = 0                 # 1-based epoch being trained (0: not started)
     end_epoch: int = 0
     step: int = 0                  # training steps finished in this epoch
@@ -98,16 +100,18 @@ class ProgressBoard:
             self._advance(time.time())
             self.epochs_done += 1
 
-    def finish(self, phase: str = Phase.FINISHING) -> None:
+    def finish(self, phase: Phase | str = Phase.FINISHING) -> None:
         with self._lock:
-            self.phase = phase
+            self.phase = Phase(phase)
             self._advance(time.time())
 
     def snapshot(self) -> dict[str, Any]:
         """The public fields, consistent with each other."""
         with self._lock:
-            return {name: getattr(self, name) for name in self.__dataclass_fields__
-                    if not name.startswith("_")}
+            record = {name: getattr(self, name) for name in self.__dataclass_fields__
+                      if not name.startswith("_")}
+            record["phase"] = self.phase.value
+        return record
 
 
 #: this process's board

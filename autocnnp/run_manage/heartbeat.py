@@ -110,6 +110,7 @@ class Heartbeat(threading.Thread):
         self._served_request = ""
         self._writer: Any = None
         self._samples = 0
+        self._warned = False
         self.sampler: SystemSampler | None = None
         progress_path(run_dir, rank).parent.mkdir(parents=True, exist_ok=True)
         stacks_path(run_dir, rank).parent.mkdir(parents=True, exist_ok=True)
@@ -192,7 +193,7 @@ class Heartbeat(threading.Thread):
         try:
             work()
         except Exception as exc:  # noqa: BLE001 - monitoring never fails the training
-            if not getattr(self, "_warned", False):
+            if not self._warned:
                 self._warned = True
                 import logging
 
