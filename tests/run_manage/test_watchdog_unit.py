@@ -232,3 +232,34 @@ def test_a_rank_holding_the_gil_is_dumped_by_the_signal_when_the_request_goes_un
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_the_board_measures_steps_and_waits_after_the_first_epoch_only(monkeypatch):
+    import autocnnp.components.progress as progress
+
+    clock = {"wall": 1000.0, "perf": 0.0}
+    monkeypatch.setattr(progress.time, "time", lambda: clock["wall"])
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: clock["perf"])
+
+    def step(seconds: float) -> None:
+        board.begin_step()
+        clock["wall"] += seconds
+        clock["perf"] += seconds
+        board.end_step()
+
+    board = progress.ProgressBoard()
+    board.start_training(end_epoch=2, steps_per_epoch=2, global_batch=16)
+    board.start_epoch(1)
+    step(30.0)  # the first step traces the graph
+    step(0.5)
+    clock["wall"] += 20.0  # a slow first checkpoint
+    board.end_epoch_work()
+    assert board.max_gap_s == 0.0  # nothing of the first epoch counts
+    board.start_epoch(2)
+    step(0.5)
+    step(2.0)
+    snap = board.snapshot()
+    assert (snap["phase"], snap["epoch"], snap["step"], snap["total_steps"]) == ("training", 2, 2, 4)
+    assert snap["max_gap_s"] == 2.0 and snap["step_time_s"] == 2.0
+    assert snap["step_time_mean_s"] == 1.25 and snap["images_per_s"] == 16 / 1.25
+    assert snap["progress_at"] == clock["wall"] and snap["epochs_done"] == 1
