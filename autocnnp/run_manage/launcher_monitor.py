@@ -14,12 +14,20 @@ Every backend that waits for its ranks uses the same :class:`LauncherMonitor`::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, TextIO
 
 from autocnnp.engine.spec import MonitoringSpec
 from autocnnp.run_manage.exposition import MetricsExporter
 from autocnnp.run_manage.heartbeat import PROGRESS, STACK_REQUEST
 from autocnnp.run_manage.watchdog import HangWatch, JobHangError
+
+
+def line_writer(out: TextIO) -> Callable[[str], None]:
+    """A ``say`` for :class:`LauncherMonitor` that writes whole lines to ``out``."""
+    def say(text: str) -> None:
+        out.write(text + "\n")
+        out.flush()
+    return say
 
 
 def forget_progress(run_dir: Path) -> None:

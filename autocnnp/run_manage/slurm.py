@@ -149,13 +149,9 @@ def follow(run_dir: Path, job_id: str, record_state, *, out: TextIO = sys.stdout
     offset, last, started = 0, None, time.monotonic()
     monitor = None
     if monitoring is not None:
-        from autocnnp.run_manage.launcher_monitor import LauncherMonitor
+        from autocnnp.run_manage.launcher_monitor import LauncherMonitor, line_writer
 
-        def say(text: str) -> None:
-            out.write(text + "\n")
-            out.flush()
-
-        monitor = LauncherMonitor(run_dir, monitoring, say=say,
+        monitor = LauncherMonitor(run_dir, monitoring, say=line_writer(out),
                                   stop_job=lambda: _run(["scancel", str(job_id)]))
     try:
         while True:
