@@ -198,7 +198,7 @@ def diagnose(run_dir: Path, records: dict[int, dict[str, Any]], stacks: dict[int
     stack = stacks.get(rank)
     frames = stack.main if stack else ()
     waiting = tuple(r for r in sorted(stacks) if r != rank and stacks[r].waiting_in_framework)
-    idle = now - float(record.get("progress_at", now))
+    idle = round(now - float(record.get("progress_at", now)), 1)  # as hang.json records it
     stacks_dir = Path(run_dir) / STACKS
     frame = str(frames[0]) if frames else None
     shown = tuple(str(f) for f in frames[:8])
@@ -207,7 +207,7 @@ def diagnose(run_dir: Path, records: dict[int, dict[str, Any]], stacks: dict[int
     steps = int(record.get("steps_per_epoch", 0))
     message = hang_message(rank, host, idle, threshold_s, epoch, step, steps, frame, shown,
                            waiting, stacks_dir)
-    return HangReport(rank=rank, host=host, idle_s=round(idle, 1), threshold_s=threshold_s,
+    return HangReport(rank=rank, host=host, idle_s=idle, threshold_s=threshold_s,
                       epoch=epoch, step=step, steps_per_epoch=steps, frame=frame, stack=shown,
                       waiting_ranks=waiting, evidence=evidence, stacks_dir=str(stacks_dir),
                       message=message)
