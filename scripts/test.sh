@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: set everything up (scripts/setup.sh), start dockerd and a one-node swarm
-# for the docker tests, install Slurm for the slurm tests, then run the whole test suite
-# (every tier: fast, slow, mpi, docker, slurm, ssh).
+# for the docker tests, install Slurm for the slurm tests and Prometheus, tmux and Chromium for
+# the monitoring tests, then run the whole test suite (every tier: fast, slow, mpi, docker,
+# slurm, ssh).
 # Extra arguments go to pytest, e.g. `bash scripts/test.sh -m "not docker" -x`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,4 +21,8 @@ echo "[test] slurm packages ready ($(( $(date +%s) - t0 ))s)"
 t0=$(date +%s)
 bash scripts/ssh-hosts.sh install
 echo "[test] openssh-server ready ($(( $(date +%s) - t0 ))s)"
+# The monitoring tests run a real Prometheus, tmux and headless Chromium (Debian packages).
+t0=$(date +%s)
+bash scripts/monitoring-tools.sh
+echo "[test] monitoring tools ready ($(( $(date +%s) - t0 ))s)"
 exec .venv/bin/python -m pytest -ra --durations=15 "$@"

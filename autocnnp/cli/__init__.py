@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "plan": ("autocnnp.cli.plan", "show the assembled component tree and the job plan"),
     "run": ("autocnnp.cli.run", "validate, plan, launch and evaluate a training job"),
     "status": ("autocnnp.cli.status", "show the state of a run"),
+    "watch": ("autocnnp.cli.watch", "live view of a running job (every rank, loss and Dice, ETA)"),
     "logs": ("autocnnp.cli.logs", "print the logs of a run (all ranks or one)"),
     "stop": ("autocnnp.cli.stop", "stop a running job and clean up what it created"),
     "components": ("autocnnp.cli.components", "list registered components and their origin"),

@@ -1,7 +1,10 @@
 """Write the reproducibility report of a run (or of a group of repeated runs).
 
 Checks the run's records against the recommendations of Renard et al. (2020) for describing
-a segmentation experiment, prints the page and writes RUN/report.md.
+a segmentation experiment, prints the page and writes RUN/report.md; draws the curves (loss,
+validation Dice, learning rate, throughput per epoch, CPU and memory per rank; for a group of
+repeats or folds, every member with their mean) as PNG files in RUN/report/, and writes
+RUN/report.html, one self-contained page with the curves, the metrics and the checklist.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from pathlib import Path
 from autocnnp.engine.rundir import atomic_write
 from autocnnp.engine import rundir
 from autocnnp.orchestrator.report import build_report
+from autocnnp.orchestrator.report_page import plot_curves, read_curves, render_html
 from autocnnp.run_manage.jobs import resolve_run
 
 HELP = "reproducibility report of a run (Renard et al. checklist)"
@@ -58,4 +62,16 @@ def run(args: argparse.Namespace) -> int:
     atomic_write(target, text.encode())
     print(text, end="")
     print(f"\nwritten to {target}")
+    if is_group(group):
+        members = [resolve_run(group / m) for m in info["members"]]
+    elif summary:
+        members = [resolve_run(group / f"repeat-{k}")
+                   for k in range(1, len(summary.get("runs") or []) + 1)]
+    else:
+        members = [run_dir]
+    figures = plot_curves([read_curves(m) for m in members], home / "report")
+    page = home / "report.html"
+    atomic_write(page, render_html(home.name, report, figures).encode())
+    print(f"curves: {', '.join(str(p) for p in figures.values()) or 'none (no epoch was logged)'}")
+    print(f"page: {page}")
     return 0

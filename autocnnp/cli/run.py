@@ -22,9 +22,18 @@ the launcher is gone; `autocnnp stop RUN` ends it; once it ends, status records 
 what the ranks wrote (completed.json by rank 0, errors/rank-K.json), and --resume finishes a
 run that did not finish.
 
+While the job runs, the launcher watches it: a rank that makes no progress for longer than
+the hang threshold (<monitoring> hang_timeout) has every rank's Python stack dumped to
+RUN_DIR/stacks/, is named with its host and the frame it is stuck in, and the job stops; the
+ranks' CPU, memory and step times go to RUN_DIR/metrics/system.jsonl and, with
+<monitoring> prometheus_port, to a Prometheus endpoint the launcher announces. Watch it live
+from another terminal with `autocnnp watch RUN_DIR`.
+
 Exit status: 0 finished; 1 the job failed (the first failing rank is named); 2 bad config or
 data; 3 something missing on this machine (MPI, Horovod...); 4 training diverged (NaN or Inf
-loss or weights); 5 no space left on a disk; 130 interrupted.
+loss or weights); 5 no space left on a disk; 6 a rank hung (no progress within the hang
+threshold); 7 training diverged without NaN (divergence_factor, collapse_fraction); 130
+interrupted.
 """
 
 from __future__ import annotations

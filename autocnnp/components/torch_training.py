@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from autocnnp.components.progress import BOARD
 from autocnnp.components.training import MODEL_META, TrainResult, format_progress
 from autocnnp.components.torch_runtime import (allreduce, broadcast_object,
                                                check_weights_identical, dice_metric,
@@ -225,6 +226,7 @@ def _run_epoch(ctx: Any, epoch: int, steps_done: int, guard_steps: set[int]) -> 
     start = time.perf_counter()
     ddp.train()
     for step, indices in enumerate(batches):
+        BOARD.begin_step()
         lr = schedule(epoch + step / max(steps, 1))
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -258,6 +260,7 @@ def _run_epoch(ctx: Any, epoch: int, steps_done: int, guard_steps: set[int]) -> 
         if weight_check and steps_done + step + 1 in guard_steps:
             check_weights_identical(ddp.module, comm, f"training step {steps_done + step + 1}")
         _notify(ctx, "on_train_batch_end", step, {"loss": value})
+        BOARD.end_step()
     train_s = time.perf_counter() - start
     totals = allreduce(totals, comm)
     logs = {"loss": totals[0] / max(totals[2], 1), "dice": totals[1] / max(totals[2], 1)}
@@ -272,6 +275,7 @@ def _run_epoch(ctx: Any, epoch: int, steps_done: int, guard_steps: set[int]) -> 
                     probs = ddp.module(x)
                 valid += (float(hp.loss(y, probs).sum()), float(dice_metric(y, probs).sum()),
                           len(indices))
+                BOARD.end_valid_step()
         valid = allreduce(valid, comm)
         logs["val_loss"] = valid[0] / max(valid[2], 1)
         logs["val_dice"] = valid[1] / max(valid[2], 1)
@@ -303,8 +307,11 @@ def train(ctx: Any) -> TrainResult:
     for callback in ctx.values.get("callbacks", []):
         callback.model = model
     _notify(ctx, "on_train_begin", {})
+    # the launcher's hang watch and `autocnnp watch` read this board (components/progress.py)
+    BOARD.start_training(hp.end_epoch, data.steps_per_epoch, hp.global_batch_size)
     for epoch in range(initial_epoch, hp.end_epoch):
         began = time.perf_counter()
+        BOARD.start_epoch(epoch + 1)
         _notify(ctx, "on_epoch_begin", epoch, {})
         logs, lr, steps, train_s = _run_epoch(ctx, epoch, epochs_run * data.steps_per_epoch,
                                               set(GUARD_STEPS))
@@ -339,6 +346,7 @@ def train(ctx: Any) -> TrainResult:
                                    "scaler": scaler.state_dict() if scaler else None}
                 manager.save(model, optimizer, done, {"engine": "torch", "time": time.time(),
                                                       "logs": values})
+        BOARD.end_epoch_work()
         now = time.perf_counter()
         took = now - began
         durations.append(took)
@@ -361,6 +369,7 @@ def train(ctx: Any) -> TrainResult:
                 print(stopping, flush=True)
             break
     _notify(ctx, "on_train_end", {})
+    BOARD.finish()
     seconds = time.perf_counter() - start
     images = epochs_run * data.steps_per_epoch * hp.global_batch_size
     if monitoring.weight_check:

@@ -15,6 +15,10 @@ with the callbacks of every action and plugin, in this order:
    found NaN or Inf: all ranks stop at that step with
    :class:`~autocnnp.components.rank_runtime.TrainingDivergedError` (exit code 4), naming
    epoch, step, ranks and the last good checkpoint; no test metrics are written;
+3b. the divergence stop (off by default; ``<monitoring>`` divergence_factor,
+   collapse_fraction): at an epoch end whose averaged loss ran away from its best or whose
+   validation metric collapsed, every rank raises
+   :class:`~autocnnp.components.divergence.LossDivergedError` (exit code 7);
 4. the weight-consistency guard (unless the ``<monitoring>`` property ``weight_check`` is
    false): all ranks compare checksums of their trainable weights after training steps 2 and
    3 and at every epoch end, and stop with
@@ -27,6 +31,10 @@ with the callbacks of every action and plugin, in this order:
 7. the progress printer (rank 0), one line per epoch on stdout::
 
        epoch 3/30  loss 0.41  val_dice 0.80  lr 2.0e-03  12.1s  eta 4m10s
+
+8. the progress reporter (every rank): notes each step, validation step and epoch end in
+   :data:`~autocnnp.components.progress.BOARD`, which the worker's heartbeat thread writes to
+   ``RUN_DIR/progress/rank-K.json`` for the launcher's hang watch and ``autocnnp watch``.
 
 After ``fit`` every rank checks that all ranks hold identical variables (trainable weights
 and averaged statistics), and rank 0 saves the
@@ -197,6 +205,8 @@ def callbacks_for_fit(ctx: Any, *, progress: bool = True) -> list[Any]:
                                                   make_weight_guard)
 
     from autocnnp.components.preemption import make_warning_callback, warning_signal
+    from autocnnp.components.divergence import divergence_check, make_divergence_guard
+    from autocnnp.components.progress import BOARD, make_progress_reporter, reporting_wanted
 
     comm = ctx.require("communicator")
     callbacks = list(ctx.require("sync_callbacks"))
@@ -206,12 +216,22 @@ def callbacks_for_fit(ctx: Any, *, progress: bool = True) -> list[Any]:
     callbacks.append(make_statistics_sync(comm))
     # before the checkpoints, so that no checkpoint holds NaN weights
     callbacks.append(make_nonfinite_guard(comm, ctx.require("checkpoints").manager))
+    check = divergence_check(ctx.spec.monitoring, ctx.require("dataset").valid is not None)
+    if check is not None:  # off by default; after NaN, before the checkpoints
+        callbacks.append(make_divergence_guard(check, comm.size,
+                                               ctx.require("checkpoints").manager))
     if ctx.spec.monitoring.weight_check:
         callbacks.append(make_weight_guard(comm))
     callbacks += list(ctx.require("checkpoints").callbacks)
     callbacks += list(ctx.values.get("callbacks", []))
     if progress and comm.rank == 0:
         callbacks.append(make_progress_callback(ctx.require("hyperparameters").end_epoch))
+    if reporting_wanted(ctx.spec.monitoring):
+        # last: an epoch's end counts as progress once its checkpoint is written
+        callbacks.append(make_progress_reporter(
+            BOARD, end_epoch=ctx.require("hyperparameters").end_epoch,
+            steps_per_epoch=ctx.require("dataset").steps_per_epoch,
+            global_batch=ctx.require("hyperparameters").global_batch_size))
     return callbacks
 
 

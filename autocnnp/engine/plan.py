@@ -13,7 +13,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from autocnnp.engine.spec import Backend, Launcher, TrainingSpec, spec_to_dict
+from autocnnp.engine.spec import Backend, Launcher, MonitoringSpec, TrainingSpec, spec_to_dict
 from autocnnp.engine.vocabulary import INTER_OP_THREADS_ENV, INTRA_OP_THREADS_ENV
 
 WORKER_MODULE = "autocnnp.run_manage.worker"
@@ -50,6 +50,21 @@ def rank_env(threads: int) -> dict[str, str]:
     return {**thread_env(threads), "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1",
             "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
             "OMPI_MCA_btl_vader_single_copy_mechanism": "none"}
+
+
+def horovod_stall_env(monitoring: MonitoringSpec) -> dict[str, str]:
+    """Horovod's own stall check, made to agree with the launcher's hang watch
+    (:mod:`autocnnp.run_manage.watchdog`): it warns (naming the
+    ranks that did not submit a tensor) at half the threshold, so that its warning is in the
+    log when the watch acts, and with a fixed threshold it shuts Horovod down 30 s after it,
+    should the launcher be gone."""
+    if monitoring.hang_timeout_s == 0:
+        return {}
+    threshold = monitoring.hang_timeout_s or monitoring.hang_floor_s
+    env = {"HOROVOD_STALL_CHECK_TIME_SECONDS": str(max(1, int(threshold // 2)))}
+    if monitoring.hang_timeout_s is not None:
+        env["HOROVOD_STALL_SHUTDOWN_TIME_SECONDS"] = str(int(threshold) + 30)
+    return env
 
 
 @dataclass(frozen=True)
@@ -145,6 +160,8 @@ def build_plan(spec: TrainingSpec, run_dir: Path, machine: MachineInfo, *,
     env = rank_env(threads)
     if spec.engine == "torch":
         env.update(torch_env(spec, ranks, run_dir))
+    else:
+        env.update(horovod_stall_env(spec.monitoring))
     worker = [machine.python, "-m", WORKER_MODULE, str(run_dir)] + (["--resume"] if resume else [])
     hosts: dict[str, int] = {}
     for slot in ranks:

@@ -23,7 +23,8 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from autocnnp.engine.plan import WORKER_MODULE, MachineInfo, rank_env, threads_per_rank
+from autocnnp.engine.plan import (WORKER_MODULE, MachineInfo, horovod_stall_env, rank_env,
+                                  threads_per_rank)
 from autocnnp.engine.spec import Launcher, TrainingSpec, spec_to_dict
 #: the exit status of a rank that checkpointed on Slurm's warning signal and stopped
 #: (sysexits' TEMPFAIL; :class:`autocnnp.components.preemption.PreemptedError`)
@@ -134,7 +135,8 @@ def build_slurm_plan(spec: TrainingSpec, run_dir: Path, machine: MachineInfo, *,
     """The plan of a Slurm job (pure: starts nothing, reads nothing)."""
     d = spec.deployment
     threads = d.threads_per_rank or threads_per_rank(spec, machine)
-    env = {**rank_env(threads), WARNING_SIGNAL_ENV: WARNING_SIGNAL}
+    env = {**rank_env(threads), **horovod_stall_env(spec.monitoring),
+           WARNING_SIGNAL_ENV: WARNING_SIGNAL}
     # validation makes srun the slurm backend's default launcher and refuses horovodrun
     launcher = Launcher.MPIRUN if d.launcher is Launcher.MPIRUN else Launcher.SRUN
     return SlurmPlan(job_name=f"autocnnp-{run_dir.name}"[:64], run_dir=run_dir,

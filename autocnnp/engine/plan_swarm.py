@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable, Mapping
 
-from autocnnp.engine.plan import WORKER_MODULE, thread_env
+from autocnnp.engine.plan import WORKER_MODULE, horovod_stall_env, thread_env
 from autocnnp.engine.spec import TrainingSpec, spec_to_dict
 from autocnnp.errors import EnvironmentProblemError
 
@@ -482,6 +482,7 @@ def build_swarm_plan(spec: TrainingSpec, run_dir: Path, job_id: str,
         "PYTHONUNBUFFERED": "1",
         "TF_CPP_MIN_LOG_LEVEL": "2",
     }
+    common_env |= horovod_stall_env(spec.monitoring)
     if dep.threads_per_rank:
         common_env |= thread_env(dep.threads_per_rank)
     if gpus_per_rank > 0:

@@ -215,6 +215,34 @@ class MonitoringSpec:
     early_stopping_patience: int = 0
     early_stopping_monitor: str = "auto"
     early_stopping_min_delta: float = 0.0
+    #: hang detection: a training rank that makes no progress (step, validation step, epoch
+    #: end) for longer than this many seconds stops the job; None: automatic (20 x the
+    #: longest wait between two steps seen so far, at least ``hang_floor_s``); 0: off
+    hang_timeout_s: float | None = None
+    #: the smallest automatic hang threshold (covers graph tracing and slow checkpoints)
+    hang_floor_s: float = 300.0
+    #: seconds between two system-metric samples of each rank (0: no sampling)
+    metrics_interval_s: float = 5.0
+    #: the port on which the launcher serves the Prometheus text format: None off, 0 any
+    #: free port (reported), else that port
+    prometheus_port: int | None = None
+    #: divergence stop: the epoch's loss above this multiple of the best epoch loss so far
+    #: stops every rank (0: off)
+    divergence_factor: float = 0.0
+    #: collapse stop: ``collapse_monitor`` below this fraction of its best value so far
+    #: stops every rank (0: off)
+    collapse_fraction: float = 0.0
+    collapse_monitor: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.hang_timeout_s is not None and self.hang_timeout_s < 0:
+            raise ValueError("hang_timeout_s must be at least 0")
+        if self.hang_floor_s <= 0 or self.metrics_interval_s < 0:
+            raise ValueError("hang_floor_s must be positive, metrics_interval_s at least 0")
+        if self.divergence_factor and self.divergence_factor <= 1:
+            raise ValueError("divergence_factor must be above 1 (or 0: off)")
+        if not 0 <= self.collapse_fraction < 1:
+            raise ValueError("collapse_fraction must be at least 0 and below 1")
 
 
 @dataclass(frozen=True)

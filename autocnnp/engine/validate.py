@@ -244,6 +244,13 @@ MONITORING = {
     "early_stopping_patience": Prop("early_stopping_patience", _int_at_least(0)),
     "early_stopping_monitor": Prop("early_stopping_monitor", _choice(*MONITORED)),
     "early_stopping_min_delta": Prop("early_stopping_min_delta", lambda t: _fraction_or_float(t)),
+    "hang_timeout": Prop("hang_timeout_s", lambda t: _seconds_or(t, "auto", None)),
+    "hang_floor": Prop("hang_floor_s", lambda t: _positive_float(t)),
+    "metrics_interval": Prop("metrics_interval_s", lambda t: _fraction_or_float(t)),
+    "prometheus_port": Prop("prometheus_port", lambda t: _port(t)),
+    "divergence_factor": Prop("divergence_factor", lambda t: _divergence_factor(t)),
+    "collapse_fraction": Prop("collapse_fraction", _beta),
+    "collapse_monitor": Prop("collapse_monitor", _choice("auto", "dice", "val_dice")),
 }
 EVALUATION = {"metrics": Prop("metrics", lambda t: _metrics(t))}
 PREPROCESSING = {
@@ -254,6 +261,37 @@ PREPROCESSING = {
     "normalize": Prop("normalize", _choice("minmax", "zscore", "none")),
     "format": Prop("format", _choice("npy", "png")), "channel": Prop("channel", _int_at_least(0)),
 }
+
+
+def _seconds_or(text: str, word: str, meaning: Any) -> Any:
+    """Seconds (at least 0; 0 is off), or ``word`` standing for ``meaning``."""
+    if text.strip().lower() == word:
+        return meaning
+    value = _number(text)
+    if value < 0:
+        raise ValueError(f"expected seconds (0: off) or {word}, got {text!r}")
+    return value
+
+
+def _port(text: str) -> int | None:
+    """A TCP port, ``auto`` (0: any free port) or ``off``."""
+    word = text.strip().lower()
+    if word in ("off", "none", "false"):
+        return None
+    if word == "auto":
+        return 0
+    value = _int_at_least(1)(text)
+    if value > 65535:
+        raise ValueError(f"expected a TCP port (1-65535), auto or off, got {text!r}")
+    return value
+
+
+def _divergence_factor(text: str) -> float:
+    value = _number(text)
+    if value != 0 and value <= 1:
+        raise ValueError(f"must be above 1 (the loss may grow to this multiple of its best) "
+                         f"or 0 (off), got {text}")
+    return value
 
 
 def _fraction_or_float(text: str) -> float:
@@ -749,7 +787,8 @@ def _check_keras_settings(check: Checker, task: etree._Element, hyper: S.Hyperpa
                       f"({' '.join(data.classes)}); give one weight per class, background first")
     for section, name, value in (("monitoring", "early_stopping_monitor",
                                   monitoring.early_stopping_monitor),
-                                 ("lr_policy", "plateau_monitor", policy.plateau_monitor)):
+                                 ("lr_policy", "plateau_monitor", policy.plateau_monitor),
+                                 ("monitoring", "collapse_monitor", monitoring.collapse_monitor)):
         if value.startswith("val_") and data.valid is None:
             check.problem(_property(task, section, name), f'property name="{name}"',
                           f"{value} needs a validation split (<data><valid>); watch "

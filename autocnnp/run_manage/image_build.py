@@ -66,7 +66,8 @@ _COMMON_REQUIREMENTS = [
 ]
 REQUIREMENTS = {
     "cpu": ["tensorflow-cpu==2.15.1", *_COMMON_REQUIREMENTS],
-    "gpu": ["tensorflow==2.15.1", *_COMMON_REQUIREMENTS],
+    # nvidia-ml-py: the ranks' GPU utilisation and memory in metrics/system.jsonl (NVML)
+    "gpu": ["tensorflow==2.15.1", *_COMMON_REQUIREMENTS, "nvidia-ml-py"],
 }
 
 _SOURCE_FILES = ("setup.cfg", "pyproject.toml", "README.md", "LICENSE")

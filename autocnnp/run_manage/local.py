@@ -24,7 +24,7 @@ from typing import BinaryIO, TextIO
 from autocnnp.engine import rundir
 from autocnnp.engine.plan import JobPlan, build_plan
 from autocnnp.engine.rundir import RunState, record_state
-from autocnnp.engine.spec import TrainingSpec
+from autocnnp.engine.spec import MonitoringSpec, TrainingSpec
 from autocnnp.engine.vocabulary import HOROVOD_VERSION
 from autocnnp.errors import EnvironmentProblemError, JobFailedError
 from autocnnp.run_manage.backend import Backend
@@ -94,9 +94,12 @@ def _log_line(log: BinaryIO, line: str, failed: list[bool]) -> None:
 
 
 def launch(plan: JobPlan, run_dir: Path, *, out: TextIO = sys.stdout,
-           launcher_env: dict[str, str] | None = None) -> None:
-    """Run ``plan`` to completion, streaming rank 0's progress; raise JobFailedError.
-    ``launcher_env``: more environment for mpirun itself (the hosts backend's ssh agent)."""
+           launcher_env: dict[str, str] | None = None,
+           monitoring: MonitoringSpec | None = None) -> None:
+    """Run ``plan`` to completion, streaming rank 0's progress; raise JobFailedError
+    (:class:`~autocnnp.run_manage.watchdog.JobHangError` when the hang watch stopped it).
+    ``launcher_env``: more environment for mpirun itself (the hosts backend's ssh agent);
+    ``monitoring``: the hang watch and metrics exporter to run beside the job."""
     check_launcher(plan)
     logs = run_dir / rundir.LOGS
     logs.mkdir(parents=True, exist_ok=True)
@@ -120,6 +123,12 @@ def launch(plan: JobPlan, run_dir: Path, *, out: TextIO = sys.stdout,
                               command=list(plan.command))
         output: list[str] = []
         failing = False
+        monitor = None
+        if monitoring is not None:
+            from autocnnp.run_manage.launcher_monitor import LauncherMonitor, line_writer
+
+            monitor = LauncherMonitor(run_dir, monitoring, stop_job=lambda: stop_group(proc.pid),
+                                      output=output, say=line_writer(out))
         try:
             assert proc.stdout is not None
             for line in proc.stdout:
@@ -134,7 +143,16 @@ def launch(plan: JobPlan, run_dir: Path, *, out: TextIO = sys.stdout,
             stop_group(proc.pid)
             record_launcher_state(run_dir, state=RunState.STOPPED, ended=rundir.timestamp())
             raise
+        finally:
+            if monitor is not None:
+                monitor.stop()
     elapsed = time.monotonic() - started
+    hang = monitor.hang_error() if monitor is not None else None
+    if hang is not None:
+        record_launcher_state(run_dir, state=RunState.FAILED, ended=rundir.timestamp(),
+                              seconds=round(elapsed, 1), exit_code=code, failure=hang.message,
+                              failed_rank=hang.rank, failed_host=hang.host)
+        raise hang
     if code != 0 and rundir.read_state(run_dir).get("stop_requested"):
         record_launcher_state(run_dir, state=RunState.STOPPED, ended=rundir.timestamp(), seconds=round(elapsed, 1), exit_code=code)
         raise JobFailedError("the job was stopped on request (autocnnp stop); finished checkpoints "
@@ -207,7 +225,7 @@ class LocalBackend(Backend):
         return plan
 
     def launch(self, spec: TrainingSpec, plan: JobPlan, run_dir: Path, *, resume: bool = False) -> None:
-        launch(plan, run_dir, out=self.out)
+        launch(plan, run_dir, out=self.out, monitoring=spec.monitoring)
 
     def status(self, run_dir: Path, state: dict) -> dict:
         """"running" only while the run's locks are held (launcher, mpirun or a rank alive);
@@ -283,4 +301,5 @@ class HostsBackend(LocalBackend):
 
         self.check(plan, spec)
         with job_key(run_dir, self.remote_hosts(plan)) as ssh_env:
-            launch(plan, run_dir, out=self.out, launcher_env=ssh_env)
+            launch(plan, run_dir, out=self.out, launcher_env=ssh_env,
+                   monitoring=spec.monitoring)

@@ -27,7 +27,7 @@ from typing import TextIO
 
 from autocnnp.engine import rundir
 from autocnnp.engine.plan_slurm import SCRIPT_FILE, SlurmPlan, build_slurm_plan
-from autocnnp.engine.spec import TrainingSpec
+from autocnnp.engine.spec import MonitoringSpec, TrainingSpec
 from autocnnp.errors import AutocnnpError, EnvironmentProblemError, JobFailedError
 from autocnnp.run_manage.failures import first_failure
 from autocnnp.run_manage.backend import Backend
@@ -140,11 +140,19 @@ def output_file(run_dir: Path, job_id: str) -> Path:
     return run_dir / rundir.LOGS / f"slurm-{job_id}.out"
 
 
-def follow(run_dir: Path, job_id: str, record_state, *, out: TextIO = sys.stdout) -> None:
+def follow(run_dir: Path, job_id: str, record_state, *, out: TextIO = sys.stdout,
+           monitoring: MonitoringSpec | None = None) -> None:
     """Print the job's output as it grows and wait for a final state; record it; raise
-    :class:`JobFailedError` when the job did not finish."""
+    :class:`JobFailedError` when the job did not finish (the hang watch's
+    :class:`~autocnnp.run_manage.watchdog.JobHangError` when it cancelled a hung job)."""
     log = output_file(run_dir, job_id)
     offset, last, started = 0, None, time.monotonic()
+    monitor = None
+    if monitoring is not None:
+        from autocnnp.run_manage.launcher_monitor import LauncherMonitor, line_writer
+
+        monitor = LauncherMonitor(run_dir, monitoring, say=line_writer(out),
+                                  stop_job=lambda: _run(["scancel", str(job_id)]))
     try:
         while True:
             state = job_state(job_id) or "UNKNOWN"
@@ -168,6 +176,15 @@ def follow(run_dir: Path, job_id: str, record_state, *, out: TextIO = sys.stdout
         out.write(f"\nstopped following; slurm job {job_id} keeps running: autocnnp status "
                   f"{run_dir} | autocnnp stop {run_dir}\n")
         raise
+    finally:
+        if monitor is not None:
+            monitor.stop()
+    hang = monitor.hang_error() if monitor is not None else None
+    if hang is not None:
+        record_state(run_dir, state="failed", ended=_now(),
+                     seconds=round(time.monotonic() - started, 1), failure=hang.message,
+                     failed_rank=hang.rank, failed_host=hang.host)
+        raise hang
     result = run_state(last or "UNKNOWN")
     record_state(run_dir, state=result, ended=_now(), seconds=round(time.monotonic() - started, 1))
     if result == "finished":
@@ -218,7 +235,7 @@ class SlurmBackend(Backend):
 
     def launch(self, spec: TrainingSpec, plan: SlurmPlan, run_dir: Path, *, resume: bool = False) -> None:
         job_id = submit(plan, run_dir, rundir.record_state)
-        follow(run_dir, job_id, rundir.record_state, out=self.out)
+        follow(run_dir, job_id, rundir.record_state, out=self.out, monitoring=spec.monitoring)
 
     def status(self, run_dir: Path, state: dict) -> dict:
         state.update(status(run_dir, state))

@@ -10,7 +10,10 @@ evaluates (rank 0). Output:
   traceback, time}``, read by the launcher to report the first failure;
 * ``RUN_DIR/metrics/train_summary.json`` (rank 0): training time and throughput;
 * ``RUN_DIR/completed.json`` (rank 0, last): the job finished (what ``status`` believes
-  when the launcher died before recording the end).
+  when the launcher died before recording the end);
+* ``RUN_DIR/progress/rank-K.json``, ``RUN_DIR/metrics/system.jsonl`` and, on the launcher's
+  request, ``RUN_DIR/stacks/rank-K.txt``: written by the rank's heartbeat thread
+  (:mod:`autocnnp.run_manage.heartbeat`).
 
 Every rank holds ``RUN_DIR/.ranks.lock`` (shared) while it runs, so that nothing else can
 take the run directory over from ranks orphaned by a killed launcher
@@ -169,8 +172,12 @@ def run(run_dir: Path, resume: bool, log: logging.Logger) -> tuple[int, Any]:
     from autocnnp.generator.assembly import assemble, run_actions
     from autocnnp.generator.context import RankContext
 
+    from autocnnp.run_manage import heartbeat
+
     spec = load_run_spec(run_dir)
     training = importlib.import_module(TRAINING_MODULES[spec.engine])
+    if heartbeat.reporting_wanted(spec.monitoring):
+        _CURRENT["heartbeat"] = heartbeat.start(run_dir, rank_from_env(), spec.monitoring)
     generator = assemble(spec, load_plugins=True)
     ctx = RankContext(spec=spec, run_dir=run_dir, resume=resume, log=log)
     _CURRENT["ctx"] = ctx
@@ -189,6 +196,8 @@ def run(run_dir: Path, resume: bool, log: logging.Logger) -> tuple[int, Any]:
 
         write_completion(run_dir, end_epoch=result.end_epoch)
     log.info("rank finished")
+    if "heartbeat" in _CURRENT:
+        _CURRENT["heartbeat"].close("done")
     return 0, ctx
 
 
@@ -222,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException as exc:  # noqa: BLE001 - every failure must be recorded
         if isinstance(exc, SystemExit) and not exc.code:
             return 0
+        beat = _CURRENT.get("heartbeat")
+        if beat is not None:
+            beat.close("failed")
         ctx = _CURRENT.get("ctx")
         if ctx is not None and "communicator" in ctx.values:
             rank = ctx.rank

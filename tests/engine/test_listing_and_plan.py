@@ -66,7 +66,9 @@ def test_local_plan_is_exact():
     env = dict(AUTOCNNP_INTER_OP_THREADS="1", AUTOCNNP_INTRA_OP_THREADS="1", OMP_NUM_THREADS="1",
                OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
                OMPI_MCA_btl_vader_single_copy_mechanism="none", PYTHONUNBUFFERED="1",
-               TF_CPP_MIN_LOG_LEVEL="2")
+               TF_CPP_MIN_LOG_LEVEL="2",
+               # Horovod's stall check warns at half the automatic hang threshold's floor
+               HOROVOD_STALL_CHECK_TIME_SECONDS="150")
     assert plan == JobPlan(
         backend=Backend.LOCAL, launcher=Launcher.MPIRUN,
         ranks=(RankSlot(0, "localhost", 0), RankSlot(1, "localhost", 1)), threads_per_rank=1,

@@ -59,6 +59,7 @@ COMMON_GPU_ENV = {
     "HOROVOD_GLOO_RENDEZVOUS_PORT": "29400",
     "HOROVOD_GLOO_TIMEOUT_SECONDS": "300",
     "HOROVOD_GPU_OPERATIONS": "NCCL",
+    "HOROVOD_STALL_CHECK_TIME_SECONDS": "150",  # half the automatic hang threshold's floor
     "NCCL_DEBUG": "WARN",
     "NCCL_IB_DISABLE": "1",
     "NCCL_SOCKET_IFNAME": "eth0",

@@ -273,6 +273,10 @@ def test_autocnnp_run_on_the_torch_engine_leaves_the_same_run_directory(small_co
             (run_dir / "metrics" / "epochs.jsonl").read_text().splitlines()] == [1, 2]
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["engine"] == "torch" and manifest["packages"]["torch"].startswith("2.")
+    # the torch loop reports its progress as the Keras one does (hang watch, autocnnp watch)
+    for rank in (0, 1):
+        progress = json.loads((run_dir / "progress" / f"rank-{rank}.json").read_text())
+        assert progress["epochs_done"] == 2 and progress["total_steps"] == 2 * progress["steps_per_epoch"]
     import subprocess
     import sys
     report = subprocess.run([sys.executable, "-m", "autocnnp", "report", str(run_dir)],

@@ -25,6 +25,7 @@ from autocnnp.engine.rundir import RunState
 from autocnnp.engine.spec import TrainingSpec
 from autocnnp.errors import AutocnnpError, JobFailedError
 from autocnnp.run_manage.docker_api import DAEMON_REMEDY, docker_call
+from autocnnp.run_manage.launcher_monitor import LauncherMonitor
 from autocnnp.run_manage.swarm.cleanup import Cleanup
 from autocnnp.run_manage.swarm.preflight import Preflight
 from autocnnp.run_manage.swarm.session import (ENDED_BY_SWARM, FAILED, POLL_S, SWARM_FILE,
@@ -60,10 +61,14 @@ class Launch(Preflight, Cleanup):
         started = time.monotonic()
         state = RunState.FAILED
         streams: list[threading.Thread] = []
+        # the hang watch and the metrics exporter read what the ranks write to the run
+        # directory (bind mounts or the shared volume); a hang ends _watch, then the cleanup
+        hung = threading.Event()
+        monitor = LauncherMonitor(run_dir, spec.monitoring, stop_job=hung.set, say=self.say)
         try:
             self._create(plan, record)
             streams = self._stream_logs(plan)
-            self._watch(plan)
+            self._watch(plan, lambda: monitor.hang_error() if hung.is_set() else None)
             state = RunState.FINISHED
             self.say(f"swarm job {plan.job_id} finished in {time.monotonic() - started:.0f} s; "
                      f"run directory: {run_dir}")
@@ -96,6 +101,7 @@ class Launch(Preflight, Cleanup):
             state = RunState.STOPPED
             raise
         finally:
+            monitor.stop()
             removed, problems = self._cleanup(plan.job_id)
             flushed = time.monotonic() + 2.0  # log streams end with their services
             for thread in streams:
@@ -242,7 +248,8 @@ class Launch(Preflight, Cleanup):
                     by_rank[rank] = task
         return by_rank
 
-    def _watch(self, plan: SwarmPlan) -> None:
+    def _watch(self, plan: SwarmPlan, hang: Any = lambda: None) -> None:
+        """Wait for the job's end; ``hang()`` returns the hang watch's error once it fired."""
         deadline_start = time.monotonic() + plan.rendezvous_timeout_s
         resume = f"continue from the last checkpoint with: autocnnp run --resume {plan.run_dir}"
         record = plan.run_dir / SWARM_FILE
@@ -254,6 +261,9 @@ class Launch(Preflight, Cleanup):
 
         while True:
             check_stopped()
+            hung = hang()
+            if hung is not None:
+                raise hung
             tasks = self._tasks(plan)
             if tasks is None or any(t["Status"]["State"] in FAILED | ENDED_BY_SWARM
                                     for t in (tasks or {}).values()):
