@@ -88,7 +88,9 @@ def small_disk(tmp_path):
         done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs",
                                str(folder)], capture_output=True, text=True)
         if done.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+            if os.geteuid() == 0:  # root can mount: a failure here is a real problem (CI is root)
+                pytest.fail(f"cannot mount a tmpfs as root: {done.stderr.strip()}")
+            pytest.skip(f"cannot mount a tmpfs here (not root): {done.stderr.strip()}")
         mounts.append(folder)
         return folder
 

@@ -421,6 +421,18 @@ def define_task(ctx: Any) -> None:
     _callbacks(ctx)
 
 
+def checked_optimizer(hp: Any) -> str:
+    """The optimizer's name (lower case) once ``hp`` (the spec's hyperparameters) is known to
+    train: a known optimizer and more than zero epochs. Both engines call it."""
+    optimizer = hp.optimizer.lower()
+    if optimizer not in OPTIMIZERS:
+        raise AutocnnpError(f"unknown optimizer {hp.optimizer!r}; known: {', '.join(OPTIMIZERS)}")
+    if hp.end_epoch <= hp.start_epoch:
+        raise AutocnnpError(f"end_epoch ({hp.end_epoch}) must be greater than start_epoch "
+                            f"({hp.start_epoch})")
+    return optimizer
+
+
 def inject_hyperparameters(ctx: Any) -> None:
     """Scale the learning rate for the number of ranks, set the per-rank batch and the loss,
     and bind the learning-rate schedule."""
@@ -430,12 +442,7 @@ def inject_hyperparameters(ctx: Any) -> None:
     comm = ctx.require("communicator")
     ctx.require("task")
     hp = ctx.spec.hyperparameters
-    optimizer = hp.optimizer.lower()
-    if optimizer not in OPTIMIZERS:
-        raise AutocnnpError(f"unknown optimizer {hp.optimizer!r}; known: {', '.join(OPTIMIZERS)}")
-    if hp.end_epoch <= hp.start_epoch:
-        raise AutocnnpError(f"end_epoch ({hp.end_epoch}) must be greater than start_epoch "
-                            f"({hp.start_epoch})")
+    optimizer = checked_optimizer(hp)
     schedule = LRSchedule(ctx.spec.lr_policy, hp.lr, comm.size, hp.start_epoch, hp.end_epoch)
     try:
         loss = make_loss(hp.loss, tuple(hp.class_weights))

@@ -31,7 +31,7 @@ import torch.distributed as dist
 from autocnnp.components.rank_runtime import (CheckpointManager, CheckpointSetup,
                                               Communicator, DevicePlacement,
                                               HyperparameterValues, MemoryPolicy,
-                                              _thread_count)
+                                              _thread_count, checked_optimizer)
 from autocnnp.engine.vocabulary import INTER_OP_THREADS_ENV as ENV_INTER_OP
 from autocnnp.engine.vocabulary import INTRA_OP_THREADS_ENV as ENV_INTRA_OP
 from autocnnp.engine.vocabulary import OPTIMIZERS
@@ -307,12 +307,7 @@ def inject_hyperparameters(ctx: Any) -> None:
     comm = ctx.require("communicator")
     ctx.require("task")
     hp = ctx.spec.hyperparameters
-    optimizer = hp.optimizer.lower()
-    if optimizer not in OPTIMIZERS:
-        raise AutocnnpError(f"unknown optimizer {hp.optimizer!r}; known: {', '.join(OPTIMIZERS)}")
-    if hp.end_epoch <= hp.start_epoch:
-        raise AutocnnpError(f"end_epoch ({hp.end_epoch}) must be greater than start_epoch "
-                            f"({hp.start_epoch})")
+    optimizer = checked_optimizer(hp)
     schedule = LRSchedule(ctx.spec.lr_policy, hp.lr, comm.size, hp.start_epoch, hp.end_epoch)
     loss = make_loss(hp.loss, tuple(hp.class_weights))
     ctx.values["hyperparameters"] = HyperparameterValues(
