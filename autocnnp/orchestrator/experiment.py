@@ -1,14 +1,13 @@
-"""Experiments of several trainings: the case-level split, k-fold cross-validation, repeats,
-and the scheduler that runs the trainings of a group one after another or packed.
+"""Experiments of several trainings: k-fold cross-validation and repeats, and the scheduler
+that runs the trainings of a group one after another or packed.
 
-* :func:`draw_split` turns ``<split>`` into the case lists of this run (``spec.data.cases``)
-  and the record written as ``RUN_DIR/splits.json``; ``<split file=...>`` reuses an earlier
-  record. The record travels in ``spec.json`` too, so ``--resume`` uses the same split.
 * A group is a folder of member runs (``fold-K`` or ``repeat-K``) with ``group.json`` (what the
   members are), ``spec.json`` (the group's spec) and, when done, ``folds.json`` or
   ``repeats.json`` (mean, sd and 95% CI of every test metric, and the members' metrics).
   :func:`run_group` runs the members that have not finished: a resumed group continues its
   members one by one (finished ones are kept, started ones resume from their checkpoints).
+  The folds come from the case-level split (:mod:`autocnnp.orchestrator.case_split`); each
+  member is one training (:mod:`autocnnp.orchestrator.single_run`).
 * :func:`schedule` is the plan of a group on the slots of the machine: with
   ``group_mode=data_parallel`` the trainings run one after another, each with its
   parallelism-degree ranks; with ``packed``, ``slots // parallelism-degree`` run at once, each
@@ -30,10 +29,12 @@ from typing import Any, TextIO
 
 from autocnnp.engine import rundir
 from autocnnp.engine import splits as S
-from autocnnp.engine.spec import GroupMode, TrainingSpec, spec_from_dict, spec_to_dict
-from autocnnp.errors import AutocnnpError, DataError, JobFailedError
-
 from autocnnp.engine.rundir import FOLDS_FILE, GROUP_FILE, PER_CASE_FILE, SPLITS_FILE
+from autocnnp.engine.spec import GroupMode, TrainingSpec, spec_from_dict, spec_to_dict
+from autocnnp.errors import JobFailedError
+from autocnnp.orchestrator.case_split import fold_cases, with_cases
+from autocnnp.orchestrator.single_run import (RunResult, check_data, ensure_data, execute,
+                                              prepare_run_dir)
 
 MEMBER_LOG = "logs/member.out"
 
@@ -41,109 +42,6 @@ MEMBER_LOG = "logs/member.out"
 def _say(out: TextIO, text: str) -> None:
     out.write(text + "\n")
     out.flush()
-
-
-# --- the split -------------------------------------------------------------------------------
-
-def _split_error(spec: TrainingSpec, exc: Exception) -> DataError:
-    return DataError(f"{spec.source}:{spec.data.split.line}: <split>: {exc}")
-
-
-def _read_split_file(spec: TrainingSpec, ids: list[str]) -> dict[str, Any]:
-    split = spec.data.split
-    record = rundir.read_json(split.file)
-    listed = set(record.get("cases") or [])
-    missing = sorted(listed - set(ids))
-    if missing:
-        raise DataError(f"{split.file}: case(s) {', '.join(missing[:5])} are not in "
-                        f"{spec.data.train}", remedy="reuse a splits.json drawn from this "
-                                                      "folder of cases")
-    if bool(record.get("folds")) != bool(split.folds):
-        raise _split_error(spec, f"{split.file} holds a "
-                                 f"{'k-fold' if record.get('folds') else 'fraction'} split; the "
-                                 f"config asks for {'folds' if split.folds else 'fractions'}")
-    return record
-
-
-def draw_split(spec: TrainingSpec) -> dict[str, Any]:
-    """The ``splits.json`` record of ``spec``'s ``<split>``: every case id, and either
-    ``splits`` (train/valid/test case ids) or ``folds`` (k lists of case ids)."""
-    from autocnnp.components.datasets import list_cases
-
-    split = spec.data.split
-    assert split is not None
-    ids, strata = list_cases(spec.data.train, format=spec.data.format, case_id=split.case_id,
-                             stratify=split.stratify)
-    if split.file is not None:
-        return _read_split_file(spec, ids)
-    record: dict[str, Any] = {
-        "version": S.SPLITS_VERSION, "cases_folder": str(spec.data.train),
-        "format": spec.data.format, "seed": split.seed, "stratify": split.stratify,
-        "case_id": split.case_id, "valid": split.valid, "cases": ids}
-    if strata:
-        record["strata"] = strata
-    try:
-        if split.folds:
-            record["folds"] = S.make_folds(ids, split.folds, seed=split.seed, strata=strata)
-        else:
-            record["test"] = split.test
-            record["splits"] = S.fraction_split(ids, valid=split.valid, test=split.test,
-                                                seed=split.seed, strata=strata)
-    except S.SplitError as exc:
-        raise _split_error(spec, exc) from None
-    return record
-
-
-def apply_split(spec: TrainingSpec, record: dict[str, Any]) -> TrainingSpec:
-    """``spec`` with the split of ``record`` (:func:`draw_split`): a reused file's seed,
-    stratification, case rule and valid fraction replace the config's (so that the folds'
-    validation cases are the file's too), and a fraction split's cases are set."""
-    split = spec.data.split
-    if split is not None and split.file is not None:
-        split = dataclasses.replace(split, seed=int(record.get("seed") or 0),
-                                    stratify=record.get("stratify"),
-                                    case_id=record.get("case_id"),
-                                    valid=float(record.get("valid") or 0.0))
-        spec = spec.replace(data=dataclasses.replace(spec.data, split=split))
-    if record.get("splits"):
-        spec = with_cases(spec, record["splits"])
-    return spec
-
-
-def with_cases(spec: TrainingSpec, cases: dict[str, list[str]], fold: int | None = None
-               ) -> TrainingSpec:
-    """``spec`` reading the cases of ``cases`` (train/valid/test) from the folder of cases;
-    a split with no cases is left out (no validation split when ``valid`` is 0)."""
-    folder = spec.data.train
-    data = dataclasses.replace(
-        spec.data, valid=folder if cases.get("valid") else None,
-        test=folder if cases.get("test") else None,
-        cases={name: tuple(cases[name]) for name in S.SPLIT_NAMES if cases.get(name)},
-        fold=fold)
-    return spec.replace(data=data)
-
-
-def fold_cases(spec: TrainingSpec, record: dict[str, Any], fold: int) -> dict[str, list[str]]:
-    """The train/valid/test cases of fold ``fold`` (1-based) of a k-fold record."""
-    split = spec.data.split
-    try:
-        return S.fold_split(record["folds"], fold - 1, valid=split.valid, seed=split.seed,
-                            strata=record.get("strata"))
-    except S.SplitError as exc:
-        raise _split_error(spec, exc) from None
-
-
-def split_record_of(spec: TrainingSpec) -> dict[str, Any] | None:
-    """What ``RUN_DIR/splits.json`` holds for one training of a drawn split (None without)."""
-    if spec.data.cases is None or spec.data.split is None:
-        return None
-    split = spec.data.split
-    return {"version": S.SPLITS_VERSION, "cases_folder": str(spec.data.train),
-            "format": spec.data.format, "seed": split.seed, "stratify": split.stratify,
-            "case_id": split.case_id, "fold": spec.data.fold,
-            "file": str(split.file) if split.file else None,
-            "cases": sorted(c for members in spec.data.cases.values() for c in members),
-            "splits": {name: list(spec.data.cases.get(name, ())) for name in S.SPLIT_NAMES}}
 
 
 # --- groups ----------------------------------------------------------------------------------
@@ -253,10 +151,8 @@ def _finished(run_dir: Path) -> bool:
 
 
 def run_group(spec: TrainingSpec, group: Path, members: list[Member], kind: str, *,
-              out: TextIO, argv: list[str] | None, init_swarm: bool) -> Any:
+              out: TextIO, argv: list[str] | None, init_swarm: bool) -> RepeatsResult:
     """Run every member that has not finished (see :func:`schedule`), then summarise."""
-    from autocnnp.orchestrator.run import RepeatsResult, RunResult
-
     todo = [m for m in members if not _finished(group / m.name)]
     for m in members:
         if m not in todo:
@@ -281,21 +177,17 @@ def run_group(spec: TrainingSpec, group: Path, members: list[Member], kind: str,
 
 def _run_in_turn(group: Path, todo: list[Member], *, out: TextIO, argv: list[str] | None,
                  init_swarm: bool) -> None:
-    from autocnnp.orchestrator.run import _execute
-
     for m in todo:
         run_dir = group / m.name
         resume = (run_dir / rundir.SPEC_FILE).exists()
         run_dir.mkdir(exist_ok=True)
         _say(out, f"== {m.label}" + (" (resuming)" if resume else ""))
-        _execute(m.spec, run_dir, created=not resume, resume=resume, out=out, argv=argv,
+        execute(m.spec, run_dir, created=not resume, resume=resume, out=out, argv=argv,
                  init_swarm=init_swarm)
 
 
 def prepare_member(m: Member, run_dir: Path) -> bool:
     """Create a member's run directory for a child process; True when it resumes."""
-    from autocnnp.orchestrator.run import prepare_run_dir
-
     if (run_dir / rundir.SPEC_FILE).exists():
         return True
     run_dir.mkdir(exist_ok=True)
@@ -311,7 +203,6 @@ def member_command(run_dir: Path, resume: bool) -> list[str]:
 
 def _run_packed(group: Path, todo: list[Member], plan: Schedule, *, out: TextIO) -> None:
     """Keep ``plan.at_once`` member processes running until every member has run."""
-    from autocnnp.orchestrator.run import check_data, ensure_data
     from autocnnp.run_manage.slots import SlotJob, run_in_slots
 
     ensure_data(todo[0].spec, out)
@@ -355,13 +246,42 @@ def _dice_text(run_dir: Path) -> str:
 
 # --- summaries -------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class RepeatsResult:
+    """K runs of one config and the statistics of their test metrics."""
+
+    run_dir: Path
+    runs: tuple[RunResult, ...]
+    summary: dict[str, dict[str, float]]
+    test_metrics: dict[str, Any] | None = None
+
+
+def summarize_repeats(values: dict[str, list[float]], confidence: float = 0.95) -> dict[str, dict[str, float]]:
+    """Mean, sample standard deviation and a Student-t confidence interval per metric."""
+    import math
+
+    from scipy import stats
+
+    summary = {}
+    for name, xs in values.items():
+        xs = [x for x in xs if x is not None and math.isfinite(x)]
+        if not xs:
+            continue
+        n = len(xs)
+        mean = sum(xs) / n
+        std = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1)) if n > 1 else 0.0
+        half = float(stats.t.ppf((1 + confidence) / 2, n - 1)) * std / math.sqrt(n) if n > 1 else float("nan")
+        summary[name] = {"mean": mean, "std": std, "ci_low": mean - half, "ci_high": mean + half,
+                         "runs": n, "confidence": confidence}
+    return summary
+
+
+
 def summarize_group(spec: TrainingSpec, group: Path, members: list[Member], results: list,
                     kind: str, *, wall_s: float | None = None,
                     mode: GroupMode | None = None) -> dict[str, Any]:
     """Write ``folds.json`` or ``repeats.json`` (and the group's ``per_case.csv``) and return
     what was written."""
-    from autocnnp.orchestrator.run import summarize_repeats
-
     values: dict[str, list[float]] = {}
     per_member = []
     for m, result in zip(members, results):

@@ -29,11 +29,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)
-    from autocnnp.orchestrator.run import _execute
+    from autocnnp.orchestrator.single_run import execute
 
     try:
         spec = spec_from_dict(rundir.read_json(args.run_dir / rundir.SPEC_FILE))
-        _execute(spec, args.run_dir, created=False, resume=args.resume, out=sys.stdout,
+        execute(spec, args.run_dir, created=False, resume=args.resume, out=sys.stdout,
                  argv=sys.argv, init_swarm=False)
     except AutocnnpError as exc:
         if os.environ.get("AUTOCNNP_FULL_ERROR") == "1":

@@ -10,7 +10,7 @@ import numpy as np
 
 from autocnnp.cli import main
 from autocnnp.components.demo_data import demo_volumes
-from autocnnp.orchestrator.run import check_data, ensure_data
+from autocnnp.orchestrator.single_run import check_data, ensure_data
 from autocnnp.generator.assembly import load_checked_spec
 
 CONFIG = """<system_config>

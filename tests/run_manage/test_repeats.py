@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from autocnnp.orchestrator.run import summarize_repeats
+from autocnnp.orchestrator.experiment import summarize_repeats
 
 
 def test_summary_statistics_are_exact():
