@@ -41,4 +41,4 @@ class LRSchedule(ActionPlugin):
 
         best = tf.keras.callbacks.ModelCheckpoint(str(run_dir / "best_model.h5"), monitor=monitor,
                                                   save_best_only=True, verbose=0)
-        ctx.values.setdefault("callbacks", []).extend([_LRLog(), best])
+        ctx.callbacks.extend([_LRLog(), best])

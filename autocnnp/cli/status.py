@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from autocnnp.run_manage.jobs import resolve_run, status
+from autocnnp.run_manage.jobs import format_epoch, resolve_run, status
 
 HELP = "show the state of a run"
 
@@ -18,22 +18,6 @@ HELP = "show the state of a run"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", help="run directory (or its name under ./runs)")
     parser.add_argument("--format", choices=("text", "json"), default="text")
-
-
-def format_epoch(record: object, end_epoch: int | None = None) -> str:
-    """One ``metrics/epochs.jsonl`` record as the run printed it: ``3/30  loss 0.41  val_dice
-    0.80  lr 2.0e-03  12.1s`` (a value the log holds as null, a NaN, prints as ``nan``)."""
-    if not isinstance(record, dict):
-        return str(record)
-    parts = [f"{record.get('epoch', '?')}" + (f"/{end_epoch}" if end_epoch else "")]
-    for key, fmt in (("loss", ".3g"), ("dice", ".2f"), ("val_loss", ".3g"),
-                     ("val_dice", ".2f"), ("lr", ".1e")):
-        if key in record:
-            value = record[key]
-            parts.append(f"{key} {'nan' if value is None else format(value, fmt)}")
-    if isinstance(record.get("time_s"), (int, float)):
-        parts.append(f"{record['time_s']:.1f}s")
-    return "  ".join(parts)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from autocnnp.generator.components import Action, ExtensibleAction, Param
+from autocnnp.generator.context import RankContext
 
 
 # --- module train_env_def -------------------------------------------------------------------
@@ -21,7 +22,7 @@ class HorovodCommunicationInit(Action):
     name = "horovod"
     provides = ("communicator",)
 
-    def run(self, ctx: Any) -> None:
+    def run(self, ctx: RankContext) -> None:
         from autocnnp.components import rank_runtime
         rank_runtime.init_communicator(ctx)
 
@@ -34,7 +35,7 @@ class Seeding(Action):
     requires = ("communicator",)
     provides = ("seed",)
 
-    def run(self, ctx: Any) -> None:
+    def run(self, ctx: RankContext) -> None:
         from autocnnp.components import rank_runtime
         rank_runtime.seed_everything(ctx)
 
@@ -49,7 +50,7 @@ class LocalRankDevicePlacement(Action):
     params = {"intra_op_threads": Param(int, 0, "TensorFlow intra-op threads (0: auto)"),
               "inter_op_threads": Param(int, 0, "TensorFlow inter-op threads (0: auto)")}
 
-    def run(self, ctx: Any) -> None:
+    def run(self, ctx: RankContext) -> None:
         from autocnnp.components import rank_runtime
         rank_runtime.place_device(ctx, gpu=True, **self.options)
 
@@ -59,7 +60,7 @@ class CpuDevicePlacement(LocalRankDevicePlacement):
 
     name = "cpu"
 
-    def run(self, ctx: Any) -> None:
+    def run(self, ctx: RankContext) -> None:
         from autocnnp.components import rank_runtime
         rank_runtime.place_device(ctx, gpu=False, **self.options)
 
@@ -72,7 +73,7 @@ class MemoryGrowth(Action):
     requires = ("device",)
     provides = ("memory",)
 
-    def run(self, ctx: Any) -> None:
+    def run(self, ctx: RankContext) -> None:
         from autocnnp.components import rank_runtime
         rank_runtime.allocate_memory(ctx, growth=True, soft_placement=False)
 
@@ -82,7 +83,7 @@ class SoftPlacement(MemoryGrowth):
 
     name = "soft_placement"
 
-    def run(self, ctx: Any) -> None:
+    def run(self, ctx: RankContext) -> None:
         from autocnnp.components import rank_runtime
         rank_runtime.allocate_memory(ctx, growth=True, soft_placement=True)
 
@@ -92,7 +93,7 @@ class FixedMemory(MemoryGrowth):
 
     name = "fixed"
 
-    def run(self, ctx: Any) -> None:
+    def run(self, ctx: RankContext) -> None:
         from autocnnp.components import rank_runtime
         rank_runtime.allocate_memory(ctx, growth=False, soft_placement=False)
 
@@ -107,7 +108,7 @@ class Hyperparameters(Action):
     requires = ("communicator", "task")
     provides = ("hyperparameters", "lr_schedule")
 
-    def run(self, ctx: Any) -> None:
+    def run(self, ctx: RankContext) -> None:
         from autocnnp.components import rank_runtime
         rank_runtime.inject_hyperparameters(ctx)
 
@@ -121,7 +122,7 @@ class RingAllreduce(ExtensibleAction):
     requires = ("communicator", "model", "hyperparameters", "lr_schedule")
     provides = ("optimizer", "sync_callbacks")
 
-    def run(self, ctx: Any) -> None:
+    def run(self, ctx: RankContext) -> None:
         from autocnnp.components import rank_runtime
         rank_runtime.ring_allreduce(ctx)
 
@@ -134,7 +135,7 @@ class PeriodicCheckpoint(ExtensibleAction):
     requires = ("communicator", "model", "optimizer")
     provides = ("checkpoints",)
 
-    def run(self, ctx: Any) -> None:
+    def run(self, ctx: RankContext) -> None:
         from autocnnp.components import rank_runtime
         rank_runtime.setup_checkpoints(ctx)
 
@@ -148,7 +149,7 @@ class SegmentationTask(Action):
     name = "segmentation"
     provides = ("task",)
 
-    def run(self, ctx: Any) -> None:
+    def run(self, ctx: RankContext) -> None:
         from autocnnp.components import rank_runtime
         rank_runtime.define_task(ctx)
 
@@ -161,7 +162,7 @@ class ArchitectureInjection(Action):
     requires = ("task", "device", "memory", "seed")
     provides = ("model",)
 
-    def run(self, ctx: Any) -> None:
+    def run(self, ctx: RankContext) -> None:
         from autocnnp.components import rank_runtime
         rank_runtime.build_architecture(ctx)
 
@@ -174,7 +175,7 @@ class DatasetInjection(Action):
     requires = ("task", "communicator", "hyperparameters")
     provides = ("dataset",)
 
-    def run(self, ctx: Any) -> None:
+    def run(self, ctx: RankContext) -> None:
         from autocnnp.components import rank_runtime
         rank_runtime.inject_dataset(ctx)
 

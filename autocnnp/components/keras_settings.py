@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from autocnnp.errors import AutocnnpError
+from autocnnp.generator.context import RankContext
 
 #: metrics that are better when higher
 _MAXIMISED = ("dice", "val_dice")
@@ -197,7 +198,7 @@ def make_early_stopping(monitor: str, patience: int, min_delta: float, chief: bo
     return EarlyStopping()
 
 
-def training_callbacks(ctx: Any) -> list[Any]:
+def training_callbacks(ctx: RankContext) -> list[Any]:
     """The reduce-on-plateau and early-stopping callbacks the config asks for."""
     spec = ctx.spec
     has_valid = spec.data.valid is not None
@@ -205,7 +206,7 @@ def training_callbacks(ctx: Any) -> list[Any]:
     policy = spec.lr_policy
     if policy.plateau_patience > 0:
         callbacks.append(make_plateau_callback(
-            ctx.require("lr_schedule"), resolve_monitor(policy.plateau_monitor, has_valid),
+            ctx.lr_schedule, resolve_monitor(policy.plateau_monitor, has_valid),
             policy.plateau_patience, policy.plateau_factor, policy.plateau_min_lr, ctx.log))
     monitoring = spec.monitoring
     if monitoring.early_stopping_patience > 0:

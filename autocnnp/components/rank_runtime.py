@@ -20,11 +20,11 @@ ring_allreduce             ``optimizer``       ``hvd.DistributedOptimizer`` (leg
 setup_checkpoints          ``checkpoints``     :class:`CheckpointSetup`
 =========================  ==================  ================================================
 
-``ctx.values["callbacks"]`` is a list of extra Keras callbacks that the training loop passes
-to ``fit`` after the synchronisation and checkpoint callbacks. Every function here creates it
-if missing; a plugin adds to it with ``ctx.values.setdefault("callbacks", []).append(cb)``.
-Callbacks run on every rank: a plugin that writes files should do so only when
-``ctx.values["communicator"].rank == 0``.
+``ctx.callbacks`` is a list of extra Keras callbacks that the training loop passes to ``fit``
+after the synchronisation and checkpoint callbacks; a plugin adds to it with
+``ctx.callbacks.append(cb)``. Callbacks run on every rank: a plugin that writes files should
+do so only when ``ctx.is_chief``. The values' classes and the accessors are the rank-side
+contract, :mod:`autocnnp.generator.context`.
 
 Order matters and is the generator's job (thesis 4.3.5): TensorFlow's device and thread
 settings only take effect before its runtime starts, so nothing before ``place_device`` and
@@ -51,6 +51,8 @@ from autocnnp.engine.vocabulary import HOROVOD_VERSION, OPTIMIZERS
 from autocnnp.engine.vocabulary import INTER_OP_THREADS_ENV as ENV_INTER_OP
 from autocnnp.engine.vocabulary import INTRA_OP_THREADS_ENV as ENV_INTRA_OP
 from autocnnp.errors import AutocnnpError, DataError, EnvironmentProblemError
+from autocnnp.generator.context import (Communicator, DevicePlacement, HyperparameterValues,
+                                        MemoryPolicy, RankContext, SegmentationTask)
 
 #: training steps after which the weight guard compares ranks (step 1 is right after
 #: BroadcastGlobalVariablesCallback copies rank 0's weights, so it would prove nothing)
@@ -88,76 +90,6 @@ class TrainingDivergedError(AutocnnpError):
 
 
 # --- values the actions provide --------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Communicator:
-    """This rank's place in the job, and the Horovod module that connects it to the others."""
-
-    rank: int
-    size: int
-    local_rank: int
-    local_size: int
-    hostname: str
-    hvd: Any = field(repr=False, compare=False, default=None)
-
-    @property
-    def is_chief(self) -> bool:
-        return self.rank == 0
-
-
-@dataclass(frozen=True)
-class DevicePlacement:
-    """Where this rank computes: ``GPU`` (one, by local rank) or ``CPU``."""
-
-    kind: str
-    device: str
-    gpu_index: int | None
-    intra_op_threads: int
-    inter_op_threads: int
-
-
-@dataclass(frozen=True)
-class MemoryPolicy:
-    """GPU memory growth and soft placement as set for this rank."""
-
-    growth: bool
-    soft_placement: bool
-
-
-@dataclass(frozen=True)
-class SegmentationTask:
-    """Semantic segmentation: classes, and the image shape the model is built for."""
-
-    classes: tuple[str, ...]
-    input_shape: tuple[int, int, int]
-    name: str = "imaging_segmentation"
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-
-@dataclass(frozen=True)
-class HyperparameterValues:
-    """The hyperparameters as injected on this rank (learning rates already scaled)."""
-
-    base_lr: float
-    target_lr: float
-    initial_lr: float
-    optimizer: str
-    momentum: float
-    loss_name: str
-    loss: Callable[..., Any] = field(repr=False, compare=False)
-    batch_size: int = 8
-    global_batch_size: int = 8
-    start_epoch: int = 0
-    end_epoch: int = 1
-    workers: int = 1
-    beta_1: float = 0.9
-    beta_2: float = 0.999
-    weight_decay: float | None = None
-    class_weights: tuple[float, ...] = ()
-
 
 @dataclass
 class RankDataset:
@@ -226,10 +158,6 @@ class CheckpointSetup:
 
 # --- helpers ---------------------------------------------------------------------------------
 
-def _callbacks(ctx: Any) -> list[Any]:
-    return ctx.values.setdefault("callbacks", [])
-
-
 def _env_int(name: str) -> int:
     text = os.environ.get(name, "").strip()
     try:
@@ -241,7 +169,7 @@ def _env_int(name: str) -> int:
 _SPLITS: dict[tuple, Any] = {}
 
 
-def open_split(ctx: Any, which: str, cache: str = "none") -> Any | None:
+def open_split(ctx: RankContext, which: str, cache: str = "none") -> Any | None:
     """The ``train``/``valid``/``test`` split of the spec's data (None if not configured):
     a :class:`~autocnnp.components.datasets.SampleList` that reads samples on demand, or,
     with ``cache="memory"``, an :class:`~autocnnp.components.datasets.InMemorySamples`
@@ -264,7 +192,7 @@ def open_split(ctx: Any, which: str, cache: str = "none") -> Any | None:
 
 # --- train_env_def ---------------------------------------------------------------------------
 
-def init_communicator(ctx: Any) -> None:
+def init_communicator(ctx: RankContext) -> None:
     """Initialise Horovod and publish this rank's :class:`Communicator`."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
@@ -279,7 +207,6 @@ def init_communicator(ctx: Any) -> None:
     comm = Communicator(rank=hvd.rank(), size=hvd.size(), local_rank=hvd.local_rank(),
                         local_size=hvd.local_size(), hostname=socket.gethostname(), hvd=hvd)
     ctx.values["communicator"] = comm
-    _callbacks(ctx)
     expected = ctx.spec.parallelism_degree
     if expected and expected != comm.size:
         ctx.log.warning("the config asks for %d workers but %d ranks started; the learning "
@@ -302,7 +229,7 @@ def _check_keras_2() -> None:
                    "TF_USE_LEGACY_KERAS=1")
 
 
-def seed_everything(ctx: Any) -> None:
+def seed_everything(ctx: RankContext) -> None:
     """Seed Python, NumPy and TensorFlow with the config's seed (the same on every rank:
     identical initial weights, and the same data permutation for sharding)."""
     import tensorflow as tf
@@ -314,10 +241,9 @@ def seed_everything(ctx: Any) -> None:
     if ctx.spec.reproducibility.deterministic:
         tf.config.experimental.enable_op_determinism()
     ctx.values["seed"] = seed
-    _callbacks(ctx)
 
 
-def place_device(ctx: Any, *, gpu: bool = True, intra_op_threads: int = 0,
+def place_device(ctx: RankContext, *, gpu: bool = True, intra_op_threads: int = 0,
                  inter_op_threads: int = 0) -> None:
     """Pin this rank to the GPU of its local rank (or to the CPU) and set thread counts.
 
@@ -335,7 +261,7 @@ def place_device(ctx: Any, *, gpu: bool = True, intra_op_threads: int = 0,
     """
     import tensorflow as tf
 
-    comm = ctx.require("communicator")
+    comm = ctx.communicator
     deployment_threads = int(ctx.spec.deployment.threads_per_rank or 0)
     intra, intra_from = _thread_count(intra_op_threads, "intra_op_threads", ENV_INTRA_OP,
                                       deployment_threads)
@@ -373,7 +299,6 @@ def place_device(ctx: Any, *, gpu: bool = True, intra_op_threads: int = 0,
                 ctx.log.warning("could not hide GPUs: %s", exc)
         placement = DevicePlacement("CPU", "/CPU:0", None, intra, inter)
     ctx.values["device"] = placement
-    _callbacks(ctx)
     ctx.log.info("device %s, intra-op threads %s, inter-op threads %s", placement.device,
                  intra or "auto", inter or "auto")
 
@@ -393,7 +318,7 @@ def _thread_count(param: int, param_name: str, env_name: str,
     return 0, "TensorFlow's default"
 
 
-def allocate_memory(ctx: Any, *, growth: bool = True, soft_placement: bool = False) -> None:
+def allocate_memory(ctx: RankContext, *, growth: bool = True, soft_placement: bool = False) -> None:
     """Set GPU memory growth (grow as needed instead of taking all memory at start) and turn
     soft placement on when asked (``False`` leaves TensorFlow's default, which is on in
     eager mode)."""
@@ -407,18 +332,16 @@ def allocate_memory(ctx: Any, *, growth: bool = True, soft_placement: bool = Fal
     if soft_placement:
         tf.config.set_soft_device_placement(True)
     ctx.values["memory"] = MemoryPolicy(growth=growth, soft_placement=soft_placement)
-    _callbacks(ctx)
 
 
 # --- injection -------------------------------------------------------------------------------
 
-def define_task(ctx: Any) -> None:
+def define_task(ctx: RankContext) -> None:
     """Define the segmentation task; reads one training sample to learn the image shape."""
     data = ctx.spec.data
     shape = open_split(ctx, "train").sample_shape
     ctx.values["task"] = SegmentationTask(classes=tuple(data.classes), input_shape=shape,
                                           name=ctx.spec.task)
-    _callbacks(ctx)
 
 
 def checked_optimizer(hp: Any) -> str:
@@ -433,14 +356,14 @@ def checked_optimizer(hp: Any) -> str:
     return optimizer
 
 
-def inject_hyperparameters(ctx: Any) -> None:
+def inject_hyperparameters(ctx: RankContext) -> None:
     """Scale the learning rate for the number of ranks, set the per-rank batch and the loss,
     and bind the learning-rate schedule."""
     from autocnnp.components.keras_settings import make_loss, training_callbacks
     from autocnnp.components.lr_policies import LRSchedule
 
-    comm = ctx.require("communicator")
-    ctx.require("task")
+    comm = ctx.communicator
+    ctx.task
     hp = ctx.spec.hyperparameters
     optimizer = checked_optimizer(hp)
     schedule = LRSchedule(ctx.spec.lr_policy, hp.lr, comm.size, hp.start_epoch, hp.end_epoch)
@@ -457,15 +380,15 @@ def inject_hyperparameters(ctx: Any) -> None:
         beta_2=float(hp.beta_2), weight_decay=hp.weight_decay,
         class_weights=tuple(float(w) for w in hp.class_weights))
     ctx.values["lr_schedule"] = schedule
-    _callbacks(ctx).extend(training_callbacks(ctx))
-    ctx.log.info("hyperparameters: %s; %r", ctx.values["hyperparameters"], schedule)
+    ctx.callbacks.extend(training_callbacks(ctx))
+    ctx.log.info("hyperparameters: %s; %r", ctx.hyperparameters, schedule)
 
 
-def build_architecture(ctx: Any) -> None:
+def build_architecture(ctx: RankContext) -> None:
     """Build the configured CNN for the task's image shape."""
     from autocnnp.components.models import build_model
 
-    task = ctx.require("task")
+    task = ctx.task
     base_dir = Path(ctx.spec.source).parent if ctx.spec.source else None
     model = build_model(ctx.spec.architecture, task.input_shape, task.num_classes,
                         base_dir=base_dir)
@@ -473,18 +396,17 @@ def build_architecture(ctx: Any) -> None:
         from autocnnp.components.keras_settings import initialise_weights
         initialise_weights(model, Path(ctx.spec.architecture.init), ctx.log)
     ctx.values["model"] = model
-    _callbacks(ctx)
     ctx.log.info("model %s: %d parameters", model.name, model.count_params())
 
 
-def inject_dataset(ctx: Any) -> None:
+def inject_dataset(ctx: RankContext) -> None:
     """List the data, choose how it is held (``<data cache>``) and set up this rank's shard
     (see :class:`RankDataset`)."""
     from autocnnp.components.datasets import choose_cache, shard_indices, steps_per_epoch
 
-    comm = ctx.require("communicator")
-    hp = ctx.require("hyperparameters")
-    task = ctx.require("task")
+    comm = ctx.communicator
+    hp = ctx.hyperparameters
+    task = ctx.task
     listed = open_split(ctx, "train")
     valid_listed = open_split(ctx, "valid")
     n = len(listed)
@@ -512,7 +434,6 @@ def inject_dataset(ctx: Any) -> None:
         train=train, valid=valid, valid_indices=valid_indices, rank=comm.rank,
         size=comm.size, seed=int(ctx.spec.reproducibility.seed), steps_per_epoch=steps,
         n_train_total=n, n_valid_total=n_valid, batch_size=hp.batch_size, cache=cache)
-    _callbacks(ctx)
     ctx.log.info("data: %d training samples in all, %d steps of up to %d per epoch on every "
                  "rank, %d validation samples on this rank", n, steps, hp.batch_size,
                  len(valid_indices) if valid_indices is not None else 0)
@@ -527,7 +448,7 @@ def make_optimizer(name: str, lr: float, momentum: float, **settings: Any) -> An
     return keras_settings.make_optimizer(name, lr, momentum, **settings)
 
 
-def ring_allreduce(ctx: Any) -> None:
+def ring_allreduce(ctx: RankContext) -> None:
     """Synchronous data parallelism with Horovod's ring-allreduce.
 
     Provides the optimizer (a legacy Keras optimizer at the schedule's first learning rate,
@@ -542,10 +463,10 @@ def ring_allreduce(ctx: Any) -> None:
     """
     from autocnnp.components.lr_policies import make_lr_callback
 
-    comm = ctx.require("communicator")
-    hp = ctx.require("hyperparameters")
-    schedule = ctx.require("lr_schedule")
-    ctx.require("model")
+    comm = ctx.communicator
+    hp = ctx.hyperparameters
+    schedule = ctx.lr_schedule
+    ctx.model
     hvd = comm.hvd
     optimizer = hvd.DistributedOptimizer(make_optimizer(
         hp.optimizer, hp.initial_lr, hp.momentum, beta_1=hp.beta_1, beta_2=hp.beta_2,
@@ -557,7 +478,6 @@ def ring_allreduce(ctx: Any) -> None:
     ctx.values["sync_callbacks"] = sync
     ctx.log.info("optimizer %s", {k: v for k, v in optimizer.get_config().items()
                                   if k not in ("is_legacy_optimizer", "jit_compile")})
-    _callbacks(ctx)
 
 
 # --- NaN and Inf: stop every rank at the step where training diverges -----------------------
@@ -1147,7 +1067,7 @@ def truncate_epoch_log(path: Path, epoch: int) -> int:
     return dropped
 
 
-def setup_checkpoints(ctx: Any) -> None:
+def setup_checkpoints(ctx: RankContext) -> None:
     """Periodic atomic checkpoints, TensorBoard and per-epoch JSON-lines metrics, on rank 0.
 
     Files: ``RUN_DIR/checkpoints/epoch-NNNNN/``, ``RUN_DIR/tensorboard/``,
@@ -1156,9 +1076,9 @@ def setup_checkpoints(ctx: Any) -> None:
     """
     import tensorflow as tf
 
-    comm = ctx.require("communicator")
-    ctx.require("model")
-    optimizer = ctx.require("optimizer")
+    comm = ctx.communicator
+    ctx.model
+    optimizer = ctx.optimizer
     monitoring = ctx.spec.monitoring
     hp = ctx.spec.hyperparameters
     run_dir = Path(ctx.run_dir)
@@ -1176,4 +1096,3 @@ def setup_checkpoints(ctx: Any) -> None:
                 log_dir=str(run_dir / "tensorboard"), update_freq="epoch", profile_batch=0,
                 write_graph=False))
     ctx.values["checkpoints"] = CheckpointSetup(manager=manager, callbacks=callbacks)
-    _callbacks(ctx)

@@ -15,6 +15,7 @@ from typing import Any
 
 from autocnnp.components import actions as horovod_actions
 from autocnnp.generator.components import Action, ExtensibleAction
+from autocnnp.generator.context import RankContext
 
 
 def _runtime() -> Any:
@@ -32,7 +33,7 @@ class TorchDistributedInit(Action):
     name = "torch_distributed"
     provides = ("communicator",)
 
-    def run(self, ctx: Any) -> None:
+    def run(self, ctx: RankContext) -> None:
         _runtime().init_communicator(ctx)
 
 
@@ -45,7 +46,7 @@ class TorchSeeding(Action):
     requires = ("communicator",)
     provides = ("seed",)
 
-    def run(self, ctx: Any) -> None:
+    def run(self, ctx: RankContext) -> None:
         _runtime().seed_everything(ctx)
 
 
@@ -59,7 +60,7 @@ class TorchLocalRankDevice(Action):
     provides = ("device",)
     params = horovod_actions.LocalRankDevicePlacement.params
 
-    def run(self, ctx: Any) -> None:
+    def run(self, ctx: RankContext) -> None:
         _runtime().place_device(ctx, gpu=True, **self.options)
 
 
@@ -68,7 +69,7 @@ class TorchCpuDevice(TorchLocalRankDevice):
 
     name = "cpu"
 
-    def run(self, ctx: Any) -> None:
+    def run(self, ctx: RankContext) -> None:
         _runtime().place_device(ctx, gpu=False, **self.options)
 
 
@@ -80,7 +81,7 @@ class TorchMemoryGrowth(Action):
     requires = ("device",)
     provides = ("memory",)
 
-    def run(self, ctx: Any) -> None:
+    def run(self, ctx: RankContext) -> None:
         _runtime().allocate_memory(ctx, fraction=None, soft_placement=False)
 
 
@@ -90,7 +91,7 @@ class TorchSoftPlacement(TorchMemoryGrowth):
 
     name = "soft_placement"
 
-    def run(self, ctx: Any) -> None:
+    def run(self, ctx: RankContext) -> None:
         _runtime().allocate_memory(ctx, fraction=None, soft_placement=True)
 
 
@@ -99,7 +100,7 @@ class TorchFixedMemory(TorchMemoryGrowth):
 
     name = "fixed"
 
-    def run(self, ctx: Any) -> None:
+    def run(self, ctx: RankContext) -> None:
         _runtime().allocate_memory(ctx, fraction=1.0, soft_placement=False)
 
 
@@ -114,7 +115,7 @@ class TorchHyperparameters(Action):
     requires = ("communicator", "task")
     provides = ("hyperparameters", "lr_schedule")
 
-    def run(self, ctx: Any) -> None:
+    def run(self, ctx: RankContext) -> None:
         _runtime().inject_hyperparameters(ctx)
 
 
@@ -132,7 +133,7 @@ class TorchDDP(ExtensibleAction):
     requires = ("communicator", "model", "hyperparameters", "lr_schedule")
     provides = ("optimizer", "sync_callbacks")
 
-    def run(self, ctx: Any) -> None:
+    def run(self, ctx: RankContext) -> None:
         _runtime().torch_ddp(ctx)
 
 
@@ -145,7 +146,7 @@ class TorchPeriodicCheckpoint(ExtensibleAction):
     requires = ("communicator", "model", "optimizer")
     provides = ("checkpoints",)
 
-    def run(self, ctx: Any) -> None:
+    def run(self, ctx: RankContext) -> None:
         _runtime().setup_checkpoints(ctx)
 
 
@@ -160,5 +161,5 @@ class TorchArchitectureInjection(Action):
     requires = ("task", "device", "memory", "seed")
     provides = ("model",)
 
-    def run(self, ctx: Any) -> None:
+    def run(self, ctx: RankContext) -> None:
         _runtime().build_architecture(ctx)

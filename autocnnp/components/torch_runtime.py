@@ -36,6 +36,7 @@ from autocnnp.engine.vocabulary import INTER_OP_THREADS_ENV as ENV_INTER_OP
 from autocnnp.engine.vocabulary import INTRA_OP_THREADS_ENV as ENV_INTRA_OP
 from autocnnp.engine.vocabulary import OPTIMIZERS
 from autocnnp.errors import AutocnnpError, EnvironmentProblemError
+from autocnnp.generator.context import RankContext
 
 #: (rank, size, local rank, local size) variables, by launcher, first match wins
 RANK_ENVIRONMENTS = (
@@ -90,7 +91,7 @@ def rank_environment(env: dict[str, str] | None = None) -> tuple[int, int, int, 
     return 0, 1, 0, 1
 
 
-def _gpu_wanted(ctx: Any) -> bool:
+def _gpu_wanted(ctx: RankContext) -> bool:
     """Whether this rank will compute on a GPU: one is visible and the config does not pin
     ranks to the CPU (``device_placement`` ``cpu``)."""
     if not torch.cuda.is_available():
@@ -102,7 +103,7 @@ def _gpu_wanted(ctx: Any) -> bool:
 
 # --- train_env_def ---------------------------------------------------------------------------
 
-def init_communicator(ctx: Any) -> None:
+def init_communicator(ctx: RankContext) -> None:
     """Join the process group (Gloo on CPU, NCCL when this rank computes on a GPU) and publish
     this rank's :class:`TorchCommunicator`."""
     rank, size, local_rank, local_size = rank_environment()
@@ -135,7 +136,7 @@ def init_communicator(ctx: Any) -> None:
                              local_rank=local_rank, local_size=local_size,
                              hostname=socket.gethostname(), backend=backend)
     ctx.values["communicator"] = comm
-    ctx.values.setdefault("callbacks", [])
+    ctx.callbacks
     expected = ctx.spec.parallelism_degree
     if expected and expected != comm.size:
         ctx.log.warning("the config asks for %d workers but %d ranks started; the learning "
@@ -144,7 +145,7 @@ def init_communicator(ctx: Any) -> None:
                  comm.local_rank, comm.local_size, comm.hostname, torch.__version__, backend)
 
 
-def seed_everything(ctx: Any) -> None:
+def seed_everything(ctx: RankContext) -> None:
     """Seed Python, NumPy and torch (identical initial weights on every rank; DDP broadcasts
     rank 0's anyway). The determinism switch makes torch use deterministic algorithms only."""
     seed = int(ctx.spec.reproducibility.seed)
@@ -158,12 +159,12 @@ def seed_everything(ctx: Any) -> None:
     ctx.values["seed"] = seed
 
 
-def place_device(ctx: Any, *, gpu: bool = True, intra_op_threads: int = 0,
+def place_device(ctx: RankContext, *, gpu: bool = True, intra_op_threads: int = 0,
                  inter_op_threads: int = 0) -> None:
     """Pin this rank to the GPU of its local rank (or the CPU) and set torch's thread counts
     (same sources and order as the Horovod engine: the parameter, then
     ``<deployment> threads_per_rank``, then torch's default)."""
-    comm = ctx.require("communicator")
+    comm = ctx.communicator
     deployment_threads = int(ctx.spec.deployment.threads_per_rank or 0)
     intra, intra_from = _thread_count(intra_op_threads, "intra_op_threads", ENV_INTRA_OP,
                                       deployment_threads)
@@ -197,9 +198,9 @@ def torch_device(placement: DevicePlacement) -> torch.device:
     return torch.device(f"cuda:{placement.gpu_index}" if placement.kind == "GPU" else "cpu")
 
 
-def allocate_memory(ctx: Any, *, fraction: float | None, soft_placement: bool) -> None:
+def allocate_memory(ctx: RankContext, *, fraction: float | None, soft_placement: bool) -> None:
     """torch's caching allocator grows as needed; ``fixed`` allows the whole GPU."""
-    placement = ctx.require("device")
+    placement = ctx.device
     if fraction is not None and placement.kind == "GPU":
         torch.cuda.set_per_process_memory_fraction(fraction, placement.gpu_index)
     ctx.values["memory"] = MemoryPolicy(growth=fraction is None, soft_placement=soft_placement)
@@ -299,13 +300,13 @@ def make_loss(name: str, class_weights: tuple[float, ...] = ()) -> Loss:
 
 # --- train_strategy_def ----------------------------------------------------------------------
 
-def inject_hyperparameters(ctx: Any) -> None:
+def inject_hyperparameters(ctx: RankContext) -> None:
     """Scale the learning rate for the number of ranks (the same :class:`LRSchedule` as the
     Horovod engine), set the per-rank batch and the loss."""
     from autocnnp.components.lr_policies import LRSchedule
 
-    comm = ctx.require("communicator")
-    ctx.require("task")
+    comm = ctx.communicator
+    ctx.task
     hp = ctx.spec.hyperparameters
     optimizer = checked_optimizer(hp)
     schedule = LRSchedule(ctx.spec.lr_policy, hp.lr, comm.size, hp.start_epoch, hp.end_epoch)
@@ -319,7 +320,7 @@ def inject_hyperparameters(ctx: Any) -> None:
         beta_2=float(hp.beta_2), weight_decay=hp.weight_decay,
         class_weights=tuple(float(w) for w in hp.class_weights))
     ctx.values["lr_schedule"] = schedule
-    ctx.log.info("hyperparameters: %s; %r", ctx.values["hyperparameters"], schedule)
+    ctx.log.info("hyperparameters: %s; %r", ctx.hyperparameters, schedule)
 
 
 #: Keras's AdamW default weight decay (keras_settings.ADAMW_DEFAULT_DECAY)
@@ -343,16 +344,16 @@ def make_optimizer(name: str, params: Any, lr: float, momentum: float, *, beta_1
     raise AutocnnpError(f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZERS)}")
 
 
-def torch_ddp(ctx: Any) -> None:
+def torch_ddp(ctx: RankContext) -> None:
     """Wrap the model in DistributedDataParallel (which broadcasts rank 0's parameters and
     buffers now and averages gradients in backward) and make the optimizer."""
     from torch.nn.parallel import DistributedDataParallel
 
-    ctx.require("communicator")
-    hp = ctx.require("hyperparameters")
-    ctx.require("lr_schedule")
-    model = ctx.require("model")
-    device = torch_device(ctx.require("device"))
+    ctx.communicator
+    hp = ctx.hyperparameters
+    ctx.lr_schedule
+    model = ctx.model
+    device = torch_device(ctx.device)
     model.to(device)
     ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
                                   else None)
@@ -504,13 +505,13 @@ class TorchCheckpointManager(CheckpointManager):
         return state
 
 
-def setup_checkpoints(ctx: Any) -> None:
+def setup_checkpoints(ctx: RankContext) -> None:
     """Checkpoints (state dicts) and the per-epoch JSON-lines metrics on rank 0; files as on
     the Horovod engine: ``RUN_DIR/checkpoints/epoch-NNNNN/``, ``RUN_DIR/metrics/epochs.jsonl``
     (no TensorBoard files on this engine)."""
-    ctx.require("communicator")
-    ctx.require("model")
-    ctx.require("optimizer")
+    ctx.communicator
+    ctx.model
+    ctx.optimizer
     monitoring = ctx.spec.monitoring
     manager = TorchCheckpointManager(Path(ctx.run_dir) / "checkpoints",
                                      keep=monitoring.keep_checkpoints)
@@ -519,12 +520,12 @@ def setup_checkpoints(ctx: Any) -> None:
 
 # --- injection -------------------------------------------------------------------------------
 
-def build_architecture(ctx: Any) -> None:
+def build_architecture(ctx: RankContext) -> None:
     """Build the configured CNN (``torch.nn.Module``) for the task's image shape."""
     from autocnnp.components.models.torch_user import build_torch_model
 
-    task = ctx.require("task")
-    ctx.require("device")
+    task = ctx.task
+    ctx.device
     base_dir = Path(ctx.spec.source).parent if ctx.spec.source else None
     if ctx.spec.architecture.init is not None:
         raise AutocnnpError("<CNN_archi><init> loads a Keras model, which the torch engine "

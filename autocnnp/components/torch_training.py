@@ -18,7 +18,7 @@ the same files:
 - after training: the full weight check (parameters and buffers), and rank 0 saves
   ``RUN_DIR/model/model.pt`` (the state dict) with ``autocnnp.json``.
 
-Plugins: the objects in ``ctx.values["callbacks"]`` are called as Keras calls its callbacks,
+Plugins: the objects in ``ctx.callbacks`` are called as Keras calls its callbacks,
 with the method names of ``tf.keras.callbacks.Callback`` (each optional):
 ``on_train_begin(logs)``, ``on_epoch_begin(epoch, logs)``, ``on_train_batch_end(batch,
 logs)``, ``on_epoch_end(epoch, logs)``, ``on_train_end(logs)``; before the first call the loop
@@ -48,14 +48,15 @@ from autocnnp.components.torch_runtime import (allreduce, broadcast_object,
                                                check_weights_identical, dice_metric,
                                                gather_flags, gather_objects, torch_device)
 from autocnnp.engine import rundir
+from autocnnp.generator.context import RankContext
 
 #: file of the trained model's state dict in ``RUN_DIR/model/``
 MODEL_FILE = "model.pt"
 
 
-def _notify(ctx: Any, event: str, *args: Any) -> None:
+def _notify(ctx: RankContext, event: str, *args: Any) -> None:
     """Call ``event`` on every plugin callback that defines it (see the module docstring)."""
-    for callback in ctx.values.get("callbacks", []):
+    for callback in ctx.callbacks:
         method = getattr(callback, event, None)
         if method is not None:
             method(*args)
@@ -128,13 +129,13 @@ class _EarlyStop:
                 f"{self.best:.4g} at epoch {self.best_epoch})")
 
 
-def _policies(ctx: Any) -> tuple[_Plateau | None, _EarlyStop | None]:
+def _policies(ctx: RankContext) -> tuple[_Plateau | None, _EarlyStop | None]:
     from autocnnp.components.keras_settings import resolve_monitor
 
     spec = ctx.spec
     has_valid = spec.data.valid is not None
     policy, monitoring = spec.lr_policy, spec.monitoring
-    plateau = (_Plateau(ctx.require("lr_schedule"),
+    plateau = (_Plateau(ctx.lr_schedule,
                         resolve_monitor(policy.plateau_monitor, has_valid),
                         policy.plateau_patience, policy.plateau_factor, policy.plateau_min_lr)
                if policy.plateau_patience > 0 else None)
@@ -163,18 +164,18 @@ def _lr_state(schedule: Any, plateau: _Plateau | None, stop: _EarlyStop | None) 
             "early_stopping": None if stop is None else [stop.best, stop.best_epoch, stop.waited]}
 
 
-def restore(ctx: Any, plateau: _Plateau | None, stop: _EarlyStop | None) -> int:
+def restore(ctx: RankContext, plateau: _Plateau | None, stop: _EarlyStop | None) -> int:
     """Resume: rank 0 restores the newest checkpoint that verifies (saying which it skipped),
     every rank takes its model, optimizer and learning-rate state and its own RNG state.
     Returns the epoch to continue at."""
     from autocnnp.components.training import resume_on_chief
 
-    comm = ctx.require("communicator")
-    model = ctx.require("model")
-    optimizer = ctx.require("optimizer")
-    schedule = ctx.require("lr_schedule")
-    hp = ctx.require("hyperparameters")
-    manager = ctx.require("checkpoints").manager
+    comm = ctx.communicator
+    model = ctx.model
+    optimizer = ctx.optimizer
+    schedule = ctx.lr_schedule
+    hp = ctx.hyperparameters
+    manager = ctx.checkpoints.manager
     epoch = hp.start_epoch
     if comm.rank == 0:
         for name in manager.remove_stale():
@@ -195,7 +196,7 @@ def restore(ctx: Any, plateau: _Plateau | None, stop: _EarlyStop | None) -> int:
             plateau.best, plateau.waited = lr["plateau"]
         if stop is not None and lr.get("early_stopping"):
             stop.best, stop.best_epoch, stop.waited = lr["early_stopping"]
-        scaler = ctx.require("sync_callbacks").scaler
+        scaler = ctx.sync_callbacks.scaler
         if scaler is not None and blob.get("scaler"):
             scaler.load_state_dict(blob["scaler"])
         rng = blob.get("rng") or []
@@ -204,20 +205,20 @@ def restore(ctx: Any, plateau: _Plateau | None, stop: _EarlyStop | None) -> int:
     return int(epoch)
 
 
-def _run_epoch(ctx: Any, epoch: int, steps_done: int, guard_steps: set[int]) -> tuple[
+def _run_epoch(ctx: RankContext, epoch: int, steps_done: int, guard_steps: set[int]) -> tuple[
         dict[str, float], float, int, float]:
     """One training epoch on this rank; returns (averaged logs, last lr, steps, train s)."""
     from autocnnp.components.rank_runtime import (DIVERGED_REMEDY, TrainingDivergedError,
                                                   nonfinite_message)
 
-    comm = ctx.require("communicator")
-    sync = ctx.require("sync_callbacks")
+    comm = ctx.communicator
+    sync = ctx.sync_callbacks
     ddp, device = sync.ddp, sync.device
-    optimizer = ctx.require("optimizer")
-    schedule = ctx.require("lr_schedule")
-    hp = ctx.require("hyperparameters")
-    data = ctx.require("dataset")
-    manager = ctx.require("checkpoints").manager
+    optimizer = ctx.optimizer
+    schedule = ctx.lr_schedule
+    hp = ctx.hyperparameters
+    data = ctx.dataset
+    manager = ctx.checkpoints.manager
     weight_check = ctx.spec.monitoring.weight_check
     batches = data.train_batches(epoch)
     steps = len(batches)
@@ -282,19 +283,19 @@ def _run_epoch(ctx: Any, epoch: int, steps_done: int, guard_steps: set[int]) -> 
     return logs, lr, steps, train_s
 
 
-def train(ctx: Any) -> TrainResult:
+def train(ctx: RankContext) -> TrainResult:
     """Resume if asked, train every epoch, check weights across ranks, save the model."""
     from autocnnp.components.rank_runtime import (DIVERGED_REMEDY, GUARD_STEPS,
                                                   TrainingDivergedError, json_safe_logs,
                                                   nonfinite_message)
 
-    comm = ctx.require("communicator")
-    model = ctx.require("model")
-    hp = ctx.require("hyperparameters")
-    data = ctx.require("dataset")
-    optimizer = ctx.require("optimizer")
-    schedule = ctx.require("lr_schedule")
-    manager = ctx.require("checkpoints").manager
+    comm = ctx.communicator
+    model = ctx.model
+    hp = ctx.hyperparameters
+    data = ctx.dataset
+    optimizer = ctx.optimizer
+    schedule = ctx.lr_schedule
+    manager = ctx.checkpoints.manager
     monitoring = ctx.spec.monitoring
     plateau, stop = _policies(ctx)
     initial_epoch = restore(ctx, plateau, stop)
@@ -304,7 +305,7 @@ def train(ctx: Any) -> TrainResult:
     durations: list[float] = []
     start = time.perf_counter()
     epochs_run = 0
-    for callback in ctx.values.get("callbacks", []):
+    for callback in ctx.callbacks:
         callback.model = model
     _notify(ctx, "on_train_begin", {})
     # the launcher's hang watch and `autocnnp watch` read this board (components/progress.py)
@@ -341,7 +342,7 @@ def train(ctx: Any) -> TrainResult:
         if checkpoint_now:
             rng = gather_objects(_rng_state(), comm)  # a collective: every rank
             if comm.rank == 0:
-                scaler = ctx.require("sync_callbacks").scaler
+                scaler = ctx.sync_callbacks.scaler
                 manager.pending = {"rng": rng, "lr_state": _lr_state(schedule, plateau, stop),
                                    "scaler": scaler.state_dict() if scaler else None}
                 manager.save(model, optimizer, done, {"engine": "torch", "time": time.time(),
@@ -355,7 +356,7 @@ def train(ctx: Any) -> TrainResult:
                       "train_s": round(train_s, 4),
                       "images_per_s": round(steps * hp.global_batch_size / max(train_s, 1e-9), 2),
                       "wall": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-            if torch.cuda.is_available() and ctx.require("sync_callbacks").device.type == "cuda":
+            if torch.cuda.is_available() and ctx.sync_callbacks.device.type == "cuda":
                 record["gpu_memory_mib"] = round(torch.cuda.max_memory_allocated() / 2 ** 20, 1)
             log_path.parent.mkdir(parents=True, exist_ok=True)
             with open(log_path, "a", encoding="utf-8") as fh:
@@ -380,10 +381,10 @@ def train(ctx: Any) -> TrainResult:
                        images_per_s=images / seconds if seconds > 0 else 0.0, history=history)
 
 
-def save_model(ctx: Any) -> Path:
+def save_model(ctx: RankContext) -> Path:
     """``RUN_DIR/model/model.pt`` (the state dict) and ``autocnnp.json``, atomically."""
-    model = ctx.require("model")
-    task = ctx.require("task")
+    model = ctx.model
+    task = ctx.task
     run_dir = Path(ctx.run_dir)
     final = run_dir / rundir.MODEL
     tmp = run_dir / f".tmp-model-{os.getpid()}"
@@ -409,21 +410,21 @@ def predict_labels(model: Any, images: np.ndarray, device: Any) -> np.ndarray:
     return probs.argmax(dim=1).cpu().numpy().astype(np.int32)
 
 
-def evaluate(ctx: Any) -> dict[str, Any] | None:
+def evaluate(ctx: RankContext) -> dict[str, Any] | None:
     """SegEval on the test split, streamed and shared by the ranks exactly as on the Horovod
     engine (``training.evaluate``): confusion matrices summed with one allreduce, per-item
     HD95 gathered on rank 0 in file order. Writes ``RUN_DIR/test_metrics.json``."""
     from autocnnp.components.rank_runtime import open_split
     from autocnnp.components.segeval import SELECTABLE_METRICS, SegEvaluator
 
-    comm = ctx.require("communicator")
+    comm = ctx.communicator
     if ctx.spec.data.test is None:
         return None
     selected = [m for m in dict.fromkeys(ctx.spec.evaluation.metrics) if m in SELECTABLE_METRICS]
-    task = ctx.require("task")
-    model = ctx.require("model")
-    device = torch_device(ctx.require("device"))
-    batch = ctx.require("hyperparameters").batch_size
+    task = ctx.task
+    model = ctx.model
+    device = torch_device(ctx.device)
+    batch = ctx.hyperparameters.batch_size
     test = open_split(ctx, "test")
     names = test.names
     start = time.perf_counter()

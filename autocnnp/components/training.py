@@ -4,7 +4,7 @@
 checkpoint when resuming, makes every rank start from rank 0's variables, and calls ``fit``
 with the callbacks of every action and plugin, in this order:
 
-1. ``ctx.values["sync_callbacks"]`` (dist_strategy: broadcast, metric averaging, learning
+1. ``ctx.sync_callbacks`` (dist_strategy: broadcast, metric averaging, learning
    rate) - first, so that everything after sees averaged metrics and the lr;
 2. the statistics average: BatchNorm's moving mean and variance follow each rank's own
    batches, so they are averaged across ranks before every validation and at every epoch end
@@ -25,9 +25,9 @@ with the callbacks of every action and plugin, in this order:
    :class:`~autocnnp.components.rank_runtime.WeightDivergenceError` if they differ. The
    guards are added here rather than by ``dist_strategy`` so that a replacing plugin keeps
    them;
-5. ``ctx.values["checkpoints"].callbacks`` (rank 0: checkpoints, JSON-lines metrics,
+5. ``ctx.checkpoints.callbacks`` (rank 0: checkpoints, JSON-lines metrics,
    TensorBoard);
-6. ``ctx.values["callbacks"]`` (plugins);
+6. ``ctx.callbacks`` (plugins);
 7. the progress printer (rank 0), one line per epoch on stdout::
 
        epoch 3/30  loss 0.41  val_dice 0.80  lr 2.0e-03  12.1s  eta 4m10s
@@ -59,6 +59,7 @@ import numpy as np
 
 from autocnnp.engine import rundir
 from autocnnp.errors import AutocnnpError
+from autocnnp.generator.context import RankContext
 
 #: written next to the SavedModel: what ``autocnnp predict`` needs to prepare inputs
 MODEL_META = "autocnnp.json"
@@ -127,7 +128,7 @@ def make_progress_callback(end_epoch: int, stream: TextIO | None = None) -> Any:
     return Progress()
 
 
-def make_datasets(ctx: Any, initial_epoch: int = 0) -> tuple[Any, Any]:
+def make_datasets(ctx: RankContext, initial_epoch: int = 0) -> tuple[Any, Any]:
     """tf.data pipelines of this rank's data: an endless training stream of
     ``steps_per_epoch`` batches per epoch, epoch after epoch from ``initial_epoch`` (the
     batches of :meth:`~autocnnp.components.rank_runtime.RankDataset.train_batches`), and the
@@ -140,8 +141,8 @@ def make_datasets(ctx: Any, initial_epoch: int = 0) -> tuple[Any, Any]:
     """
     import tensorflow as tf
 
-    data = ctx.require("dataset")
-    shape = tuple(ctx.require("task").input_shape)
+    data = ctx.dataset
+    shape = tuple(ctx.task.input_shape)
 
     def train_indices() -> Any:
         epoch = int(initial_epoch)
@@ -199,7 +200,7 @@ def _read_batches(tf: Any, indices: Any, source: Any, shape: tuple[int, ...]) ->
             .prefetch(tf.data.AUTOTUNE))
 
 
-def callbacks_for_fit(ctx: Any, *, progress: bool = True) -> list[Any]:
+def callbacks_for_fit(ctx: RankContext, *, progress: bool = True) -> list[Any]:
     """Every callback of the actions and plugins, in the order the module docstring gives."""
     from autocnnp.components.rank_runtime import (make_nonfinite_guard, make_statistics_sync,
                                                   make_weight_guard)
@@ -208,34 +209,34 @@ def callbacks_for_fit(ctx: Any, *, progress: bool = True) -> list[Any]:
     from autocnnp.components.divergence import divergence_check, make_divergence_guard
     from autocnnp.components.progress import BOARD, make_progress_reporter, reporting_wanted
 
-    comm = ctx.require("communicator")
-    callbacks = list(ctx.require("sync_callbacks"))
+    comm = ctx.communicator
+    callbacks = list(ctx.sync_callbacks)
     if warning_signal() is not None:  # a cluster that warns before it kills (Slurm)
         callbacks.append(make_warning_callback(comm))
     # before the guard and the checkpoints: they read the averaged statistics
     callbacks.append(make_statistics_sync(comm))
     # before the checkpoints, so that no checkpoint holds NaN weights
-    callbacks.append(make_nonfinite_guard(comm, ctx.require("checkpoints").manager))
-    check = divergence_check(ctx.spec.monitoring, ctx.require("dataset").valid is not None)
+    callbacks.append(make_nonfinite_guard(comm, ctx.checkpoints.manager))
+    check = divergence_check(ctx.spec.monitoring, ctx.dataset.valid is not None)
     if check is not None:  # off by default; after NaN, before the checkpoints
         callbacks.append(make_divergence_guard(check, comm.size,
-                                               ctx.require("checkpoints").manager))
+                                               ctx.checkpoints.manager))
     if ctx.spec.monitoring.weight_check:
         callbacks.append(make_weight_guard(comm))
-    callbacks += list(ctx.require("checkpoints").callbacks)
-    callbacks += list(ctx.values.get("callbacks", []))
+    callbacks += list(ctx.checkpoints.callbacks)
+    callbacks += list(ctx.callbacks)
     if progress and comm.rank == 0:
-        callbacks.append(make_progress_callback(ctx.require("hyperparameters").end_epoch))
+        callbacks.append(make_progress_callback(ctx.hyperparameters.end_epoch))
     if reporting_wanted(ctx.spec.monitoring):
         # last: an epoch's end counts as progress once its checkpoint is written
         callbacks.append(make_progress_reporter(
-            BOARD, end_epoch=ctx.require("hyperparameters").end_epoch,
-            steps_per_epoch=ctx.require("dataset").steps_per_epoch,
-            global_batch=ctx.require("hyperparameters").global_batch_size))
+            BOARD, end_epoch=ctx.hyperparameters.end_epoch,
+            steps_per_epoch=ctx.dataset.steps_per_epoch,
+            global_batch=ctx.hyperparameters.global_batch_size))
     return callbacks
 
 
-def resume_on_chief(ctx: Any, manager: Any, model: Any, optimizer: Any,
+def resume_on_chief(ctx: RankContext, manager: Any, model: Any, optimizer: Any,
                     epoch: int) -> tuple[int, dict[str, Any] | None]:
     """Rank 0's part of ``--resume`` on either engine: restore the newest checkpoint that
     verifies (saying on stdout which were skipped and why), say where training continues, and
@@ -269,7 +270,7 @@ def resume_on_chief(ctx: Any, manager: Any, model: Any, optimizer: Any,
     return epoch, state
 
 
-def restore(ctx: Any) -> int:
+def restore(ctx: RankContext) -> int:
     """Resume: rank 0 loads the newest checkpoint that verifies (skipping corrupt ones, and
     saying so on stdout), then every rank takes rank 0's variables (model and optimizer).
     Returns the epoch to continue at (the config's start epoch when there is no usable
@@ -281,10 +282,10 @@ def restore(ctx: Any) -> int:
     so that after the run the file lists every epoch exactly once."""
     import horovod.tensorflow as hvd_tf
 
-    comm = ctx.require("communicator")
-    model = ctx.require("model")
-    optimizer = ctx.require("optimizer")
-    hp = ctx.require("hyperparameters")
+    comm = ctx.communicator
+    model = ctx.model
+    optimizer = ctx.optimizer
+    hp = ctx.hyperparameters
     # slots (Adam moments, momentum) exist only after the first update; create them now so
     # that a checkpoint restores them at once and the broadcast covers them
     if hasattr(optimizer, "_create_all_weights"):  # legacy optimizers (the built-in path)
@@ -292,7 +293,7 @@ def restore(ctx: Any) -> int:
     elif hasattr(optimizer, "build"):  # a plugin's new-style Keras optimizer
         optimizer.build(model.trainable_variables)
     epoch = hp.start_epoch
-    manager = ctx.require("checkpoints").manager
+    manager = ctx.checkpoints.manager
     if comm.rank == 0:
         # this job owns the run directory (the launcher holds its lock): what a killed writer
         # left behind is garbage now
@@ -308,19 +309,19 @@ def restore(ctx: Any) -> int:
     return epoch
 
 
-def train(ctx: Any) -> TrainResult:
+def train(ctx: RankContext) -> TrainResult:
     """Compile, resume if asked, fit, check weights across ranks, save the model (rank 0)."""
     from autocnnp.components.losses import dice_metric
     from autocnnp.components.preemption import WarningSignalStop
     from autocnnp.components.rank_runtime import average_statistics, check_weights_identical
 
-    comm = ctx.require("communicator")
-    model = ctx.require("model")
-    hp = ctx.require("hyperparameters")
-    data = ctx.require("dataset")
-    model.compile(optimizer=ctx.require("optimizer"), loss=hp.loss, metrics=[dice_metric])
+    comm = ctx.communicator
+    model = ctx.model
+    hp = ctx.hyperparameters
+    data = ctx.dataset
+    model.compile(optimizer=ctx.optimizer, loss=hp.loss, metrics=[dice_metric])
     initial_epoch = restore(ctx)
-    build_compiled_state(model, tuple(ctx.require("task").input_shape))
+    build_compiled_state(model, tuple(ctx.task.input_shape))
     train_ds, valid_ds = make_datasets(ctx, initial_epoch)
     start = time.perf_counter()
     history: dict[str, list[float]] = {}
@@ -369,7 +370,7 @@ def build_compiled_state(model: Any, input_shape: tuple[int, ...]) -> None:
     model.compiled_metrics.build(y_pred, y_true)
 
 
-def checkpoint_on_warning(ctx: Any, stop: Any) -> None:
+def checkpoint_on_warning(ctx: RankContext, stop: Any) -> None:
     """Every rank stopped at the same step on the cluster's warning signal: average the
     statistics, let rank 0 checkpoint the weights reached (as the last finished epoch: the
     resumed job runs the interrupted epoch again from them) and stop every rank with
@@ -377,23 +378,23 @@ def checkpoint_on_warning(ctx: Any, stop: Any) -> None:
     from autocnnp.components.preemption import PreemptedError
     from autocnnp.components.rank_runtime import average_statistics
 
-    comm = ctx.require("communicator")
-    model = ctx.require("model")
+    comm = ctx.communicator
+    model = ctx.model
     average_statistics(model, comm)
-    manager = ctx.require("checkpoints").manager
+    manager = ctx.checkpoints.manager
     folder = manager.directory / f"{manager.PREFIX}{stop.epoch - 1:05d}"
     if comm.rank == 0:
-        folder = manager.save(model, ctx.require("optimizer"), stop.epoch - 1,
+        folder = manager.save(model, ctx.optimizer, stop.epoch - 1,
                               {"time": time.time(),
                                "interrupted": {"epoch": stop.epoch, "step": stop.step}})
     raise PreemptedError(f"checkpointed on the warning signal at epoch {stop.epoch} step "
                          f"{stop.step} ({folder}); the job is requeued and resumes there")
 
 
-def save_model(ctx: Any) -> Path:
+def save_model(ctx: RankContext) -> Path:
     """Save the trained model to ``RUN_DIR/model/`` atomically (temp folder, then rename)."""
-    model = ctx.require("model")
-    task = ctx.require("task")
+    model = ctx.model
+    task = ctx.task
     run_dir = Path(ctx.run_dir)
     final = run_dir / rundir.MODEL
     tmp = run_dir / f".tmp-model-{os.getpid()}"
@@ -414,7 +415,7 @@ def predict_labels(model: Any, images: np.ndarray, batch_size: int = 8) -> np.nd
     return np.argmax(probs, axis=-1).astype(np.int32)
 
 
-def evaluate(ctx: Any) -> dict[str, Any] | None:
+def evaluate(ctx: RankContext) -> dict[str, Any] | None:
     """Score the trained model on the test split with SegEval, every rank its share.
 
     The test split is streamed: its batches (of the training batch size, in file order) are
@@ -437,7 +438,7 @@ def evaluate(ctx: Any) -> dict[str, Any] | None:
     from autocnnp.components.segeval import (SELECTABLE_METRICS, SegEvaluator, confusion_matrix,
                                              per_case_results, write_per_case_csv)
 
-    comm = ctx.require("communicator")
+    comm = ctx.communicator
     if ctx.spec.data.test is None:
         return None
     selected = list(dict.fromkeys(ctx.spec.evaluation.metrics))
@@ -445,9 +446,9 @@ def evaluate(ctx: Any) -> dict[str, Any] | None:
     if unknown and comm.rank == 0:  # validate.py rejects these in a config; a spec may not
         ctx.log.warning("unknown evaluation metric(s) %s ignored", ", ".join(unknown))
     selected = [m for m in selected if m in SELECTABLE_METRICS]
-    task = ctx.require("task")
-    model = ctx.require("model")
-    batch = ctx.require("hyperparameters").batch_size
+    task = ctx.task
+    model = ctx.model
+    batch = ctx.hyperparameters.batch_size
     test = open_split(ctx, "test")
     names = test.names
     start = time.perf_counter()

@@ -19,6 +19,7 @@ from autocnnp.errors import BindingError, ConfigError, ConfigProblem, PluginErro
 from autocnnp.generator import registry
 from autocnnp.generator.components import (TRAINER_REQUIRES, ActionNode, Binding, Composite,
                                            Generator, Module, PluginNode)
+from autocnnp.generator.context import RankContext
 from autocnnp.generator.plugins import check_plugin_file, load_plugin_file
 
 TRAINER = "trainer"
@@ -201,7 +202,7 @@ def dependents(generator: Generator, action: str) -> list[str]:
     return sorted(linked)
 
 
-def run_actions(generator: Generator, ctx: Any) -> None:
+def run_actions(generator: Generator, ctx: RankContext) -> None:
     """Execute every action (and its plugins) on this rank, in binding order."""
     for name, node in generator.ordered_actions():
         ctx.log.info("action %s (%s)", name, node.implementation)

@@ -44,8 +44,9 @@ BINDINGS: dict[str, tuple[str, str]] = {
                     "change the lr that the policy keeps"),
     "model": ("injection.architecture", "the tf.keras.Model (softmax probabilities out)"),
     "dataset": ("injection.dataset",
-                "RankDataset: x_train, y_train (this rank's shard), x_valid, y_valid, "
-                "steps_per_epoch, batch_size, n_train_total, n_valid_total"),
+                "RankDataset, this rank's shard: train and valid (samples read on demand), "
+                "train_batches(epoch), valid_batches(), steps_per_epoch, batch_size, "
+                "n_train_total, n_valid_total, cache"),
     "optimizer": ("train_strategy_def.dist_strategy",
                   "the optimizer wrapped in hvd.DistributedOptimizer (averages gradients "
                   "over ranks): tf.keras.optimizers.legacy SGD/Adam/RMSprop, or Keras's "
@@ -61,7 +62,7 @@ BINDINGS: dict[str, tuple[str, str]] = {
 #: values in ctx.values that are not bindings (no action owns them)
 EXTRA_VALUES: dict[str, str] = {
     "callbacks": "list of extra Keras callbacks passed to fit after every built-in one; "
-                 "append yours: ctx.values.setdefault(\"callbacks\", []).append(cb). They run "
+                 "append yours: ctx.callbacks.append(cb). They run "
                  "on every rank",
 }
 

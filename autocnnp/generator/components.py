@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Iterator
 
 from autocnnp.engine.values import parse_bool
+from autocnnp.generator.context import RankContext
 
 #: What the training loop needs once every action has run (the tree's sink).
 TRAINER_REQUIRES = ("model", "dataset", "optimizer", "hyperparameters", "sync_callbacks",
@@ -66,7 +67,7 @@ class Action:
         merged.update(params)
         self.options = merged
 
-    def run(self, ctx: Any) -> None:  # pragma: no cover - interface
+    def run(self, ctx: RankContext) -> None:  # pragma: no cover - interface
         raise NotImplementedError
 
     @classmethod
@@ -105,7 +106,7 @@ class ActionPlugin:
     def __init__(self, **params: Any) -> None:
         self.options = dict(params)
 
-    def run(self, ctx: Any) -> None:  # pragma: no cover - interface
+    def run(self, ctx: RankContext) -> None:  # pragma: no cover - interface
         raise NotImplementedError
 
 

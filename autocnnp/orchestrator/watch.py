@@ -188,7 +188,7 @@ def render(snap: WatchSnapshot) -> Any:
 
 def summary(snap: WatchSnapshot, run_dir: Path) -> str:
     """The lines left on the terminal after the job ended."""
-    from autocnnp.cli.status import format_epoch
+    from autocnnp.run_manage.jobs import format_epoch
 
     lines = [f"{snap.run}: {snap.state.get('state')}"
              + (f" after {snap.state['seconds']} s" if snap.state.get("seconds") else "")]

@@ -22,6 +22,22 @@ def resolve_run(run: str | Path, root: Path | None = None) -> Path:
     raise AutocnnpError(f"no run directory {run!r} (looked for {rundir.SPEC_FILE} in {looked})")
 
 
+def format_epoch(record: object, end_epoch: int | None = None) -> str:
+    """One ``metrics/epochs.jsonl`` record as the run printed it: ``3/30  loss 0.41  val_dice
+    0.80  lr 2.0e-03  12.1s`` (a value the log holds as null, a NaN, prints as ``nan``)."""
+    if not isinstance(record, dict):
+        return str(record)
+    parts = [f"{record.get('epoch', '?')}" + (f"/{end_epoch}" if end_epoch else "")]
+    for key, fmt in (("loss", ".3g"), ("dice", ".2f"), ("val_loss", ".3g"),
+                     ("val_dice", ".2f"), ("lr", ".1e")):
+        if key in record:
+            value = record[key]
+            parts.append(f"{key} {'nan' if value is None else format(value, fmt)}")
+    if isinstance(record.get("time_s"), (int, float)):
+        parts.append(f"{record['time_s']:.1f}s")
+    return "  ".join(parts)
+
+
 def status(run_dir: Path) -> dict:
     """The run's state, last epoch, and failure if any."""
     state = rundir.read_state(run_dir)

@@ -188,7 +188,7 @@ def run(run_dir: Path, resume: bool, log: logging.Logger) -> tuple[int, Any]:
         summary = {"initial_epoch": result.initial_epoch, "end_epoch": result.end_epoch,
                    "seconds": round(result.seconds, 3),
                    "images_per_s": round(result.images_per_s, 2),
-                   "ranks": ctx.require("communicator").size}
+                   "ranks": ctx.communicator.size}
         rundir.write_json(run_dir / rundir.TRAIN_SUMMARY, summary)
     training.evaluate(ctx)
     if ctx.rank == 0:  # the ground truth of "finished", whatever happens to the launcher

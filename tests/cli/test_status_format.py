@@ -1,6 +1,6 @@
 """`autocnnp status` prints the last epoch as the run printed it, not as raw JSON."""
 
-from autocnnp.cli.status import format_epoch
+from autocnnp.run_manage.jobs import format_epoch
 
 
 def test_last_epoch_reads_like_the_progress_line():

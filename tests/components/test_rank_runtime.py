@@ -12,6 +12,7 @@ import pytest
 
 from autocnnp.components.rank_runtime import (ENV_INTER_OP, ENV_INTRA_OP, Communicator,
                                               place_device, truncate_epoch_log)
+from autocnnp.generator.context import RankContext
 
 
 def _lines(*epochs: int) -> str:
@@ -44,12 +45,11 @@ def test_truncate_epoch_log_leaves_a_clean_file_alone_and_handles_no_file(tmp_pa
     assert path.read_text() == ""
 
 
-def _ctx(rank: int = 0, threads_per_rank: int = 0) -> SimpleNamespace:
+def _ctx(rank: int = 0, threads_per_rank: int = 0) -> RankContext:
     comm = Communicator(rank=rank, size=2, local_rank=rank, local_size=2, hostname="h")
-    values = {"communicator": comm}
-    return SimpleNamespace(
+    return RankContext(
         spec=SimpleNamespace(deployment=SimpleNamespace(threads_per_rank=threads_per_rank)),
-        values=values, require=values.__getitem__,
+        run_dir=Path("."), values={"communicator": comm},
         log=logging.getLogger("autocnnp.test_rank_runtime"))
 
 

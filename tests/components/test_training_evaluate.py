@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from autocnnp.components import rank_runtime, segeval, training
-from autocnnp.components.rank_runtime import Communicator, SegmentationTask
+from autocnnp.generator.context import Communicator, RankContext, SegmentationTask
 from autocnnp.components.segeval import SegEvalResult
 
 
@@ -40,8 +40,7 @@ def _ctx(tmp_path: Path, metrics: tuple[str, ...], monkeypatch: pytest.MonkeyPat
               "hyperparameters": SimpleNamespace(batch_size=2)}
     spec = SimpleNamespace(data=SimpleNamespace(test=tmp_path / "test"),
                            evaluation=SimpleNamespace(metrics=metrics))
-    return SimpleNamespace(spec=spec, run_dir=tmp_path, values=values,
-                           require=values.__getitem__, log=logging.getLogger("t"))
+    return RankContext(spec=spec, run_dir=tmp_path, values=values, log=logging.getLogger("t"))
 
 
 def test_hd95_only_when_selected_and_selection_is_saved(tmp_path: Path,

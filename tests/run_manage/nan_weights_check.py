@@ -10,7 +10,8 @@ import horovod.tensorflow.keras as hvd
 import numpy as np
 import tensorflow as tf
 
-from autocnnp.components.rank_runtime import Communicator, check_weights_identical
+from autocnnp.components.rank_runtime import check_weights_identical
+from autocnnp.generator.context import Communicator
 
 hvd.init()
 comm = Communicator(rank=hvd.rank(), size=hvd.size(), local_rank=hvd.local_rank(),

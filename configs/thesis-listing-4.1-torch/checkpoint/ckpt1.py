@@ -46,4 +46,4 @@ class LRSchedule(ActionPlugin):
                     self.best = value
                     torch.save(self.model.state_dict(), run_dir / "best_model.pt")
 
-        ctx.values.setdefault("callbacks", []).append(LRLogAndBest())
+        ctx.callbacks.append(LRLogAndBest())
