@@ -4,7 +4,8 @@
   :class:`Module` (a primitive that holds actions).
 - An :class:`Action` is one parallelization step. Non-extensible actions have one built-in
   implementation per name and take parameters; :class:`ExtensibleAction` subclasses can be
-  replaced or extended by a user plugin (:class:`ActionPlugin`).
+  replaced or extended by a user plugin, or joined by an installed implementation (both
+  subclass :class:`ActionPlugin`).
 - A :class:`Binding` connects the action that provides a named value (the model, the
   communicator, the optimizer...) to every action that requires it. Bindings are declared by
   the actions (``requires`` / ``provides``), so a tree can be checked before anything runs.
@@ -82,32 +83,30 @@ class ExtensibleAction(Action):
     extensible = True
 
 
-class ActionPlugin:
-    """Base class for user plugins of extensible actions.
+class ActionPlugin(ExtensibleAction):
+    """The one base class of user code plugged into an extensible action, both kinds:
 
-    A plugin file named in the config (``<value name="ClassName"><path>file.py</path></value>``)
-    or an installed package (entry point group ``autocnnp.actions``) defines a subclass::
+    * a plugin file named in the config
+      (``<value name="ClassName"><path>file.py</path></value>``) declares ``type`` and
+      ``run``; it runs after (``mode="extend"``) or instead of (``mode="replace"``) the
+      built-in implementation, and by default requires and provides what that one does::
 
-        from autocnnp.generator import ActionPlugin
+          from autocnnp.generator import ActionPlugin
 
-        class LRSchedule(ActionPlugin):
-            type = "checkpoint"          # the extensible action it plugs into
-            def run(self, ctx):          # runs on every rank, after (extend) or instead
-                ...                      # of (replace) the built-in implementation
+          class LRSchedule(ActionPlugin):
+              type = "checkpoint"          # the extensible action it plugs into
+              def run(self, ctx):          # runs on every rank
+                  ...
 
-    ``requires``/``provides`` may be declared as for actions; by default a plugin requires and
-    provides what the built-in action it plugs into does.
+    * an installed package's implementation (entry point group ``autocnnp.actions``, named
+      ``TYPE.IMPLEMENTATION``) declares ``type``, ``name``, ``requires``, ``provides`` (and
+      ``params`` if it takes any) and ``run``; a config selects it by name.
+
+    Both are checked by one validator, :func:`autocnnp.generator.plugins.check_plugin_class`.
     """
 
-    type: ClassVar[str] = ""
-    requires: ClassVar[tuple[str, ...] | None] = None
-    provides: ClassVar[tuple[str, ...] | None] = None
-
-    def __init__(self, **params: Any) -> None:
-        self.options = dict(params)
-
-    def run(self, ctx: RankContext) -> None:  # pragma: no cover - interface
-        raise NotImplementedError
+    requires: ClassVar[tuple[str, ...] | None] = None  # type: ignore[assignment]
+    provides: ClassVar[tuple[str, ...] | None] = None  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)

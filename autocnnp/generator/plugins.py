@@ -4,7 +4,8 @@
 its plugins, yet finds syntax errors, a missing class, a wrong base class, a missing or
 mis-declared ``run(self, ctx)`` and imports of packages that are not installed.
 ``load_plugin_file`` imports the file for real (when a job starts) and checks the same
-interface on the live class.
+interface on the live class with :func:`check_plugin_class`, the check that installed
+implementations (entry points, :mod:`autocnnp.generator.registry`) pass too.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from autocnnp.engine.default_tree import action_types, is_extensible
 from autocnnp.engine.values import did_you_mean
 from autocnnp.errors import PluginError
 from autocnnp.generator.components import ActionPlugin
@@ -80,14 +82,27 @@ def check_plugin_file(path: Path, class_name: str, action_type: str) -> list[str
     return problems
 
 
-def validate_plugin_class(cls: object, plugin: str, action_type: str) -> type:
-    """Check a live plugin class fits the interface; return it or raise PluginError."""
+def check_plugin_class(cls: object, plugin: str, action_type: str, *,
+                       installed: bool = False) -> type:
+    """The one live check of user code (a plugin file's class, or an installed package's
+    implementation registered for ``action_type``): return the class, or raise PluginError.
+
+    It must subclass :class:`ActionPlugin`, plug into a known extensible action type, declare
+    that type (or none, for a file plugin) and implement ``run(self, ctx)``; an installed
+    implementation also declares ``requires`` and ``provides`` (a file plugin inherits the
+    built-in action's)."""
     import inspect
 
     if not (inspect.isclass(cls) and issubclass(cls, ActionPlugin)):
         raise PluginError(plugin, "must be a class that subclasses autocnnp.generator.ActionPlugin")
+    if action_type not in action_types():
+        raise PluginError(plugin, f"names unknown action type {action_type!r}; known: "
+                                  f"{', '.join(action_types())}")
+    if not is_extensible(action_type):
+        raise PluginError(plugin, f"{action_type} is not extensible: only extensible actions "
+                                  f"(dist_strategy, checkpoint) take plugins")
     declared = getattr(cls, "type", "")
-    if declared and declared != action_type:
+    if (declared or installed) and declared != action_type:
         raise PluginError(plugin, f"declares type {declared!r} but is plugged into {action_type!r}")
     run = getattr(cls, "run", None)
     if run is None or run is ActionPlugin.run:
@@ -95,6 +110,9 @@ def validate_plugin_class(cls: object, plugin: str, action_type: str) -> type:
     params = [p.name for p in inspect.signature(run).parameters.values()]
     if tuple(params) != RUN_SIGNATURE:
         raise PluginError(plugin, f"run must be declared run(self, ctx), found run({', '.join(params)})")
+    if installed and (cls.requires is None or cls.provides is None):
+        raise PluginError(plugin, "must declare requires and provides (the binding names it "
+                                  "reads and stores)")
     return cls
 
 
@@ -118,4 +136,4 @@ def load_plugin_file(path: Path, class_name: str, action_type: str) -> type:
         import inspect
         names = [n for n, v in vars(module).items() if inspect.isclass(v)]
         raise PluginError(plugin, f"no class {class_name!r}{did_you_mean(class_name, names, '')}")
-    return validate_plugin_class(getattr(module, class_name), plugin, action_type)
+    return check_plugin_class(getattr(module, class_name), plugin, action_type)

@@ -23,6 +23,7 @@ from autocnnp.engine.default_tree import (ACTION_ALIASES, DEFAULT_TREE, DEFAULT_
                                   action_types, default_implementation, is_extensible,
                                   module_names, module_of)
 from autocnnp.errors import PluginError
+from autocnnp.generator.plugins import check_plugin_class
 
 __all__ = ["ACTION_ALIASES", "BUILTIN_ACTIONS", "DEFAULT_TREE", "DEFAULT_TREE_BY_MODULE",
            "ENGINE_SPECIFIC_TYPES", "ENTRY_POINT_GROUP", "HOROVOD_ENGINE", "MODULE_ALIASES",
@@ -88,28 +89,8 @@ class Registration:
             raise PluginError(plugin, f"cannot be loaded: {type(exc).__name__}: {exc}",
                               remedy="reinstall the package that provides it") from exc
         if self.origin != "builtin":
-            _check_installed_action(cls, self, plugin)
+            check_plugin_class(cls, plugin, self.type, installed=True)
         return cls
-
-
-def _check_installed_action(cls: object, reg: "Registration", plugin: str) -> None:
-    """An entry-point implementation must be an ExtensibleAction of an extensible type."""
-    import inspect
-
-    from autocnnp.generator.components import ExtensibleAction
-
-    if not (inspect.isclass(cls) and issubclass(cls, ExtensibleAction)):
-        raise PluginError(plugin, "must be a class that subclasses autocnnp.generator.ExtensibleAction")
-    if reg.type not in action_types():
-        raise PluginError(plugin, f"names unknown action type {reg.type!r}; known: {', '.join(action_types())}")
-    if not is_extensible(reg.type):
-        raise PluginError(plugin, f"{reg.type} is not extensible: only extensible actions "
-                                  f"(dist_strategy, checkpoint) take installed implementations")
-    if cls.type != reg.type:
-        raise PluginError(plugin, f"declares type {cls.type!r} but is registered for {reg.type!r}")
-    params = [p.name for p in inspect.signature(cls.run).parameters.values()]
-    if cls.run is ExtensibleAction.run or params != ["self", "ctx"]:
-        raise PluginError(plugin, "must implement run(self, ctx)")
 
 
 def _any_distribution_declares_plugins() -> bool:

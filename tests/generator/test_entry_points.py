@@ -11,9 +11,9 @@ import pytest
 from autocnnp.cli import main
 from autocnnp.generator import registry
 
-GOOD = '''from autocnnp.generator import ExtensibleAction
+GOOD = '''from autocnnp.generator import ActionPlugin
 
-class ParameterServer(ExtensibleAction):
+class ParameterServer(ActionPlugin):
     """Parameter-server data parallelism (an example port of dist_strategy)."""
     type = "dist_strategy"
     name = "parameter_server"
@@ -73,11 +73,14 @@ def test_installed_implementation_is_listed_and_usable(install, tmp_path, capsys
 @pytest.mark.parametrize("source,entry,message", [
     ("class ParameterServer:\n    def run(self, ctx):\n        pass\n",
      "dist_strategy.parameter_server = fakeps:ParameterServer",
-     "must be a class that subclasses autocnnp.generator.ExtensibleAction"),
+     "must be a class that subclasses autocnnp.generator.ActionPlugin"),
     (GOOD.replace("    def run(self, ctx):\n        pass\n", ""),
-     "dist_strategy.parameter_server = fakeps:ParameterServer", "must implement run(self, ctx)"),
+     "dist_strategy.parameter_server = fakeps:ParameterServer", "does not implement run(self, ctx)"),
+    (GOOD.replace('    provides = ("optimizer", "sync_callbacks")\n', ""),
+     "dist_strategy.parameter_server = fakeps:ParameterServer",
+     "must declare requires and provides (the binding names it reads and stores)"),
     (GOOD, "checkpoint.parameter_server = fakeps:ParameterServer",
-     "declares type 'dist_strategy' but is registered for 'checkpoint'"),
+     "declares type 'dist_strategy' but is plugged into 'checkpoint'"),
     ("raise ImportError('no module named horovod_ps')\n", "dist_strategy.parameter_server = fakeps:ParameterServer",
      "cannot be loaded: ImportError: no module named horovod_ps"),
 ])
