@@ -262,13 +262,7 @@ def place_device(ctx: RankContext, *, gpu: bool = True, intra_op_threads: int = 
     import tensorflow as tf
 
     comm = ctx.communicator
-    deployment_threads = int(ctx.spec.deployment.threads_per_rank or 0)
-    intra, intra_from = _thread_count(intra_op_threads, "intra_op_threads", ENV_INTRA_OP,
-                                      deployment_threads)
-    inter, inter_from = _thread_count(inter_op_threads, "inter_op_threads", ENV_INTER_OP, 0)
-    if comm.rank == 0:
-        ctx.log.info("thread counts: intra-op %s from %s; inter-op %s from %s",
-                     intra or "auto", intra_from, inter or "auto", inter_from)
+    intra, inter = thread_counts(ctx, intra_op_threads, inter_op_threads, "TensorFlow's default")
     try:
         if intra:
             tf.config.threading.set_intra_op_parallelism_threads(intra)
@@ -303,8 +297,23 @@ def place_device(ctx: RankContext, *, gpu: bool = True, intra_op_threads: int = 
                  intra or "auto", inter or "auto")
 
 
+def thread_counts(ctx: RankContext, intra_op_threads: int, inter_op_threads: int,
+                  default: str) -> tuple[int, int]:
+    """The intra-op and inter-op thread counts of this rank (0: the engine's ``default``),
+    each from the first source that sets it (see :func:`place_device`); rank 0 logs which."""
+    deployment_threads = int(ctx.spec.deployment.threads_per_rank or 0)
+    intra, intra_from = _thread_count(intra_op_threads, "intra_op_threads", ENV_INTRA_OP,
+                                      deployment_threads, default)
+    inter, inter_from = _thread_count(inter_op_threads, "inter_op_threads", ENV_INTER_OP, 0,
+                                      default)
+    if ctx.is_chief:
+        ctx.log.info("thread counts: intra-op %s from %s; inter-op %s from %s",
+                     intra or "auto", intra_from, inter or "auto", inter_from)
+    return intra, inter
+
+
 def _thread_count(param: int, param_name: str, env_name: str,
-                  deployment_threads: int) -> tuple[int, str]:
+                  deployment_threads: int, default: str) -> tuple[int, str]:
     """One thread count for :func:`place_device` and a description of where it came from."""
     env_value = _env_int(env_name)
     if param:
@@ -315,7 +324,7 @@ def _thread_count(param: int, param_name: str, env_name: str,
         return env_value, f"{env_name} (<deployment> threads_per_rank)"
     if deployment_threads:
         return deployment_threads, "<deployment> threads_per_rank"
-    return 0, "TensorFlow's default"
+    return 0, default
 
 
 def allocate_memory(ctx: RankContext, *, growth: bool = True, soft_placement: bool = False) -> None:
@@ -371,14 +380,8 @@ def inject_hyperparameters(ctx: RankContext) -> None:
         loss = make_loss(hp.loss, tuple(hp.class_weights))
     except ValueError as exc:
         raise AutocnnpError(str(exc)) from None
-    ctx.values["hyperparameters"] = HyperparameterValues(
-        base_lr=float(hp.lr), target_lr=schedule.target,
-        initial_lr=schedule(hp.start_epoch), optimizer=optimizer, momentum=float(hp.momentum),
-        loss_name=hp.loss, loss=loss, batch_size=int(hp.minibatch_size),
-        global_batch_size=int(hp.minibatch_size) * comm.size, start_epoch=int(hp.start_epoch),
-        end_epoch=int(hp.end_epoch), workers=comm.size, beta_1=float(hp.beta_1),
-        beta_2=float(hp.beta_2), weight_decay=hp.weight_decay,
-        class_weights=tuple(float(w) for w in hp.class_weights))
+    ctx.values["hyperparameters"] = HyperparameterValues.injected(
+        hp, schedule, optimizer=optimizer, loss=loss, workers=comm.size)
     ctx.values["lr_schedule"] = schedule
     ctx.callbacks.extend(training_callbacks(ctx))
     ctx.log.info("hyperparameters: %s; %r", ctx.hyperparameters, schedule)

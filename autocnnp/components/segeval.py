@@ -474,6 +474,23 @@ _MASK_2D = (".png", ".npy")
 _NIFTI = (".nii", ".nii.gz")
 
 
+def save_test_metrics(run_dir: Path, metrics: dict[str, Any], result: SegEvalResult
+                      ) -> dict[str, Any]:
+    """Write ``metrics`` (the test evaluation's record, ``result`` among it) to the run's
+    ``test_metrics.json`` and print the one line a user reads at the end of a run."""
+    from autocnnp.engine import rundir
+
+    path = run_dir / rundir.TEST_METRICS
+    rundir.write_json(path, metrics)
+    fg = result.means.get("mean_dice_foreground", float("nan"))
+    per_class = ", ".join(f"{result.name(c)} {result.per_class[c]['dice']:.3f}"
+                          for c in range(1, len(result.per_class))
+                          if not math.isnan(result.per_class[c]["dice"]))
+    print(f"test dice {fg:.3f} (mean over foreground classes: {per_class})  mean IoU "
+          f"{result.means['mean_iou']:.3f}  -> {path}", flush=True)
+    return metrics
+
+
 def _is_nifti(path: Path) -> bool:
     return path.name.lower().endswith(_NIFTI)
 

@@ -29,14 +29,11 @@ import torch
 import torch.distributed as dist
 
 from autocnnp.components.rank_runtime import (CheckpointManager, CheckpointSetup,
-                                              Communicator, DevicePlacement,
-                                              HyperparameterValues, MemoryPolicy,
-                                              _thread_count, checked_optimizer)
-from autocnnp.engine.vocabulary import INTER_OP_THREADS_ENV as ENV_INTER_OP
-from autocnnp.engine.vocabulary import INTRA_OP_THREADS_ENV as ENV_INTRA_OP
+                                              checked_optimizer, thread_counts)
 from autocnnp.engine.vocabulary import OPTIMIZERS
 from autocnnp.errors import AutocnnpError, EnvironmentProblemError
-from autocnnp.generator.context import RankContext
+from autocnnp.generator.context import (Communicator, DevicePlacement, HyperparameterValues,
+                                        MemoryPolicy, RankContext)
 
 #: (rank, size, local rank, local size) variables, by launcher, first match wins
 RANK_ENVIRONMENTS = (
@@ -165,13 +162,7 @@ def place_device(ctx: RankContext, *, gpu: bool = True, intra_op_threads: int = 
     (same sources and order as the Horovod engine: the parameter, then
     ``<deployment> threads_per_rank``, then torch's default)."""
     comm = ctx.communicator
-    deployment_threads = int(ctx.spec.deployment.threads_per_rank or 0)
-    intra, intra_from = _thread_count(intra_op_threads, "intra_op_threads", ENV_INTRA_OP,
-                                      deployment_threads)
-    inter, inter_from = _thread_count(inter_op_threads, "inter_op_threads", ENV_INTER_OP, 0)
-    if comm.rank == 0:
-        ctx.log.info("thread counts: intra-op %s from %s; inter-op %s from %s",
-                     intra or "auto", intra_from, inter or "auto", inter_from)
+    intra, inter = thread_counts(ctx, intra_op_threads, inter_op_threads, "torch's default")
     if intra:
         torch.set_num_threads(intra)
     if inter:
@@ -311,14 +302,8 @@ def inject_hyperparameters(ctx: RankContext) -> None:
     optimizer = checked_optimizer(hp)
     schedule = LRSchedule(ctx.spec.lr_policy, hp.lr, comm.size, hp.start_epoch, hp.end_epoch)
     loss = make_loss(hp.loss, tuple(hp.class_weights))
-    ctx.values["hyperparameters"] = HyperparameterValues(
-        base_lr=float(hp.lr), target_lr=schedule.target,
-        initial_lr=schedule(hp.start_epoch), optimizer=optimizer, momentum=float(hp.momentum),
-        loss_name=hp.loss, loss=loss, batch_size=int(hp.minibatch_size),
-        global_batch_size=int(hp.minibatch_size) * comm.size, start_epoch=int(hp.start_epoch),
-        end_epoch=int(hp.end_epoch), workers=comm.size, beta_1=float(hp.beta_1),
-        beta_2=float(hp.beta_2), weight_decay=hp.weight_decay,
-        class_weights=tuple(float(w) for w in hp.class_weights))
+    ctx.values["hyperparameters"] = HyperparameterValues.injected(
+        hp, schedule, optimizer=optimizer, loss=loss, workers=comm.size)
     ctx.values["lr_schedule"] = schedule
     ctx.log.info("hyperparameters: %s; %r", ctx.hyperparameters, schedule)
 

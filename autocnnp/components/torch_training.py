@@ -415,7 +415,8 @@ def evaluate(ctx: RankContext) -> dict[str, Any] | None:
     engine (``training.evaluate``): confusion matrices summed with one allreduce, per-item
     HD95 gathered on rank 0 in file order. Writes ``RUN_DIR/test_metrics.json``."""
     from autocnnp.components.rank_runtime import open_split
-    from autocnnp.components.segeval import SELECTABLE_METRICS, SegEvaluator
+    from autocnnp.components.segeval import (SELECTABLE_METRICS, SegEvaluator,
+                                             save_test_metrics)
 
     comm = ctx.communicator
     if ctx.spec.data.test is None:
@@ -454,12 +455,4 @@ def evaluate(ctx: RankContext) -> dict[str, Any] | None:
     metrics = {"split": "test", "source": str(test.root), "samples": len(test),
                "seconds": round(time.perf_counter() - start, 3), "selected_metrics": selected,
                "engine": "torch", **result.to_dict()}
-    path = Path(ctx.run_dir) / rundir.TEST_METRICS
-    rundir.write_json(path, metrics)
-    fg = result.means.get("mean_dice_foreground", float("nan"))
-    per_class = ", ".join(f"{result.name(c)} {result.per_class[c]['dice']:.3f}"
-                          for c in range(1, task.num_classes)
-                          if not math.isnan(result.per_class[c]["dice"]))
-    print(f"test dice {fg:.3f} (mean over foreground classes: {per_class})  mean IoU "
-          f"{result.means['mean_iou']:.3f}  -> {path}", flush=True)
-    return metrics
+    return save_test_metrics(Path(ctx.run_dir), metrics, result)

@@ -46,7 +46,6 @@ final model to ``RUN_DIR/model/`` (a SavedModel, plus ``autocnnp.json`` describi
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import shutil
 import sys
@@ -436,7 +435,8 @@ def evaluate(ctx: RankContext) -> dict[str, Any] | None:
     """
     from autocnnp.components.rank_runtime import open_split
     from autocnnp.components.segeval import (SELECTABLE_METRICS, SegEvaluator, confusion_matrix,
-                                             per_case_results, write_per_case_csv)
+                                             per_case_results, save_test_metrics,
+                                             write_per_case_csv)
 
     comm = ctx.communicator
     if ctx.spec.data.test is None:
@@ -476,15 +476,7 @@ def evaluate(ctx: RankContext) -> dict[str, Any] | None:
                "cases": len(cases), "per_case": rundir.PER_CASE_FILE,
                "seconds": round(time.perf_counter() - start, 3), "selected_metrics": selected,
                **result.to_dict()}
-    path = Path(ctx.run_dir) / rundir.TEST_METRICS
-    rundir.write_json(path, metrics)
-    fg = result.means.get("mean_dice_foreground", float("nan"))
-    per_class = ", ".join(f"{result.name(c)} {result.per_class[c]['dice']:.3f}"
-                          for c in range(1, task.num_classes)
-                          if not math.isnan(result.per_class[c]["dice"]))
-    print(f"test dice {fg:.3f} (mean over foreground classes: {per_class})  mean IoU "
-          f"{result.means['mean_iou']:.3f}  -> {path}", flush=True)
-    return metrics
+    return save_test_metrics(Path(ctx.run_dir), metrics, result)
 
 
 def gather_evaluation(evaluator: Any, order: list[int], comm: Any,

@@ -111,6 +111,20 @@ class HyperparameterValues:
     weight_decay: float | None = None
     class_weights: tuple[float, ...] = ()
 
+    @classmethod
+    def injected(cls, hp: Any, schedule: Any, *, optimizer: str, loss: Callable[..., Any],
+                 workers: int) -> "HyperparameterValues":
+        """The values of the config's ``<hyperparameters>`` ``hp`` on a job of ``workers``
+        ranks, with the learning rates of ``schedule`` (the LR policy)."""
+        return cls(
+            base_lr=float(hp.lr), target_lr=schedule.target,
+            initial_lr=schedule(hp.start_epoch), optimizer=optimizer, momentum=float(hp.momentum),
+            loss_name=hp.loss, loss=loss, batch_size=int(hp.minibatch_size),
+            global_batch_size=int(hp.minibatch_size) * workers, start_epoch=int(hp.start_epoch),
+            end_epoch=int(hp.end_epoch), workers=workers, beta_1=float(hp.beta_1),
+            beta_2=float(hp.beta_2), weight_decay=hp.weight_decay,
+            class_weights=tuple(float(w) for w in hp.class_weights))
+
 
 
 # --- the context -------------------------------------------------------------------------------
