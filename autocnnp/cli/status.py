@@ -27,7 +27,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(state, indent=2))
         return 0
     print(f"{run_dir.name}: {state.get('state')}")
-    for key in ("backend", "slurm", "started", "ended", "seconds", "failure", "settled", "note"):
+    for key in ("backend", "slurm", "started", "ended", "seconds", "failure", "settled", "launcher",
+                "note"):
         if state.get(key) is not None:
             print(f"  {key}: {state[key]}")
     for process in state.get("processes") or []:

@@ -314,3 +314,78 @@ def test_image_probe_reports_the_nodes_an_image_cannot_start_on(swarm, cpu_image
     assert problem.startswith(f"{here[0].name}: ")
     assert "localhost:1/autocnnp:absent" in problem or "No such image" in problem, problem
     assert leftovers(swarm, "probe-test") == []
+
+
+def start_and_wait_for_training(job_dir: Path, config: str) -> tuple[subprocess.Popen, Path]:
+    """Start ``autocnnp run config`` and return once rank 1 has finished an epoch."""
+    proc = subprocess.Popen([sys.executable, "-m", "autocnnp", "run", config], cwd=job_dir,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read()
+        runs = job_dir / "runs"
+        if runs.exists() and any(runs.iterdir()):
+            probe = the_run_dir(job_dir) / "weights" / "rank-1.txt"
+            if probe.exists() and probe.read_text().strip():
+                return proc, the_run_dir(job_dir)
+        time.sleep(0.5)
+    proc.kill()
+    pytest.fail("training did not start within 300 s")
+
+
+def test_a_sigkilled_launcher_leaves_an_observable_job_that_stop_removes(swarm, cpu_image, job_dir):
+    """Issue 10 item 4 on swarm: the launcher's SIGKILL cannot take the job down; status tells
+    the truth (tasks running, launcher gone, the remedy) and ``autocnnp stop RUN`` leaves
+    nothing of the job in the swarm; then ``--resume`` finishes the run."""
+    config = job_dir / "swarm_small.xml"
+    config.write_text(config.read_text()
+                      .replace('name="WeightsProbe"', 'name="SlowWeightsProbe"')
+                      .replace('<property name="end_epoch">6</property>',
+                               '<property name="end_epoch">20</property>'))
+    proc, run_dir = start_and_wait_for_training(job_dir, "swarm_small.xml")
+    proc.kill()  # SIGKILL: no handler runs, nothing is cleaned up by the launcher
+    proc.wait(timeout=30)
+    job_id = json.loads((run_dir / "swarm.json").read_text())["job_id"]
+
+    status = autocnnp("status", str(run_dir), cwd=job_dir, timeout=60)
+    assert status.returncode == 0, status.stderr
+    assert status.stdout.startswith(f"{run_dir.name}: running"), status.stdout
+    assert (f"  launcher: gone: the job's tasks run on without it; stop them with: autocnnp "
+            f"stop {run_dir} (then autocnnp run --resume {run_dir})") in status.stdout
+    assert "  rank 0: running on " in status.stdout and "  rank 1: running on " in status.stdout
+    assert leftovers(swarm, job_id), "the job's services should still run after the SIGKILL"
+
+    stop = autocnnp("stop", str(run_dir), cwd=job_dir, timeout=120)
+    assert stop.returncode == 0, stop.stderr
+    assert stop.stdout.startswith(f"stopped swarm job {job_id} (")
+    assert json.loads((run_dir / "state.json").read_text())["state"] == "stopped"
+    assert leftovers(swarm, job_id) == []
+
+    resume = autocnnp("run", "--resume", str(run_dir), cwd=job_dir, timeout=900)
+    assert resume.returncode == 0, resume.stderr
+    epochs = [json.loads(line)["epoch"] for line in
+              (run_dir / "metrics" / "epochs.jsonl").read_text().splitlines() if line.strip()]
+    assert epochs == list(range(1, 21))
+    assert json.loads((run_dir / "state.json").read_text())["state"] == "finished"
+
+
+def test_stop_after_a_sigkilled_launcher_whose_job_finished_records_finished(swarm, cpu_image,
+                                                                            job_dir):
+    """The ranks finish after the launcher's SIGKILL: ``stop`` removes what the launcher left
+    and records the truth (finished, from rank 0's completion record), not "stopped"."""
+    proc, run_dir = start_and_wait_for_training(job_dir, "swarm_small.xml")
+    proc.kill()
+    proc.wait(timeout=30)
+    job_id = json.loads((run_dir / "swarm.json").read_text())["job_id"]
+    deadline = time.monotonic() + 600
+    while not (run_dir / "completed.json").exists():
+        assert time.monotonic() < deadline, "rank 0 did not record its completion in 600 s"
+        time.sleep(1)
+    stop = autocnnp("stop", str(run_dir), cwd=job_dir, timeout=120)
+    assert stop.returncode == 0, stop.stderr
+    assert stop.stdout.startswith(f"swarm job {job_id} had finished (rank 0 recorded its "
+                                  f"completion at "), stop.stdout
+    state = json.loads((run_dir / "state.json").read_text())
+    assert state["state"] == "finished", state
+    assert leftovers(swarm, job_id) == []
+    assert (run_dir / "test_metrics.json").exists()

@@ -25,6 +25,11 @@ from autocnnp.run_manage.swarm.preflight import discover_nodes
 from autocnnp.run_manage.swarm.session import SWARM_FILE
 
 
+#: swarm task states in which a rank is (about to be) running
+_ACTIVE_TASK_STATES = frozenset({"new", "pending", "assigned", "accepted", "ready", "preparing",
+                                 "starting", "running"})
+
+
 class SwarmBackend(Launch):
     """Plan, check, launch, watch, stop and clean up swarm jobs; see the module docstring."""
 
@@ -72,9 +77,24 @@ class SwarmBackend(Launch):
         return plan
 
     def status(self, run_dir: Path, state: dict) -> dict:
-        """``state`` with the job's swarm side: its services and the state of every rank's task."""
-        state.update(self._swarm_status(run_dir))
-        return state
+        """``state`` with the job's swarm side: its services and the state of every rank's task.
+
+        A launcher that died without recording the end leaves ``running`` in ``state.json``:
+        while tasks of the job still run, the status says so and names the remedy; when none
+        runs, the state is settled from what the ranks recorded
+        (:func:`~autocnnp.run_manage.ownership.settle`)."""
+        from autocnnp.run_manage import ownership
+
+        swarm = self._swarm_status(run_dir)
+        state.update(swarm)
+        if state.get("state") != "running" or ownership.is_live(run_dir):
+            return state
+        tasks = swarm["swarm"].get("tasks", []) if isinstance(swarm.get("swarm"), dict) else []
+        if any(t["state"] in _ACTIVE_TASK_STATES for t in tasks):
+            state["launcher"] = (f"gone: the job's tasks run on without it; stop them with: "
+                                 f"autocnnp stop {run_dir} (then autocnnp run --resume {run_dir})")
+            return state
+        return {**ownership.settle(run_dir, state), **swarm}
 
     def _swarm_status(self, run_dir: Path) -> dict:
         job_id = self._job_id(run_dir)
@@ -122,15 +142,27 @@ class SwarmBackend(Launch):
         return "\n".join(parts)
 
     def stop(self, run_dir: Path, state: dict) -> str:
-        """Remove everything the job created; its launcher then reports it stopped."""
+        """Remove everything the job created; its launcher, if alive, then reports it stopped.
+
+        A job that had finished (rank 0 recorded its completion) stays ``finished``: only
+        what its dead launcher left behind is removed."""
+        from autocnnp.run_manage import ownership
+
         job_id = self._job_id(run_dir)
         # the launcher reads it first
         rundir.update_json(run_dir / SWARM_FILE, stop_requested=rundir.timestamp())
         removed, problems = self._cleanup(job_id, quiet=True)
+        what = ", ".join(removed) if removed else "nothing was left to remove"
+        done = ownership.completion(run_dir)
+        if done is not None and not ownership.is_live(run_dir):
+            ownership.settle(run_dir, rundir.read_state(run_dir))
+            if problems:
+                raise self._cleanup_error(job_id, problems, run_dir)
+            return (f"swarm job {job_id} had finished (rank 0 recorded its completion at "
+                    f"{done.get('time')}); removed what its launcher left: {what}")
         rundir.record_state(run_dir, state=RunState.STOPPED, ended=rundir.timestamp())
         if problems:
             raise self._cleanup_error(job_id, problems, run_dir)
-        what = ", ".join(removed) if removed else "nothing was left to remove"
         return f"stopped swarm job {job_id} ({what}); resume with: autocnnp run --resume {run_dir}"
 
 
