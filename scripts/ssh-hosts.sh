@@ -48,6 +48,12 @@ host_up() {
   ip -n "$h" link set eth0 up
   ip -n "$h" link set lo up
   ip -n "$h" route add default via 10.77.0.1
+  # the hosts know each other by name, as a lab's DNS would have them: `ip netns exec` shows
+  # /etc/netns/$h/hosts as /etc/hosts to what runs in the host (sshd, ranks); the machine's own
+  # /etc/hosts is not touched
+  mkdir -p "/etc/netns/$h"
+  { printf '127.0.0.1 localhost\n'; for o in "${HOSTS[@]}"; do printf '%s %s\n' "${ADDR[$o]}" "$o"; done; } \
+    > "/etc/netns/$h/hosts"
   ssh-keygen -q -t ed25519 -N "" -f "$DIR/$h/host_key" -C "$h"
   cat > "$DIR/$h/sshd_config" <<CONF
 ListenAddress $addr
@@ -119,13 +125,15 @@ down() {
       ip netns del "$h" 2>/dev/null || true
     fi
     ip link del "v-$h" 2>/dev/null || true
+    rm -rf "/etc/netns/$h"
   done
+  rmdir /etc/netns 2>/dev/null || true
   ip link del "$BRIDGE" 2>/dev/null || true
   if command -v iptables >/dev/null; then
     while iptables -D FORWARD -i "$BRIDGE" -o "$BRIDGE" -j ACCEPT 2>/dev/null; do :; done
   fi
   rm -rf "$DIR"
-  stamp "down: namespaces, links and $DIR removed"
+  stamp "down: namespaces, links, /etc/netns entries and $DIR removed"
 }
 
 case "${1:-}" in

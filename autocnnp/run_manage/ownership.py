@@ -115,6 +115,13 @@ def is_live(run_dir: Path) -> bool:
                if str(path) not in _HELD)
 
 
+def launcher_alive(run_dir: Path) -> bool:
+    """True while the run's launcher (the owner lock's holder, other than this process) lives;
+    its ranks may outlive it (a SIGKILLed launcher), which :func:`is_live` counts too."""
+    path = _lock_paths(run_dir)[OWNER_LOCK]
+    return str(path) not in _HELD and _held_by_others(path)
+
+
 def busy_message(run_dir: Path, found: list[Holder]) -> str:
     """The message of :class:`RunBusyError` (kept in one place for the tests)."""
     names = ", ".join(str(h) for h in found) or "processes this user cannot see"

@@ -111,3 +111,25 @@ def test_killing_one_hosts_rank_fails_fast_naming_the_host(ssh_hosts, small_conf
     assert time.monotonic() - killed < 30
     assert "rank 1" in err and "acnp-h2" in err and "killed by signal 9" in err, err
     assert job_keys_left() == []
+
+
+TORCH_GENERATOR = ('<CNN-Parallelism-Generator><module name="train_strategy_def"><action '
+                   'class="extensible" type="dist_strategy"><value>torch_ddp</value></action>'
+                   '</module></CNN-Parallelism-Generator>\n    <data format="pairs">')
+
+
+def test_the_torch_engine_trains_across_two_ssh_hosts(ssh_hosts, small_config):
+    """Issue 12 on the hosts backend across machines: mpirun starts the torch ranks over ssh,
+    rank 1 (on acnp-h2) reaches the Gloo rendezvous on rank 0's host acnp-h1 by name, the
+    weights end identical (the weight guard would stop the job otherwise) and no key is left."""
+    config = hosts_config(small_config, "acnp-h1:1,acnp-h2:1", epochs=2)
+    config.write_text(config.read_text().replace('<data format="pairs">', TORCH_GENERATOR))
+    result = run("run", str(config))
+    assert result.returncode == 0, result.stdout + result.stderr
+    run_dir = Path(result.stdout.strip().splitlines()[-1].removeprefix("run directory: "))
+    assert "epoch 2/2" in result.stdout and "Test metrics" in result.stdout
+    plan = json.loads((run_dir / "plan.json").read_text())
+    assert plan["engine"] == "torch" and dict(plan["env"])["MASTER_ADDR"] == "acnp-h1"
+    logs = [(run_dir / "logs" / f"rank-{r}.log").read_text() for r in (0, 1)]
+    assert "acnp-h1" in logs[0] and "acnp-h2" in logs[1], logs
+    assert job_keys_left() == []

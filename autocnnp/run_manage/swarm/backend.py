@@ -87,7 +87,7 @@ class SwarmBackend(Launch):
 
         swarm = self._swarm_status(run_dir)
         state.update(swarm)
-        if state.get("state") != "running" or ownership.is_live(run_dir):
+        if state.get("state") != "running" or ownership.launcher_alive(run_dir):
             return state
         tasks = swarm["swarm"].get("tasks", []) if isinstance(swarm.get("swarm"), dict) else []
         if any(t["state"] in _ACTIVE_TASK_STATES for t in tasks):
