@@ -8,6 +8,7 @@ before training with one message naming the plugin and the value (no traceback, 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -100,7 +101,8 @@ def test_a_replacing_plugin_that_misses_a_value_fails_with_one_message(config: P
     both = result.stdout + result.stderr
     assert "Traceback" not in both
     assert "--resume" not in both
-    assert f"autocnnp run: error: rank 0 on " in result.stderr
+    # every rank runs the plugin and fails alike; the first to record its error is named
+    assert re.search(r"autocnnp run: error: rank [01] on \S+ failed: PluginError", result.stderr)
     assert f"failed: PluginError: {message}\n" in result.stderr
     assert ("remedy: set ctx.values[...] for each of them in HalfStrategy.run (autocnnp "
             "describe dist_strategy says what each carries), or drop mode=\"replace\" to keep "

@@ -8,7 +8,8 @@ process, lock holder or temporary folder of the run may be left.
 
 ``AUTOCNNP_SOAK_CYCLES`` sets the number of cycles. The suite runs 4 (every fault kind once:
 the first cycles take the faults in turn) to stay inside CI's time; the issue's full soak is
-``AUTOCNNP_SOAK_CYCLES=20 pytest tests/run_manage/test_soak.py -s``. The figures (fault,
+``AUTOCNNP_SOAK_CYCLES=20 pytest tests/run_manage/test_soak.py -s --timeout 3600``
+(pytest-timeout stops a test at 900 s otherwise). The figures (fault,
 resumes, seconds) are printed at the end (``-s``) and written to ``soak.json`` in the test's
 temporary folder.
 """
