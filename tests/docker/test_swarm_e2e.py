@@ -280,10 +280,25 @@ def test_status_logs_and_stop_of_a_running_swarm_job(swarm, cpu_image, job_dir):
         assert logs.returncode == 0, logs.stderr
         assert "slot 2 -> rank 1/2" in logs.stdout and "rank 1 INFO" in logs.stdout
 
+        # autocnnp watch (issue 14) on the running swarm job: one frame shows both ranks; the
+        # following watch ends by itself when the job is stopped
+        frame = autocnnp("watch", str(run_dir), "--once", cwd=job_dir, timeout=60)
+        assert frame.returncode == 0, frame.stderr
+        assert frame.stdout.startswith(f"{run_dir.name}  running  epochs done "), frame.stdout
+        rows = [line.split() for line in frame.stdout.splitlines()
+                if line.split()[:1] in (["0"], ["1"])]
+        assert [r[0] for r in rows] == ["0", "1"], frame.stdout
+        watch = subprocess.Popen([sys.executable, "-m", "autocnnp", "watch", str(run_dir),
+                                  "--interval", "0.5"], cwd=job_dir, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+
         stop = autocnnp("stop", str(run_dir), cwd=job_dir, timeout=120)
         assert stop.returncode == 0, stop.stderr
         assert stop.stdout.startswith(f"stopped swarm job {job_id}")
         stderr = proc.communicate(timeout=60)[1]
+        watched, _ = watch.communicate(timeout=60)
+        assert watch.returncode == 1  # the job ended, stopped: not a success
+        assert f"{run_dir.name}: stopped" in watched, watched
     finally:
         if proc.poll() is None:
             proc.kill()
