@@ -29,8 +29,10 @@ Conventions of the returned :class:`Split`:
 * volumes are cut into 2D slices along their last spatial axis (axial for RAS-like volumes).
   Every slice is kept, including slices whose image and mask are both empty: filtering is a
   preprocessing decision (``autocnnp preprocess --range``), not the loader's.
-* 4D volumes (MSD BRATS: ``(H, W, D, modalities)``) give one channel, ``channel`` (0 by
-  default).
+* 4D volumes (MSD BRATS: ``(H, W, D, modalities)``) give every modality as a channel
+  (``(H, W, 4)`` slices for BRATS) unless ``channels`` selects some, by index or by the
+  ``modality`` names of ``dataset.json`` (:func:`resolve_channels`); each channel is
+  normalised on its own over the volume. Every volume of a split needs the same channels.
 * ``image_size`` resizes every slice to ``image_size x image_size``: images bilinearly, masks
   by nearest neighbour so labels stay labels.
 
@@ -61,7 +63,9 @@ __all__ = ["Split", "FORMATS", "detect_format", "load_split", "shard_indices", "
            "SampleRef", "SampleList", "list_split", "steps_per_epoch", "epoch_order",
            "epoch_batches", "InMemorySamples", "choose_cache", "array_bytes", "check_splits",
            "scan_split", "case_of", "list_cases", "open_data_split",
-           "read_image_file", "read_mask_file", "resize_image", "resize_mask", "volume_stem"]
+           "read_image_file", "read_mask_file", "resize_image", "resize_mask", "volume_stem",
+           "resolve_channels", "modality_names", "load_channels", "volume_header_shape",
+           "channel_count"]
 
 #: the layouts :func:`load_split` reads.
 FORMATS = ("pairs", "msd", "nifti")
@@ -327,8 +331,7 @@ def _volume_shape(path: Path, channel: int | None, what: str) -> tuple[int, int,
     if len(shape) == 4:
         channel = 0 if channel is None else channel
         if not 0 <= channel < shape[3]:
-            raise DataError(f"{path}: channel {channel} does not exist; the volume has "
-                            f"{shape[3]} channels (0..{shape[3] - 1})")
+            raise _no_channel(path, channel, shape[3])
         shape = shape[:3]
     if len(shape) != 3:
         raise DataError(f"{path}: expected a 3D or 4D volume, got shape {shape}")
@@ -353,12 +356,102 @@ def load_volume(path: Path, *, channel: int | None = 0, what: str = "image") -> 
         if channel is None:
             channel = 0
         if not 0 <= channel < data.shape[3]:
-            raise DataError(f"{path}: channel {channel} does not exist; the volume has "
-                            f"{data.shape[3]} channels (0..{data.shape[3] - 1})")
+            raise _no_channel(path, channel, data.shape[3])
         data = data[..., channel]
     if data.ndim != 3:
         raise DataError(f"{path}: expected a 3D or 4D volume, got shape {tuple(data.shape)}")
     return data, zooms
+
+
+def load_channels(path: Path, channels: tuple[int, ...] | None) -> np.ndarray:
+    """Read an image volume as ``(H, W, D, C)`` float32, each channel min-max normalised to
+    ``[0, 1]`` over the volume on its own (modalities have unrelated scales): the channels
+    ``channels`` of a 4D volume (every one when None), or the one channel of a 3D volume.
+
+    Raises DataError naming the file when it is unreadable, not 3D/4D, or lacks a channel.
+    """
+    path = Path(path)
+    img = _open_nifti(path, "image")
+    try:
+        data = np.asanyarray(img.dataobj)
+    except Exception as exc:
+        raise DataError(f"{path}: cannot read NIfTI image: {exc}",
+                        remedy="check that the file is a complete .nii or .nii.gz") from exc
+    if data.ndim == 3:
+        data = data[..., None]
+    if data.ndim != 4:
+        raise DataError(f"{path}: expected a 3D or 4D volume, got shape {tuple(data.shape)}")
+    wanted = tuple(range(data.shape[3])) if channels is None else tuple(channels)
+    for channel in wanted:
+        if not 0 <= channel < data.shape[3]:
+            raise _no_channel(path, channel, data.shape[3])
+    return np.stack([normalize_unit(data[..., c], path) for c in wanted], axis=-1)
+
+
+def volume_header_shape(path: Path, what: str = "image") -> tuple[int, ...]:
+    """The shape of a NIfTI volume from its header alone; DataError when unreadable."""
+    return tuple(int(s) for s in _open_nifti(Path(path), what).shape)
+
+
+def channel_count(shape: tuple[int, ...]) -> int:
+    """The channels of a volume of ``shape``: its 4th axis, or 1 for a 3D volume."""
+    return int(shape[3]) if len(shape) == 4 else 1
+
+
+def _no_channel(path: Path, channel: int, count: int) -> DataError:
+    return DataError(f"{path}: channel {channel} does not exist; the volume has {count} "
+                     f"channel{'s' if count != 1 else ''} (0..{count - 1})")
+
+
+def modality_names(root: Path) -> list[str]:
+    """The channel names of ``root/dataset.json``'s ``modality`` map (``{"0": "FLAIR", ...}``),
+    by index; empty when there is no such file or map."""
+    try:
+        meta = json.loads((Path(root) / "dataset.json").read_text())
+        modality = meta.get("modality") or meta.get("channel_names") or {}
+        count = max(int(k) for k in modality) + 1 if modality else 0
+        return [str(modality.get(str(i), "")) for i in range(count)]
+    except (OSError, ValueError, TypeError, AttributeError):
+        return []
+
+
+def _channel_list(count: int | None, names: list[str]) -> str:
+    if names:
+        return ", ".join(f"{i} {name}" for i, name in enumerate(names))
+    return f"0..{count - 1}" if count else "none"
+
+
+def resolve_channels(wanted: Any, count: int | None, names: list[str],
+                     where: str) -> tuple[int, ...]:
+    """Channel indices of ``wanted`` (indices or modality names, case-insensitive) for volumes
+    of ``count`` channels named ``names`` (see :func:`modality_names`; ``count`` None: not
+    known yet, indices are checked when read). Raises DataError prefixed with ``where`` for a
+    name that is not a modality or an index out of range, listing the channels there are."""
+    lower = [name.lower() for name in names]
+    out: list[int] = []
+    for token in wanted:
+        text = str(token).strip()
+        if text.isdigit():
+            index = int(text)
+            if count is not None and index >= count:
+                raise DataError(f"{where}: channel {index} is out of range; the volumes have "
+                                f"{count} channel{'s' if count != 1 else ''}: "
+                                f"{_channel_list(count, names)}")
+        elif text.lower() in lower:
+            index = lower.index(text.lower())
+        else:
+            import difflib
+
+            close = difflib.get_close_matches(text, names, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            known = (f"the modalities of dataset.json are {_channel_list(count, names)}"
+                     if names else "there is no dataset.json 'modality' map here: select "
+                                   f"channels by index ({_channel_list(count, names)})")
+            raise DataError(f"{where}: no channel named {text!r}; {hint}{known}")
+        if index in out:
+            raise DataError(f"{where}: channel {text!r} is selected twice")
+        out.append(index)
+    return tuple(out)
 
 
 def _msd_pairs(root: Path) -> list[tuple[Path, Path]]:
@@ -384,31 +477,49 @@ def _msd_pairs(root: Path) -> list[tuple[Path, Path]]:
     return pairs
 
 
-def _volume_refs(pairs: list[tuple[Path, Path]], channel: int) -> list[SampleRef]:
-    """One reference per slice, from the volumes' headers (no pixels are read)."""
+def _volume_refs(root: Path, pairs: list[tuple[Path, Path]],
+                 wanted: Any) -> tuple[list[SampleRef], tuple[int, ...] | None]:
+    """One reference per slice, from the volumes' headers (no pixels are read), and the
+    channel indices ``wanted`` stands for (every channel when None)."""
     refs = []
+    first: tuple[Path, int] | None = None
+    channels: tuple[int, ...] | None = None
     for image_file, mask_file in pairs:
-        shape = _volume_shape(image_file, channel, "image")
+        full = volume_header_shape(image_file)
+        count = channel_count(full)
+        if first is None:
+            first = (image_file, count)
+            channels = tuple(range(count)) if wanted is None else resolve_channels(
+                wanted, count, modality_names(root), str(image_file))
+        elif count != first[1]:
+            raise DataError(f"{image_file} has {count} channel(s) but {first[0]} has "
+                            f"{first[1]}; every volume of a split needs the same channels")
+        shape = full[:3]
+        if len(full) not in (3, 4):
+            raise DataError(f"{image_file}: expected a 3D or 4D volume, got shape {full}")
         mask_shape = _volume_shape(mask_file, 0, "mask")
         if shape != mask_shape:
             raise _shape_mismatch(image_file, mask_file, shape, mask_shape, what="volume")
         refs += [SampleRef(image_file, mask_file, k) for k in range(shape[2])]
-    return refs
+    return refs, channels
 
 
-def _list_refs(root: Path, fmt: str, channel: int, only: set[str] | None = None,
-               case_id: str | None = None) -> list[SampleRef]:
+def _list_refs(root: Path, fmt: str, wanted: Any, only: set[str] | None = None,
+               case_id: str | None = None) -> tuple[list[SampleRef], tuple[int, ...] | None]:
     """Every sample of the folder, or those of the cases ``only`` (volumes of other cases
-    are not even opened)."""
+    are not even opened), and the channel indices to read (None: a 2D image's own)."""
     if fmt == "pairs":
         refs = [SampleRef(i, m) for i, m in _matched(root / "images", root / "masks",
                                                      _PAIR_SUFFIXES)]
-        return refs if only is None else [r for r in refs if case_of(r, case_id) in only]
+        channels = None if wanted is None else resolve_channels(
+            wanted, None, modality_names(root), str(root))
+        return (refs if only is None else [r for r in refs if case_of(r, case_id) in only],
+                channels)
     pairs = _matched(root / "images", root / "masks", _NIFTI_SUFFIXES) if fmt == "nifti" \
         else _msd_pairs(root)
     if only is not None:
         pairs = [(i, m) for i, m in pairs if volume_stem(i) in only]
-    return _volume_refs(pairs, channel)
+    return _volume_refs(root, pairs, wanted)
 
 
 class SampleList:
@@ -425,11 +536,12 @@ class SampleList:
     failure: BaseException | None = None
 
     def __init__(self, root: Path, fmt: str, refs: list[SampleRef], *, num_classes: int,
-                 image_size: int | None, channel: int, split: str,
+                 image_size: int | None, channels: tuple[int, ...] | None, split: str,
                  cases: tuple[str, ...] | None = None, case_id: str | None = None) -> None:
         self.root, self.format, self.refs = root, fmt, refs
         self.num_classes, self.image_size = num_classes, image_size
-        self.channel, self.split = channel, split
+        #: channel indices read (volumes: resolved when listed; 2D files: None, all of them)
+        self.channels, self.split = channels, split
         self.cases, self.case_id = cases, case_id
         self._volume: tuple[Path, np.ndarray, np.ndarray] | None = None
         self._first_shape: tuple[int, ...] | None = None
@@ -464,6 +576,11 @@ class SampleList:
             image, mask = volume[:, :, ref.z], labels[:, :, ref.z]
         if image.ndim == 2:
             image = image[..., None]
+        if ref.z is None and self.channels is not None:
+            for channel in self.channels:
+                if channel >= image.shape[-1]:
+                    raise _no_channel(ref.image, channel, image.shape[-1])
+            image = image[..., list(self.channels)]
         if self.image_size is not None:
             image = resize_image(image, self.image_size)
             mask = resize_mask(mask, self.image_size)
@@ -495,12 +612,11 @@ class SampleList:
         if self._volume is not None and self._volume[0] == ref.image:
             return self._volume[1], self._volume[2]
         self._volume = None  # never hold two volumes
-        volume, _ = load_volume(ref.image, channel=self.channel)
+        volume = load_channels(ref.image, self.channels)
         labels, _ = load_volume(ref.mask, channel=0, what="mask")
-        if volume.shape != labels.shape:
-            raise _shape_mismatch(ref.image, ref.mask, volume.shape, labels.shape,
+        if volume.shape[:3] != labels.shape:
+            raise _shape_mismatch(ref.image, ref.mask, volume.shape[:3], labels.shape,
                                   what="volume")
-        volume = normalize_unit(volume, ref.image)
         labels = to_labels(labels, ref.mask)
         problem = _bad_labels(labels, str(ref.mask), self.num_classes)
         if problem is not None:
@@ -559,7 +675,8 @@ def _not_uniform(root: Path, name: str, shape: tuple, first_name: str, first_sha
 
 def list_split(path: Path, *, format: str = "auto", num_classes: int,
                image_size: int | None = None, split: str = "train",
-               channel: int = 0, cases: Any = None, case_id: str | None = None) -> SampleList:
+               channels: Any = None, cases: Any = None,
+               case_id: str | None = None) -> SampleList:
     """List one split's samples without reading their pixels (volumes: headers only).
 
     Arguments as for :func:`load_split`; ``cases`` (case ids, see :func:`case_of` with the
@@ -567,7 +684,8 @@ def list_split(path: Path, *, format: str = "auto", num_classes: int,
     case-level split of one folder of cases). Raises DataError for what the listing shows: a
     missing folder, an unknown layout, an image without a mask, an unreadable volume header,
     image and mask volumes of different shapes, a channel that does not exist, an empty
-    split, a case of ``cases`` the folder does not hold.
+    split, a case of ``cases`` the folder does not hold, a channel of ``channels`` the
+    volumes do not have (or volumes with different channel counts).
     """
     root = _resolve(Path(path), split)
     fmt = detect_format(root) if format == "auto" else FORMAT_ALIASES.get(format, format)
@@ -581,7 +699,7 @@ def list_split(path: Path, *, format: str = "auto", num_classes: int,
     if num_classes < 1:
         raise DataError(f"{root}: num_classes must be >= 1, got {num_classes}")
     if cases is not None:
-        refs = _list_refs(root, fmt, channel, only=set(cases), case_id=case_id)
+        refs, resolved = _list_refs(root, fmt, channels, only=set(cases), case_id=case_id)
         found = {case_of(ref, case_id) for ref in refs}
         missing = sorted(set(cases) - found)
         if missing:
@@ -591,11 +709,11 @@ def list_split(path: Path, *, format: str = "auto", num_classes: int,
                                             "folder of cases; draw it again or restore the cases")
         cases = tuple(cases)
     else:
-        refs = _list_refs(root, fmt, channel)
+        refs, resolved = _list_refs(root, fmt, channels)
     if not refs:
         raise DataError(f"{root}: the {split} split is empty")
     return SampleList(root, fmt, refs, num_classes=num_classes, image_size=image_size,
-                      channel=channel, split=split, cases=cases, case_id=case_id)
+                      channels=resolved, split=split, cases=cases, case_id=case_id)
 
 
 # --- cases -----------------------------------------------------------------------------------
@@ -662,7 +780,7 @@ def _strata(root: Path, ids: list[str], field: str) -> dict[str, str]:
 
 
 def load_split(path: Path, *, format: str = "auto", num_classes: int,
-               image_size: int | None = None, split: str = "train", channel: int = 0,
+               image_size: int | None = None, split: str = "train", channels: Any = None,
                cases: Any = None, case_id: str | None = None) -> Split:
     """Read one split into memory and validate it with :func:`check_split`.
 
@@ -675,13 +793,14 @@ def load_split(path: Path, *, format: str = "auto", num_classes: int,
             (then every sample must have the same size).
         split: the split's name (``train``, ``valid``, ``test``); used to find ``path/<split>``
             and in messages. For MSD every case of the ``training`` list is read.
-        channel: which channel of 4D volumes to use.
+        channels: which channels to use (indices, or modality names of dataset.json; see
+            :func:`resolve_channels`); None: every channel of 4D volumes and 2D images.
 
     Raises DataError for anything that would make training fail or lie. Training streams
     instead (:func:`list_split`) unless ``<data cache="memory">``.
     """
     samples = list_split(path, format=format, num_classes=num_classes, image_size=image_size,
-                         split=split, channel=channel, cases=cases, case_id=case_id)
+                         split=split, channels=channels, cases=cases, case_id=case_id)
     images, masks = [], []
     for i in range(len(samples)):
         image, mask = samples.read(i)
@@ -795,16 +914,18 @@ class InMemorySamples:
 
     failure: BaseException | None = None
 
-    def __init__(self, split: Split) -> None:
+    def __init__(self, split: Split, channels: tuple[int, ...] | None = None) -> None:
         self.split = split
         self.root = split.source
+        self.channels = channels
 
     @classmethod
     def read_all(cls, samples: SampleList) -> "InMemorySamples":
-        return cls(load_split(samples.root, format=samples.format,
-                              num_classes=samples.num_classes, image_size=samples.image_size,
-                              split=samples.split, channel=samples.channel,
-                              cases=samples.cases, case_id=samples.case_id))
+        split = load_split(samples.root, format=samples.format,
+                           num_classes=samples.num_classes, image_size=samples.image_size,
+                           split=samples.split, channels=samples.channels,
+                           cases=samples.cases, case_id=samples.case_id)
+        return cls(split, samples.channels)
 
     def __len__(self) -> int:
         return len(self.split)
@@ -866,7 +987,8 @@ def open_data_split(data: Any, split: str) -> SampleList | None:
         return None
     rule = data.split.case_id if getattr(data, "split", None) is not None else None
     return list_split(path, format=data.format, num_classes=data.num_classes,
-                      image_size=data.image_size, split=split, cases=cases, case_id=rule)
+                      image_size=data.image_size, split=split, cases=cases, case_id=rule,
+                      channels=getattr(data, "channels", None))
 
 
 def scan_split(samples: SampleList, progress: Any = None) -> tuple[list[DataError], list[str]]:

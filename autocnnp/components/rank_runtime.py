@@ -181,7 +181,7 @@ def open_split(ctx: RankContext, which: str, cache: str = "none") -> Any | None:
     if path is None:
         return None
     cases = (data.cases or {}).get(which)
-    key = (str(path), data.format, data.num_classes, data.image_size, which, cache,
+    key = (str(path), data.format, data.num_classes, data.image_size, data.channels, which, cache,
            tuple(cases) if cases is not None else None)
     if key not in _SPLITS:
         samples = datasets.open_data_split(data, which)

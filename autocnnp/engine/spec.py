@@ -106,6 +106,9 @@ class DataSpec:
     format: str = "auto"
     classes: tuple[str, ...] = ("background", "foreground")
     image_size: int | None = None
+    #: ``<channels>``: the input channels as written (indices or dataset.json modality
+    #: names); None: every channel of the data
+    channels: tuple[str, ...] | None = None
     demo: str | None = None
     cache: DataCache = DataCache.AUTO
     #: ``<split>`` over the folder ``train`` names (``<cases>``); None: explicit folders

@@ -422,12 +422,18 @@ def _data(check: Checker, element: etree._Element | None,
     elif len(set(classes)) != len(classes):
         check.problem(classes_el, "classes", "class names must be unique")
     size_el = element.find("image_size")
+    channels_el = element.find("channels")
+    channels = _list(channels_el.text or "") if channels_el is not None else None
+    if channels_el is not None and not channels:
+        check.problem(channels_el, "channels", "name at least one channel (an index or a "
+                                               "modality name of dataset.json)")
     return S.DataSpec(train=splits["cases"] or splits["train"] or check.source.parent,
                       valid=splits["valid"], test=splits["test"],
                       format=element.get("format", "auto"),
                       classes=classes, image_size=int(size_el.text) if size_el is not None
                       and (size_el.text or "").strip().isdigit() else None,
-                      demo=demo, cache=_data_cache(element.get("cache")), split=split_spec)
+                      channels=channels or None, demo=demo,
+                      cache=_data_cache(element.get("cache")), split=split_spec)
 
 
 def _split(check: Checker, data: etree._Element,
