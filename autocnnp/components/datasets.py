@@ -222,21 +222,38 @@ def to_labels(array: np.ndarray, path: Path | str) -> np.ndarray:
     return array.astype(np.int32)
 
 
-def normalize_unit(array: np.ndarray, path: Path | str) -> np.ndarray:
-    """``array`` as float32 in ``[0, 1]``: kept if already float in range, else min-max scaled."""
+def unit_scale(array: np.ndarray, path: Path | str) -> tuple[float, float] | None:
+    """How :func:`normalize_unit` maps ``array`` to ``[0, 1]``: ``(lo, hi)`` of a min-max
+    scaling, or None when it is float already within ``[0, 1]`` (kept). Computed once per
+    volume, it scales that volume's slices one at a time exactly as the whole volume.
+    Raises DataError naming ``path`` for non-numbers, NaN or infinite values."""
     data = np.asarray(array)
     if not np.issubdtype(data.dtype, np.number) or np.issubdtype(data.dtype, np.complexfloating):
         raise DataError(f"{path}: image has dtype {data.dtype}; expected numbers")
-    data = data.astype(np.float32, copy=False)
-    if not np.all(np.isfinite(data)):
+    # float32 rounding is monotonic: the float32 of the extremes are the float32 extremes,
+    # and a NaN or an infinity shows in them
+    lo, hi = float(np.float32(data.min())), float(np.float32(data.max()))
+    if not (np.isfinite(lo) and np.isfinite(hi)):
         raise DataError(f"{path}: image holds NaN or infinite values")
-    if np.issubdtype(np.asarray(array).dtype, np.floating) and data.min() >= 0.0 \
-            and data.max() <= 1.0:
+    if np.issubdtype(data.dtype, np.floating) and lo >= 0.0 and hi <= 1.0:
+        return None
+    return lo, hi
+
+
+def apply_scale(array: np.ndarray, scale: tuple[float, float] | None) -> np.ndarray:
+    """``array`` as float32 scaled by ``scale`` (see :func:`unit_scale`)."""
+    data = np.asarray(array).astype(np.float32, copy=False)
+    if scale is None:
         return data
-    lo, hi = float(data.min()), float(data.max())
+    lo, hi = scale
     if hi <= lo:
         return np.zeros_like(data, dtype=np.float32)
     return ((data - lo) / (hi - lo)).astype(np.float32)
+
+
+def normalize_unit(array: np.ndarray, path: Path | str) -> np.ndarray:
+    """``array`` as float32 in ``[0, 1]``: kept if already float in range, else min-max scaled."""
+    return apply_scale(array, unit_scale(array, path))
 
 
 # --- resizing --------------------------------------------------------------------------------
@@ -398,6 +415,11 @@ def channel_count(shape: tuple[int, ...]) -> int:
     return int(shape[3]) if len(shape) == 4 else 1
 
 
+def _uncompressed(path: Path) -> bool:
+    """A ``.nii`` file: nibabel maps it, so one slice is read without decoding the volume."""
+    return path.name.lower().endswith(".nii")
+
+
 def _no_channel(path: Path, channel: int, count: int) -> DataError:
     return DataError(f"{path}: channel {channel} does not exist; the volume has {count} "
                      f"channel{'s' if count != 1 else ''} (0..{count - 1})")
@@ -544,6 +566,8 @@ class SampleList:
         self.channels, self.split = channels, split
         self.cases, self.case_id = cases, case_id
         self._volume: tuple[Path, np.ndarray, np.ndarray] | None = None
+        #: per image volume, each channel's scale (see unit_scale), computed once
+        self._scales: dict[Path, list[tuple[float, float] | None]] = {}
         self._first_shape: tuple[int, ...] | None = None
 
     def __len__(self) -> int:
@@ -571,6 +595,8 @@ class SampleList:
         ref = self.refs[index]
         if ref.z is None:
             image, mask = self._read_pair(ref)
+        elif _uncompressed(ref.image) and _uncompressed(ref.mask):
+            image, mask = self._read_slice(ref)
         else:
             volume, labels = self._read_volume(ref)
             image, mask = volume[:, :, ref.z], labels[:, :, ref.z]
@@ -607,6 +633,43 @@ class SampleList:
         if problem is not None:
             raise problem
         return normalize_unit(image, ref.image), mask
+
+    def _read_slice(self, ref: SampleRef) -> tuple[np.ndarray, np.ndarray]:
+        """Slice ``ref.z`` of uncompressed volumes, read alone (memory-mapped); the image's
+        scales come from the whole volume once. Labels are checked slice by slice."""
+        image_proxy = _open_nifti(ref.image, "image").dataobj
+        mask_proxy = _open_nifti(ref.mask, "mask").dataobj
+        if tuple(image_proxy.shape[:3]) != tuple(mask_proxy.shape[:3]):
+            raise _shape_mismatch(ref.image, ref.mask, image_proxy.shape[:3],
+                                  mask_proxy.shape[:3], what="volume")
+        channels = self.channels if len(image_proxy.shape) == 4 else (0,)
+        try:
+            if ref.image not in self._scales:
+                whole = np.asanyarray(image_proxy)
+                whole = whole[..., None] if whole.ndim == 3 else whole
+                self._scales[ref.image] = [unit_scale(whole[..., c], ref.image)
+                                           if c < whole.shape[3] else None
+                                           for c in range(whole.shape[3])]
+                del whole
+            plane = np.asarray(image_proxy[:, :, ref.z])
+            mask = np.asarray(mask_proxy[:, :, ref.z] if len(mask_proxy.shape) == 3
+                              else mask_proxy[:, :, ref.z, 0])
+        except DataError:
+            raise
+        except Exception as exc:
+            raise DataError(f"{ref.image}: cannot read NIfTI slice {ref.z}: {exc}",
+                            remedy="check that the file is complete") from exc
+        plane = plane[..., None] if plane.ndim == 2 else plane
+        scales = self._scales[ref.image]
+        for channel in channels:
+            if channel >= plane.shape[-1]:
+                raise _no_channel(ref.image, channel, plane.shape[-1])
+        image = np.stack([apply_scale(plane[..., c], scales[c]) for c in channels], axis=-1)
+        mask = to_labels(mask, ref.mask)
+        problem = _bad_labels(mask, str(ref.mask), self.num_classes)
+        if problem is not None:
+            raise problem
+        return image, mask
 
     def _read_volume(self, ref: SampleRef) -> tuple[np.ndarray, np.ndarray]:
         if self._volume is not None and self._volume[0] == ref.image:

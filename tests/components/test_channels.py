@@ -139,3 +139,34 @@ def test_a_four_modality_msd_set_trains_on_two_ranks(tmp_path, brats4, cli_env, 
     assert len(workers) == 2
     metrics = json.loads((run / "test_metrics.json").read_text())
     assert metrics["samples"] == 16  # 2 test cases of 8 slices
+
+
+def _uncompressed_copy(src: Path, out: Path) -> Path:
+    """``src`` (an MSD folder of .nii.gz) with every volume stored as an uncompressed .nii."""
+    import nibabel as nib
+
+    meta = json.loads((src / "dataset.json").read_text())
+    for sub in ("imagesTr", "labelsTr"):
+        (out / sub).mkdir(parents=True)
+    for entry in meta["training"]:
+        for key in ("image", "label"):
+            volume = nib.load(str(src / entry[key]))
+            entry[key] = entry[key].removesuffix(".gz")
+            nib.save(nib.Nifti1Image(np.asanyarray(volume.dataobj), volume.affine),
+                     str(out / entry[key]))
+    (out / "dataset.json").write_text(json.dumps(meta))
+    return out
+
+
+def test_slices_of_uncompressed_volumes_read_alone_equal_whole_volume_reads(
+        tmp_path: Path, brats4: Path) -> None:
+    plain = _uncompressed_copy(brats4, tmp_path / "plain")
+    for channels in (None, ("t1gd", "FLAIR")):
+        gz = list_split(brats4, num_classes=3, channels=channels)
+        nii = list_split(plain, num_classes=3, channels=channels)
+        order = np.random.default_rng(0).permutation(len(gz))  # random access, as training
+        for i in order:
+            a, b = gz.read(int(i)), nii.read(int(i))
+            np.testing.assert_array_equal(a[0], b[0])
+            np.testing.assert_array_equal(a[1], b[1])
+        assert nii._volume is None  # no whole volume was kept for the .nii slices
