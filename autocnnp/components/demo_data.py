@@ -286,7 +286,8 @@ def _modality(image: np.ndarray, name: str, rng: np.random.Generator) -> np.ndar
 
 
 def build_msd_demo(out: Path, *, cases: int = 12, test_cases: int = 2, size: int = 32,
-                   depth: int = 8, seed: int = 0, modalities: int = 1) -> dict[str, Any]:
+                   depth: int = 8, seed: int = 0, modalities: int = 1,
+                   compress: bool = True) -> dict[str, Any]:
     """A Medical Segmentation Decathlon task folder cut from the MNI152 volumes: ``cases``
     labelled cases in ``imagesTr/``/``labelsTr/`` and ``test_cases`` unlabelled ones in
     ``imagesTs/``, each a ``size x size x depth`` NIfTI volume (a slab at a random height, a
@@ -296,6 +297,8 @@ def build_msd_demo(out: Path, *, cases: int = 12, test_cases: int = 2, size: int
     ``modalities`` 2..4 writes 4D ``size x size x depth x modalities`` volumes instead, named
     after the first of BRATS's (:data:`BRATS_MODALITIES`, in ``dataset.json``'s
     ``modality``), each another intensity mapping of the same T1 slab with its own noise.
+    ``compress=False`` writes ``.nii`` files instead of ``.nii.gz`` (a slice of those is read
+    without decoding its volume).
     Re-running with the same parameters into a complete folder does nothing."""
     import nibabel as nib
 
@@ -304,6 +307,8 @@ def build_msd_demo(out: Path, *, cases: int = 12, test_cases: int = 2, size: int
               "seed": seed, "format_version": FORMAT_VERSION}
     if modalities != 1:  # folders built before 4D volumes keep their parameters
         params["modalities"] = modalities
+    if not compress:
+        params["compress"] = False
     meta_file = out / "dataset.json"
     if meta_file.is_file():
         meta = json.loads(meta_file.read_text())
@@ -330,7 +335,7 @@ def build_msd_demo(out: Path, *, cases: int = 12, test_cases: int = 2, size: int
             image, mask = _msd_case(t1, labels, rng, size, depth)
             if modalities > 1:
                 image = np.stack([_modality(image, n, rng) for n in names], axis=-1)
-            name = f"brain_{k:03d}.nii.gz"
+            name = f"brain_{k:03d}.nii" + (".gz" if compress else "")
             if k < cases:
                 nib.save(nib.Nifti1Image(image, affine), tmp / "imagesTr" / name)
                 nib.save(nib.Nifti1Image(mask, affine), tmp / "labelsTr" / name)
