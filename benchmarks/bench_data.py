@@ -263,20 +263,20 @@ def acceptance(rows: list[dict]) -> list[dict]:
 
 def run(quick: bool = False, sizes: tuple[int, ...] | None = None, before: Path | None = None,
         model: str = "small", modes: tuple[str, ...] = ("none", "memory"), msd: bool = True,
-        cache: Path = CACHE) -> list[dict]:
+        cache_dir: Path = CACHE) -> list[dict]:
     from autocnnp.components.demo_data import build_demo_dataset
 
     sizes = sizes or ((150, 1500) if quick else (150, 1500, 15000))
-    cache.mkdir(parents=True, exist_ok=True)
+    cache_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="bench-data-"))
-    demo = cache / "demo"
+    demo = cache_dir / "demo"
     build_demo_dataset(demo)
     depth, filters = MODELS[model]
     plan = [(m, REPO) for m in modes] + ([("before", Path(before))] if before else [])
     rows = []
     try:
         for slices in sizes:
-            data = build_repeated(demo, cache / f"data-{slices}", slices)
+            data = build_repeated(demo, cache_dir / f"data-{slices}", slices)
             for mode, code in plan:
                 cache = f' cache="{mode}"' if mode in ("none", "memory") else ""
                 runs = work / f"runs-{slices}-{mode}"
@@ -289,7 +289,7 @@ def run(quick: bool = False, sizes: tuple[int, ...] | None = None, before: Path 
                 print(json.dumps(row), flush=True)
                 rows.append(row)
         if msd and not quick:
-            data = build_msd4(cache / "msd4-240")
+            data = build_msd4(cache_dir / "msd4-240")
             runs = work / "runs-msd4"
             config = work / "bench-msd4.xml"
             config.write_text(MSD_CONFIG.format(depth=depth, filters=filters, data=data,
@@ -322,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rows = run(sizes=tuple(int(s) for s in args.sizes.split(",")), before=args.before,
                model=args.model, modes=tuple(m for m in args.modes.split(",") if m),
-               msd=args.msd, cache=args.cache)
+               msd=args.msd, cache_dir=args.cache)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from run import print_table
 
