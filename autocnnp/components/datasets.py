@@ -65,7 +65,7 @@ __all__ = ["Split", "FORMATS", "detect_format", "load_split", "shard_indices", "
            "scan_split", "case_of", "list_cases", "open_data_split",
            "read_image_file", "read_mask_file", "resize_image", "resize_mask", "volume_stem",
            "resolve_channels", "modality_names", "load_channels", "volume_header_shape",
-           "channel_count"]
+           "channel_count", "geometry_problems"]
 
 #: the layouts :func:`load_split` reads.
 FORMATS = ("pairs", "msd", "nifti")
@@ -690,7 +690,12 @@ class SampleList:
     def check_headers(self) -> None:
         """Check what the file headers tell without reading pixels: for 2D pairs, that image
         and mask have the same size and, without ``image_size``, that every sample has the
-        first one's size; then read the first sample. Volumes were checked when listed."""
+        first one's size; for volumes (shapes and channels were checked when listed), that
+        image and mask have the same spacing and affine (:func:`geometry_problems`); then
+        read the first sample."""
+        problems = geometry_problems(self)
+        if problems:
+            raise problems[0]
         first: tuple[tuple[int, ...], str] | None = None
         for ref in self.refs if self.format == "pairs" else ():
             image_shape = _header_shape(ref.image, "image")
@@ -706,6 +711,43 @@ class SampleList:
                     raise _not_uniform(self.root, ref.name, image_shape[:2], first[1],
                                        first[0], what="size")
         self.read(0)
+
+
+def geometry_problems(samples: "SampleList") -> list[DataError]:
+    """Every volume pair of ``samples`` whose image and mask headers disagree on where the
+    voxels are: the voxel spacing, else the affine (origin, orientation). Headers only, no
+    pixels; an unreadable header is left for the read to name."""
+    problems: list[DataError] = []
+    seen: set[Path] = set()
+    for ref in samples.refs:
+        if ref.z is None or ref.image in seen:
+            continue
+        seen.add(ref.image)
+        try:
+            image, mask = _open_nifti(ref.image, "image"), _open_nifti(ref.mask, "mask")
+        except DataError:
+            continue
+        image_zooms = tuple(float(z) for z in image.header.get_zooms()[:3])
+        mask_zooms = tuple(float(z) for z in mask.header.get_zooms()[:3])
+        if not np.allclose(image_zooms, mask_zooms, rtol=1e-3, atol=1e-5):
+            problems.append(DataError(
+                f"{ref.image} and {ref.mask}: image voxel spacing "
+                f"{_mm(image_zooms)} does not match mask spacing {_mm(mask_zooms)}",
+                remedy="resample the mask onto the image grid, or fix the header that is "
+                       "wrong"))
+        elif not np.allclose(image.affine, mask.affine, rtol=1e-3, atol=1e-3):
+            moved = float(np.abs(image.affine[:3, 3] - mask.affine[:3, 3]).max())
+            how = f"origins {moved:.3g} mm apart" if moved > 1e-3 else "orientations differ"
+            problems.append(DataError(
+                f"{ref.image} and {ref.mask}: image and mask affines differ (same spacing, "
+                f"{how})",
+                remedy="the mask must be on the image's grid: resample it, or fix the header "
+                       "that is wrong"))
+    return problems
+
+
+def _mm(zooms: tuple[float, ...]) -> str:
+    return "x".join(f"{z:g}" for z in zooms) + " mm"
 
 
 def _header_shape(path: Path, what: str) -> tuple[int, ...] | None:
@@ -1055,11 +1097,12 @@ def open_data_split(data: Any, split: str) -> SampleList | None:
 
 
 def scan_split(samples: SampleList, progress: Any = None) -> tuple[list[DataError], list[str]]:
-    """Read every sample of ``samples`` once, one at a time (memory stays flat), and return
-    every problem (not only the first) as DataErrors naming their file, and notes: masks
+    """Check the volumes' headers (:func:`geometry_problems`), read every sample of
+    ``samples`` once, one at a time (memory stays flat), and return every problem (not only
+    the first) as DataErrors naming their file, and notes: masks
     holding only background. A volume that fails is reported once, not once per slice.
     ``progress(done, total)`` is called along the way."""
-    problems: list[DataError] = []
+    problems: list[DataError] = geometry_problems(samples)
     notes: list[str] = []
     seen: set[str] = set()
     first: tuple[tuple[int, ...], str] | None = None
