@@ -421,20 +421,15 @@ def save_model(ctx: RankContext) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     model.save(str(tmp), include_optimizer=False, save_format="tf")
     data = ctx.spec.data
+    channels = getattr(ctx.dataset.train, "channels", None)
     meta = {"classes": list(task.classes), "num_classes": task.num_classes,
             "input_shape": list(task.input_shape), "image_size": data.image_size,
             "format": data.format, "architecture": ctx.spec.architecture.label,
             # the volume channels trained on (None: every one), so predict reads the same
-            "channels": _trained_channels(ctx),
+            "channels": None if channels is None else [int(c) for c in channels],
             "epochs": ctx.spec.hyperparameters.end_epoch}
     rundir.write_json(tmp / MODEL_META, meta)
     return rundir.replace_dir(tmp, final)
-
-
-def _trained_channels(ctx: Any) -> list[int] | None:
-    channels = getattr(ctx.values.get("dataset"), "train", None)
-    channels = getattr(channels, "channels", None)
-    return None if channels is None else [int(c) for c in channels]
 
 
 def predict_labels(model: Any, images: np.ndarray, batch_size: int = 8) -> np.ndarray:
