@@ -16,6 +16,7 @@ from autocnnp.components.datasets import list_split
 from autocnnp.components.imgmed.augment import AugmentRanges, augment_batch, batch_rng
 from autocnnp.components.rank_runtime import RankDataset
 from autocnnp.engine.spec import AugmentationSpec
+from autocnnp.generator.context import RankContext
 from autocnnp.errors import ConfigError
 
 
@@ -62,16 +63,6 @@ def test_flips_alone_are_exact() -> None:
         assert np.array_equal(out_masks[i], masks[i, :, ::-1] if flipped else masks[i])
 
 
-class _Ctx:
-    """What make_datasets reads of the rank's context."""
-
-    def __init__(self, data: RankDataset, shape: tuple[int, ...]) -> None:
-        self.values = {"dataset": data, "task": SimpleNamespace(input_shape=shape)}
-
-    def require(self, name: str):
-        return self.values[name]
-
-
 def _pipeline(samples, augmentation, seed: int = 3, rank: int = 1):
     from autocnnp.components.training import make_datasets
 
@@ -79,7 +70,10 @@ def _pipeline(samples, augmentation, seed: int = 3, rank: int = 1):
     data = RankDataset(train=samples, valid=None, valid_indices=None, rank=rank, size=2,
                        seed=seed, steps_per_epoch=-(-(-(-n // 2)) // 4), n_train_total=n,
                        n_valid_total=0, batch_size=4, augmentation=augmentation)
-    train, _ = make_datasets(_Ctx(data, samples.sample_shape))
+    ctx = RankContext(spec=None, run_dir=Path("."),  # make_datasets reads these two values
+                      values={"dataset": data,
+                              "task": SimpleNamespace(input_shape=samples.sample_shape)})
+    train, _ = make_datasets(ctx)
     return data, train
 
 
