@@ -18,7 +18,7 @@ Modes, each a real ``autocnnp run`` (the launcher, mpirun, 2 workers):
 
 A fourth set, ``msd4``: a Medical Segmentation Decathlon folder of 20 four-modality cases at
 240x240x155 (3,100 slices; ``demo-data --msd --modalities 4``, FLAIR/T1w/t1gd/T2w made from
-the MNI152 template), cut 16/2/2 cases into train/valid/test by ``<split>``, trained with 4
+the MNI152 template), cut into train/valid/test by ``<split>`` (16/2/2 cases; ``--msd-test`` holds out more for test, for a shorter epoch), trained with 4
 input channels, streaming. Its volumes are written uncompressed (``.nii``): a slice is then
 read alone; a ``.nii.gz`` volume must be decoded whole for every slice read in random order
 (about 0.5 s for one of these here), which would make the epoch, not the memory, the story.
@@ -87,7 +87,7 @@ MSD_CONFIG = """<system_config>
     <CNN_archi><name>unet</name><param name="depth">{depth}</param><param name="base_filters">{filters}</param></CNN_archi>
     <data format="msd" cache="none">
       <cases><path>{data}</path></cases>
-      <split test="0.1" valid="0.1" seed="0"/>
+      <split test="{test}" valid="0.1" seed="0"/>
       <classes>background grey_matter white_matter</classes>
     </data>
     <hyperparameters>
@@ -263,10 +263,11 @@ def acceptance(rows: list[dict]) -> list[dict]:
 
 def run(quick: bool = False, sizes: tuple[int, ...] | None = None, before: Path | None = None,
         model: str = "small", modes: tuple[str, ...] = ("none", "memory"), msd: bool = True,
-        cache_dir: Path = CACHE) -> list[dict]:
+        cache_dir: Path = CACHE, msd_test: float = 0.1) -> list[dict]:
     from autocnnp.components.demo_data import build_demo_dataset
 
-    sizes = sizes or ((150, 1500) if quick else (150, 1500, 15000))
+    if sizes is None:
+        sizes = (150, 1500) if quick else (150, 1500, 15000)
     cache_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="bench-data-"))
     demo = cache_dir / "demo"
@@ -293,10 +294,14 @@ def run(quick: bool = False, sizes: tuple[int, ...] | None = None, before: Path 
             runs = work / "runs-msd4"
             config = work / "bench-msd4.xml"
             config.write_text(MSD_CONFIG.format(depth=depth, filters=filters, data=data,
-                                                runs=runs))
+                                                runs=runs, test=msd_test))
+            test_cases = max(1, round(MSD_CASES * msd_test))
+            valid_cases = max(1, round(MSD_CASES * 0.1))
             row = {"benchmark": "data", "slices": MSD_CASES * MSD_DEPTH, "mode": "none",
                    "set": f"msd4: {MSD_CASES} cases {MSD_SIZE}x{MSD_SIZE}x{MSD_DEPTH}x4 .nii "
-                          f"({_folder_mib(data)} MiB), 16/2/2 cases",
+                          f"({_folder_mib(data)} MiB), train/valid/test "
+                          f"{MSD_CASES - test_cases - valid_cases}/{valid_cases}/{test_cases} "
+                          f"cases",
                    "model": f"unet depth {depth}, {filters} filters",
                    **measure(config, REPO, runs), "unit": "MiB (VmHWM)"}
             print(json.dumps(row), flush=True)
@@ -309,20 +314,25 @@ def run(quick: bool = False, sizes: tuple[int, ...] | None = None, before: Path 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="150,1500,15000",
-                        help="comma-separated slice counts (default 150,1500,15000)")
+                        help="comma-separated slice counts (default 150,1500,15000; '' for "
+                             "none)")
     parser.add_argument("--before", type=Path, default=None,
                         help="a checkout of the code before streaming, measured as 'before'")
     parser.add_argument("--model", choices=sorted(MODELS), default="small")
     parser.add_argument("--modes", default="none,memory", help="modes of this code to run")
     parser.add_argument("--msd", action=argparse.BooleanOptionalAction, default=True,
                         help="also measure the 4-modality MSD set (default: yes)")
+    parser.add_argument("--msd-test", type=float, default=0.1, metavar="FRACTION",
+                        help="fraction of the MSD cases held out for test (default 0.1; more "
+                             "makes the epoch shorter, the listing is the same)")
     parser.add_argument("--cache", type=Path, default=CACHE,
                         help=f"where the datasets are built once and kept (default {CACHE})")
     parser.add_argument("--out", type=Path, default=None, help="also write the rows here (JSON)")
     args = parser.parse_args(argv)
-    rows = run(sizes=tuple(int(s) for s in args.sizes.split(",")), before=args.before,
+    rows = run(sizes=tuple(int(s) for s in args.sizes.split(",") if s.strip()),
+               before=args.before,
                model=args.model, modes=tuple(m for m in args.modes.split(",") if m),
-               msd=args.msd, cache_dir=args.cache)
+               msd=args.msd, cache_dir=args.cache, msd_test=args.msd_test)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from run import print_table
 
