@@ -18,8 +18,8 @@ Modes, each a real ``autocnnp run`` (the launcher, mpirun, 2 workers):
 
 A fourth set, ``msd4``: a Medical Segmentation Decathlon folder of 20 four-modality cases at
 240x240x155 (3,100 slices; ``demo-data --msd --modalities 4``, FLAIR/T1w/t1gd/T2w made from
-the MNI152 template), cut into train/valid/test by ``<split>`` (16/2/2 cases; ``--msd-test`` holds out more for test, for a shorter epoch), trained with 4
-input channels, streaming. Its volumes are written uncompressed (``.nii``): a slice is then
+the MNI152 template), cut into train/valid/test by ``<split>`` (16/2/2 cases; ``--msd-test``
+holds out more for test, for a shorter epoch), trained with 4 input channels, streaming. Its volumes are written uncompressed (``.nii``): a slice is then
 read alone; a ``.nii.gz`` volume must be decoded whole for every slice read in random order
 (about 0.5 s for one of these here), which would make the epoch, not the memory, the story.
 
