@@ -347,7 +347,8 @@ def build_msd_demo(out: Path, *, cases: int = 12, test_cases: int = 2, size: int
         meta = {"name": "mni152-msd-demo",
                 "description": "Cases cut from the MNI ICBM152 2009 T1 template (random slab, "
                                "crop, flip, gain, gamma, noise) with grey/white-matter labels.",
-                "modality": {str(i): n for i, n in enumerate(names)}, "labels": {str(k): v for k, v in LABELS.items()},
+                "modality": {str(i): n for i, n in enumerate(names)},
+                "labels": {str(k): v for k, v in LABELS.items()},
                 "numTraining": cases, "numTest": test_cases, "training": training,
                 "test": test, "parameters": params}
         (tmp / "dataset.json").write_text(json.dumps(meta, indent=2) + "\n")
