@@ -1,7 +1,8 @@
 """Check the data of a training config: every split, every sample, every problem at once.
 
 For each configured split (train, valid, test): the listing (image/mask pairing, dataset.json,
-volume headers: shapes and channels), then every sample read once, one at a time, so memory
+volume headers: shapes and channels, and the voxel spacing and affine of image and mask
+agreeing per case), then every sample read once, one at a time, so memory
 stays flat however large the data: unreadable files, image/mask shape mismatches, NaN or
 infinite intensities, non-integer masks, labels outside the declared classes, samples of
 another size. Every problem is printed with its file; masks holding only background are
@@ -60,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
             continue
         try:
             samples = list_split(path, format=data.format, num_classes=data.num_classes,
-                                 image_size=data.image_size, split=split)
+                                 image_size=data.image_size, split=split,
+                                 channels=data.channels)
         except DataError as exc:
             problems.append(f"{split}: {exc}")
             continue

@@ -9,7 +9,9 @@ With --msd, builds instead a Medical Segmentation Decathlon task folder of CASES
 cases (imagesTr/, labelsTr/) and 2 unlabelled ones (imagesTs/), each a SIZE x SIZE x 8 NIfTI
 volume cut from the same template at a random height, crop, flip, gain, gamma and noise, with
 a "site" field (A/B) in dataset.json's training entries: a folder of cases for
-<cases>/<split> (case-level splits, k-fold cross-validation).
+<cases>/<split> (case-level splits, k-fold cross-validation). --modalities 4 writes 4D volumes
+of BRATS's four modalities (FLAIR, T1w, t1gd, T2w: other intensity mappings of the same
+anatomy), which train as 4 input channels; --depth sets the slices per volume.
 
 Re-running into a complete dataset with the same options does nothing.
 
@@ -17,6 +19,7 @@ Example:
   autocnnp demo-data data/mni152
   autocnnp demo-data data/mni152-256 --size 256 --slices 100
   autocnnp demo-data data/Task90_Brain --msd --cases 12 --size 32
+  autocnnp demo-data data/Task91_Brats4 --msd --modalities 4 --size 64 --depth 16
 """
 
 from __future__ import annotations
@@ -41,6 +44,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="build an MSD task folder of cases instead (see above)")
     parser.add_argument("--cases", type=int, default=12,
                         help="with --msd: labelled cases in imagesTr (default: 12)")
+    parser.add_argument("--modalities", type=int, default=1,
+                        help="with --msd: channels of each volume, 1..4 (default: 1, a 3D "
+                             "T1 volume; 4: FLAIR, T1w, t1gd, T2w as BRATS)")
+    parser.add_argument("--depth", type=int, default=8,
+                        help="with --msd: slices per volume (default: 8)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,10 +56,13 @@ def run(args: argparse.Namespace) -> int:
     from autocnnp.components.demo_data import build_demo_dataset, build_msd_demo
 
     if args.msd:
-        meta = build_msd_demo(args.out, cases=args.cases, size=args.size, seed=args.seed)
+        meta = build_msd_demo(args.out, cases=args.cases, size=args.size, seed=args.seed,
+                              depth=args.depth, modalities=args.modalities)
         state = "built" if meta["created"] else "already complete:"
+        shape = f"{args.size}x{args.size}x{args.depth}" + (
+            f"x{args.modalities}" if args.modalities > 1 else "")
         print(f"{state} MSD task folder {args.out}: {meta['numTraining']} cases in imagesTr, "
-              f"{meta['numTest']} in imagesTs ({args.size}x{args.size}x8 volumes)")
+              f"{meta['numTest']} in imagesTs ({shape} volumes)")
         print(f"train on it with <data format=\"msd\"><cases><path>{args.out}</path></cases>"
               f"<split folds=\"3\"/>")
         return 0

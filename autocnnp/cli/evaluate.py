@@ -5,12 +5,18 @@ masks/ uses it), two NIfTI volumes, or two folders of NIfTI volumes (HD95 in mm 
 header's voxel spacing). Prints per-class Dice, IoU, accuracy (= sensitivity), specificity
 and HD95, and pixel accuracy, mean accuracy, mean Dice, mean IoU and frequency-weighted IoU.
 
+GT may be a Medical Segmentation Decathlon task folder: its labelsTr/ is the ground truth.
+With --splits RUN_DIR (a run trained with <cases> and <split>) and --split NAME (default
+test), only that split's cases are scored, each of which needs a prediction in PRED (as
+`autocnnp predict RUN_DIR TASK_DIR PRED --split NAME` writes them).
+
 Classes absent from both ground truth and prediction are shown as n/a and left out of the
 means. Overlap metrics use the summed confusion matrix of all items; HD95 is averaged per item.
 
 Examples:
   autocnnp evaluate runs/unet/predictions data/mni152/test --classes 3
   autocnnp evaluate pred.nii.gz truth.nii.gz --json metrics.json --csv metrics.csv
+  autocnnp evaluate preds/ Task01_BrainTumour --splits runs/brats --split test --classes 4
 """
 
 from __future__ import annotations
@@ -36,6 +42,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write PNG overlays (green TP, red FP, blue FN, yellow wrong class)")
     parser.add_argument("--images", type=Path, default=None, metavar="DIR",
                         help="with --overlay: draw on these images (matched to masks by file stem)")
+    parser.add_argument("--splits", type=Path, default=None, metavar="RUN_DIR",
+                        help="score only the cases of --split in this run's splits.json (or "
+                             "that file)")
+    parser.add_argument("--split", default="test", metavar="NAME",
+                        help="with --splits: the split to score (default: test)")
     parser.add_argument("--no-hd95", action="store_true",
                         help="skip the Hausdorff distance (faster)")
 
@@ -70,7 +81,13 @@ def run(args: argparse.Namespace) -> int:
 
     if args.classes is not None and args.classes < 1:
         raise DataError(f"--classes must be at least 1, got {args.classes}")
-    result = segeval.evaluate_paths(args.pred, args.gt, args.classes, hd95=not args.no_hd95)
+    cases = None
+    if args.splits is not None:
+        from autocnnp.engine.rundir import read_split_cases
+
+        cases = read_split_cases(args.splits, args.split)
+    result = segeval.evaluate_paths(args.pred, args.gt, args.classes, hd95=not args.no_hd95,
+                                    cases=cases)
 
     table = Table(title=f"SegEval: {args.pred} vs {args.gt} ({result.items} item(s))")
     table.add_column("class")

@@ -11,7 +11,14 @@ name, format and geometry:
   int32 labels);
 * NIfTI volume -> a NIfTI label volume with the same shape (the first three axes) and the
   same affine, predicted slice by slice along the last spatial axis, as the data loader
-  cuts volumes for training (4D volumes: channel --channel, default 0).
+  cuts volumes for training; a 4D volume gives the channels the model was trained on
+  (every modality unless the config's <channels> chose some; --channels overrides).
+
+INPUT may be a Medical Segmentation Decathlon task folder (imagesTr/, labelsTr/,
+dataset.json): its unlabelled imagesTs/ cases are predicted (dataset.json's "test" list),
+or, with --split NAME, the cases of that split of a case-level split run (RUN_DIR's
+splits.json), read from imagesTr/; score those with
+`autocnnp evaluate OUT TASK_DIR --splits RUN_DIR --split NAME`.
 
 Images are prepared exactly as for training: intensities min-max normalised to [0, 1] per
 image (per volume for NIfTI; float images already in [0, 1] kept), resized to the model's
@@ -21,6 +28,8 @@ Examples:
   autocnnp predict runs/quickstart data/mni152/test/images preds/
   autocnnp predict runs/brats case_001.nii.gz preds/ --batch-size 16
   autocnnp predict runs/task90-cv Task90/imagesTs preds/   # the k fold models, averaged
+  autocnnp predict runs/brats Task01_BrainTumour preds/    # imagesTs of the MSD folder
+  autocnnp predict runs/brats Task01_BrainTumour preds/ --split test   # held-out cases
 """
 
 from __future__ import annotations
@@ -51,8 +60,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out", metavar="OUT", type=Path, help="folder for the predicted masks")
     parser.add_argument("--batch-size", type=int, default=8, metavar="N",
                         help="slices per forward pass (default 8)")
-    parser.add_argument("--channel", type=int, default=0, metavar="C",
-                        help="channel of 4D NIfTI volumes to use (default 0, as in training)")
+    parser.add_argument("--channels", "--channel", default=None, metavar="C[,C...]",
+                        help="channels of 4D NIfTI volumes, by index or by the modality names "
+                             "of the MSD dataset.json (default: those the model was trained "
+                             "on)")
+    parser.add_argument("--split", default=None, metavar="NAME",
+                        help="with an MSD task folder as INPUT: predict the cases of this split "
+                             "(train, valid, test) of RUN_DIR's splits.json, from imagesTr/, "
+                             "instead of imagesTs/")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -67,8 +82,50 @@ def _kind(path: Path) -> str | None:
     return None
 
 
-def find_inputs(path: Path) -> list[Path]:
-    """The files to predict: ``path`` itself, or the images in a folder (or its images/)."""
+def is_msd_task(path: Path) -> bool:
+    """A Medical Segmentation Decathlon task folder: imagesTr/ beside dataset.json."""
+    return (path / "imagesTr").is_dir() and (path / "dataset.json").is_file()
+
+
+def msd_inputs(task: Path, cases: list[str] | None = None) -> list[Path]:
+    """The volumes of an MSD task folder to predict: ``imagesTs/`` (dataset.json's ``test``
+    list when it has one), or, given ``cases``, those cases from ``imagesTr/``."""
+    from autocnnp.components.datasets import volume_stem
+
+    if cases is not None:
+        folder = task / "imagesTr"
+        found = {volume_stem(p): p for p in folder.iterdir()
+                 if p.is_file() and _kind(p) == "nifti"}
+        missing = [case for case in cases if case not in found]
+        if missing:
+            raise DataError(f"{folder}: no volume for case(s) {', '.join(missing[:5])}",
+                            remedy="predict with the task folder the run was trained on")
+        return [found[case] for case in cases]
+    folder = task / "imagesTs"
+    try:
+        listed = json.loads((task / "dataset.json").read_text()).get("test") or []
+    except (OSError, ValueError, AttributeError):
+        listed = []
+    files = [(task / entry).resolve() for entry in listed if isinstance(entry, str)]
+    if not files and folder.is_dir():
+        files = sorted(p for p in folder.iterdir() if p.is_file() and _kind(p) == "nifti")
+    if not files:
+        raise DataError(f"{task}: an MSD task folder without test cases (no imagesTs/ volumes)",
+                        remedy="predict held-out training cases with --split test, or give "
+                               "a folder of volumes")
+    for file in files:
+        if not file.is_file():
+            raise DataError(f"{file}: listed in {task / 'dataset.json'} but missing")
+    return files
+
+
+def find_inputs(path: Path, cases: list[str] | None = None) -> list[Path]:
+    """The files to predict: ``path`` itself, the volumes of an MSD task folder (see
+    :func:`msd_inputs`), or the images in a folder (or its images/)."""
+    if path.is_dir() and is_msd_task(path):
+        return msd_inputs(path, cases)
+    if cases is not None:
+        raise DataError(f"{path}: --split needs an MSD task folder (imagesTr/ and dataset.json)")
     if path.is_file():
         if _kind(path) is None:
             raise DataError(f"{path}: not a .png, .npy, .nii or .nii.gz file")
@@ -194,19 +251,37 @@ def predict_image(model: Any, meta: dict[str, Any], source: Path, target: Path,
     return mask.shape
 
 
+def volume_channels(meta: dict[str, Any], source: Path, wanted: str | None
+                    ) -> tuple[int, ...] | None:
+    """The channels of ``source`` to feed the model: ``wanted`` (``--channels``: indices or
+    the modality names of the MSD dataset.json above the file), else those the model was
+    trained on (its ``autocnnp.json``), else, for a model of one channel from before that
+    was recorded, channel 0."""
+    from autocnnp.components import datasets
+
+    if wanted is not None:
+        names = datasets.modality_names(source.parent.parent)
+        count = datasets.channel_count(datasets.volume_header_shape(source))
+        return datasets.resolve_channels(wanted.replace(",", " ").split(), count, names,
+                                         str(source))
+    if meta.get("channels") is not None:
+        return tuple(int(c) for c in meta["channels"])
+    return (0,) if int(meta["input_shape"][-1]) == 1 else None
+
+
 def predict_volume(model: Any, meta: dict[str, Any], source: Path, target: Path,
-                   batch_size: int, channel: int = 0) -> tuple[int, ...]:
+                   batch_size: int, channels: str | None = None) -> tuple[int, ...]:
     """Predict a NIfTI volume slice by slice (last spatial axis) into a NIfTI label volume
-    with the input's affine; returns the volume's shape."""
+    with the input's affine, its channels read and normalised as in training (see
+    :func:`volume_channels`); returns the volume's shape."""
     import nibabel as nib
 
-    from autocnnp.components.datasets import load_volume, normalize_unit, resize_mask
+    from autocnnp.components.datasets import load_channels, resize_mask
 
     shape = tuple(meta["input_shape"])
-    volume, _ = load_volume(source, channel=channel)
-    volume = normalize_unit(volume, source)
+    volume = load_channels(source, volume_channels(meta, source, channels))
     depth = volume.shape[2]
-    labels = np.zeros(volume.shape, dtype=_labels_dtype(meta["num_classes"]))
+    labels = np.zeros(volume.shape[:3], dtype=_labels_dtype(meta["num_classes"]))
     for start in range(0, depth, batch_size):
         ks = range(start, min(start + batch_size, depth))
         batch = np.stack([_prepare(volume[:, :, k], shape, source) for k in ks])
@@ -231,7 +306,10 @@ def run(args: argparse.Namespace) -> int:
     """Predict every input; prints where the masks went."""
     if args.batch_size < 1:
         raise AutocnnpError(f"--batch-size must be at least 1, got {args.batch_size}")
-    inputs = find_inputs(args.input)
+    from autocnnp.engine.rundir import read_split_cases
+
+    cases = read_split_cases(args.run_dir, args.split) if args.split else None
+    inputs = find_inputs(args.input, cases)
     model, meta = load_run_model(args.run_dir)
     if isinstance(model, Ensemble):
         print(f"ensemble of {len(model.models)} models ({', '.join(model.names)}): the mean "
@@ -243,7 +321,7 @@ def run(args: argparse.Namespace) -> int:
             target = output_path(source, args.out)
             progress.update(task, description=f"predicting {source.name}")
             if _kind(source) == "nifti":
-                predict_volume(model, meta, source, target, args.batch_size, args.channel)
+                predict_volume(model, meta, source, target, args.batch_size, args.channels)
             else:
                 predict_image(model, meta, source, target, args.batch_size)
             progress.advance(task)

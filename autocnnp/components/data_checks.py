@@ -6,7 +6,9 @@ the dataset check of ``run`` (``datasets.load_split``). What they find:
 - two splits that are the same folder (a model scored on the data it trained on);
 - a split folder of images without labels (the Medical Segmentation Decathlon's
   ``imagesTs``); a folder with no data in it yet is only noted (``run`` refuses it);
-- mask labels beyond the declared ``<classes>``, in a sample of each split's masks.
+- mask labels beyond the declared ``<classes>``, in a sample of each split's masks;
+- ``<channels>`` the volumes do not have: an unknown modality name, an index out of range
+  (from the first volume's header and ``dataset.json``).
 
 Every finding is a :class:`~autocnnp.errors.ConfigProblem` at the config line of the
 element to change; :func:`run_cheap_checks` also says what it sampled.
@@ -51,8 +53,9 @@ def _lines(source: Path) -> dict[str, int | None]:
     if data is None:
         return lines
     lines["data"] = data.sourceline
-    classes = data.find("classes")
-    lines["classes"] = classes.sourceline if classes is not None else data.sourceline
+    for name in ("classes", "channels"):
+        element = data.find(name)
+        lines[name] = element.sourceline if element is not None else data.sourceline
     for split in SPLITS:
         path = data.find(f"{split}/path")
         lines[split] = path.sourceline if path is not None else None
@@ -113,6 +116,23 @@ def _labels(path: Path, layout: str):
         return datasets.read_mask_file(path)
     volume, _ = datasets.load_volume(path, channel=0, what="mask")
     return datasets.to_labels(volume, path)
+
+
+def _channels_problem(root: Path, layout: str, wanted: tuple[str, ...]) -> str | None:
+    """What is wrong with ``<channels>`` for the volumes of ``root`` (None: nothing), from
+    the first image volume's header and dataset.json's modality names."""
+    from autocnnp.components import datasets
+
+    images = _files(root / ("imagesTr" if layout == "msd" else "images"), (".nii", ".nii.gz"))
+    if not images:
+        return None
+    try:
+        count = datasets.channel_count(datasets.volume_header_shape(images[0]))
+        datasets.resolve_channels(wanted, count, datasets.modality_names(root),
+                                  str(images[0]))
+    except DataError as exc:
+        return exc.message
+    return None
 
 
 def run_cheap_checks(spec: TrainingSpec) -> DataCheckReport:
@@ -192,6 +212,10 @@ def run_cheap_checks(spec: TrainingSpec) -> DataCheckReport:
                     f"{split}: {len(files)} of {len(take)} sampled {what} hold labels "
                     f"{labels_found} outside the {n} declared classes 0..{n - 1} "
                     f"({' '.join(data.classes)}), e.g. {files[0]}; {remedy}")
+        if data.channels and layout != "pairs" and split in ("train", "valid"):
+            channel_problem = _channels_problem(root, layout, data.channels)
+            if channel_problem is not None:
+                problem("channels", "channels", channel_problem)
         report.sampled.append(f"{split}: {len(take)} of {len(masks)} {what}"
                               + (", with problems" if beyond or unreadable else
                                  f", labels within 0..{n - 1}"))

@@ -29,8 +29,10 @@ Conventions of the returned :class:`Split`:
 * volumes are cut into 2D slices along their last spatial axis (axial for RAS-like volumes).
   Every slice is kept, including slices whose image and mask are both empty: filtering is a
   preprocessing decision (``autocnnp preprocess --range``), not the loader's.
-* 4D volumes (MSD BRATS: ``(H, W, D, modalities)``) give one channel, ``channel`` (0 by
-  default).
+* 4D volumes (MSD BRATS: ``(H, W, D, modalities)``) give every modality as a channel
+  (``(H, W, 4)`` slices for BRATS) unless ``channels`` selects some, by index or by the
+  ``modality`` names of ``dataset.json`` (:func:`resolve_channels`); each channel is
+  normalised on its own over the volume. Every volume of a split needs the same channels.
 * ``image_size`` resizes every slice to ``image_size x image_size``: images bilinearly, masks
   by nearest neighbour so labels stay labels.
 
@@ -61,7 +63,9 @@ __all__ = ["Split", "FORMATS", "detect_format", "load_split", "shard_indices", "
            "SampleRef", "SampleList", "list_split", "steps_per_epoch", "epoch_order",
            "epoch_batches", "InMemorySamples", "choose_cache", "array_bytes", "check_splits",
            "scan_split", "case_of", "list_cases", "open_data_split",
-           "read_image_file", "read_mask_file", "resize_image", "resize_mask", "volume_stem"]
+           "read_image_file", "read_mask_file", "resize_image", "resize_mask", "volume_stem",
+           "resolve_channels", "modality_names", "load_channels", "volume_header_shape",
+           "channel_count", "geometry_problems"]
 
 #: the layouts :func:`load_split` reads.
 FORMATS = ("pairs", "msd", "nifti")
@@ -218,21 +222,38 @@ def to_labels(array: np.ndarray, path: Path | str) -> np.ndarray:
     return array.astype(np.int32)
 
 
-def normalize_unit(array: np.ndarray, path: Path | str) -> np.ndarray:
-    """``array`` as float32 in ``[0, 1]``: kept if already float in range, else min-max scaled."""
+def unit_scale(array: np.ndarray, path: Path | str) -> tuple[float, float] | None:
+    """How :func:`normalize_unit` maps ``array`` to ``[0, 1]``: ``(lo, hi)`` of a min-max
+    scaling, or None when it is float already within ``[0, 1]`` (kept). Computed once per
+    volume, it scales that volume's slices one at a time exactly as the whole volume.
+    Raises DataError naming ``path`` for non-numbers, NaN or infinite values."""
     data = np.asarray(array)
     if not np.issubdtype(data.dtype, np.number) or np.issubdtype(data.dtype, np.complexfloating):
         raise DataError(f"{path}: image has dtype {data.dtype}; expected numbers")
-    data = data.astype(np.float32, copy=False)
-    if not np.all(np.isfinite(data)):
+    # float32 rounding is monotonic: the float32 of the extremes are the float32 extremes,
+    # and a NaN or an infinity shows in them
+    lo, hi = float(np.float32(data.min())), float(np.float32(data.max()))
+    if not (np.isfinite(lo) and np.isfinite(hi)):
         raise DataError(f"{path}: image holds NaN or infinite values")
-    if np.issubdtype(np.asarray(array).dtype, np.floating) and data.min() >= 0.0 \
-            and data.max() <= 1.0:
+    if np.issubdtype(data.dtype, np.floating) and lo >= 0.0 and hi <= 1.0:
+        return None
+    return lo, hi
+
+
+def apply_scale(array: np.ndarray, scale: tuple[float, float] | None) -> np.ndarray:
+    """``array`` as float32 scaled by ``scale`` (see :func:`unit_scale`)."""
+    data = np.asarray(array).astype(np.float32, copy=False)
+    if scale is None:
         return data
-    lo, hi = float(data.min()), float(data.max())
+    lo, hi = scale
     if hi <= lo:
         return np.zeros_like(data, dtype=np.float32)
     return ((data - lo) / (hi - lo)).astype(np.float32)
+
+
+def normalize_unit(array: np.ndarray, path: Path | str) -> np.ndarray:
+    """``array`` as float32 in ``[0, 1]``: kept if already float in range, else min-max scaled."""
+    return apply_scale(array, unit_scale(array, path))
 
 
 # --- resizing --------------------------------------------------------------------------------
@@ -327,8 +348,7 @@ def _volume_shape(path: Path, channel: int | None, what: str) -> tuple[int, int,
     if len(shape) == 4:
         channel = 0 if channel is None else channel
         if not 0 <= channel < shape[3]:
-            raise DataError(f"{path}: channel {channel} does not exist; the volume has "
-                            f"{shape[3]} channels (0..{shape[3] - 1})")
+            raise _no_channel(path, channel, shape[3])
         shape = shape[:3]
     if len(shape) != 3:
         raise DataError(f"{path}: expected a 3D or 4D volume, got shape {shape}")
@@ -353,12 +373,107 @@ def load_volume(path: Path, *, channel: int | None = 0, what: str = "image") -> 
         if channel is None:
             channel = 0
         if not 0 <= channel < data.shape[3]:
-            raise DataError(f"{path}: channel {channel} does not exist; the volume has "
-                            f"{data.shape[3]} channels (0..{data.shape[3] - 1})")
+            raise _no_channel(path, channel, data.shape[3])
         data = data[..., channel]
     if data.ndim != 3:
         raise DataError(f"{path}: expected a 3D or 4D volume, got shape {tuple(data.shape)}")
     return data, zooms
+
+
+def load_channels(path: Path, channels: tuple[int, ...] | None) -> np.ndarray:
+    """Read an image volume as ``(H, W, D, C)`` float32, each channel min-max normalised to
+    ``[0, 1]`` over the volume on its own (modalities have unrelated scales): the channels
+    ``channels`` of a 4D volume (every one when None), or the one channel of a 3D volume.
+
+    Raises DataError naming the file when it is unreadable, not 3D/4D, or lacks a channel.
+    """
+    path = Path(path)
+    img = _open_nifti(path, "image")
+    try:
+        data = np.asanyarray(img.dataobj)
+    except Exception as exc:
+        raise DataError(f"{path}: cannot read NIfTI image: {exc}",
+                        remedy="check that the file is a complete .nii or .nii.gz") from exc
+    if data.ndim == 3:
+        data = data[..., None]
+    if data.ndim != 4:
+        raise DataError(f"{path}: expected a 3D or 4D volume, got shape {tuple(data.shape)}")
+    wanted = tuple(range(data.shape[3])) if channels is None else tuple(channels)
+    for channel in wanted:
+        if not 0 <= channel < data.shape[3]:
+            raise _no_channel(path, channel, data.shape[3])
+    return np.stack([normalize_unit(data[..., c], path) for c in wanted], axis=-1)
+
+
+def volume_header_shape(path: Path, what: str = "image") -> tuple[int, ...]:
+    """The shape of a NIfTI volume from its header alone; DataError when unreadable."""
+    return tuple(int(s) for s in _open_nifti(Path(path), what).shape)
+
+
+def channel_count(shape: tuple[int, ...]) -> int:
+    """The channels of a volume of ``shape``: its 4th axis, or 1 for a 3D volume."""
+    return int(shape[3]) if len(shape) == 4 else 1
+
+
+def _uncompressed(path: Path) -> bool:
+    """A ``.nii`` file: nibabel maps it, so one slice is read without decoding the volume."""
+    return path.name.lower().endswith(".nii")
+
+
+def _no_channel(path: Path, channel: int, count: int) -> DataError:
+    return DataError(f"{path}: channel {channel} does not exist; the volume has {count} "
+                     f"channel{'s' if count != 1 else ''} (0..{count - 1})")
+
+
+def modality_names(root: Path) -> list[str]:
+    """The channel names of ``root/dataset.json``'s ``modality`` map (``{"0": "FLAIR", ...}``),
+    by index; empty when there is no such file or map."""
+    try:
+        meta = json.loads((Path(root) / "dataset.json").read_text())
+        modality = meta.get("modality") or meta.get("channel_names") or {}
+        count = max(int(k) for k in modality) + 1 if modality else 0
+        return [str(modality.get(str(i), "")) for i in range(count)]
+    except (OSError, ValueError, TypeError, AttributeError):
+        return []
+
+
+def _channel_list(count: int | None, names: list[str]) -> str:
+    if names:
+        return ", ".join(f"{i} {name}" for i, name in enumerate(names))
+    return f"0..{count - 1}" if count else "none"
+
+
+def resolve_channels(wanted: Any, count: int | None, names: list[str],
+                     where: str) -> tuple[int, ...]:
+    """Channel indices of ``wanted`` (indices or modality names, case-insensitive) for volumes
+    of ``count`` channels named ``names`` (see :func:`modality_names`; ``count`` None: not
+    known yet, indices are checked when read). Raises DataError prefixed with ``where`` for a
+    name that is not a modality or an index out of range, listing the channels there are."""
+    lower = [name.lower() for name in names]
+    out: list[int] = []
+    for token in wanted:
+        text = str(token).strip()
+        if text.isdigit():
+            index = int(text)
+            if count is not None and index >= count:
+                raise DataError(f"{where}: channel {index} is out of range; the volumes have "
+                                f"{count} channel{'s' if count != 1 else ''}: "
+                                f"{_channel_list(count, names)}")
+        elif text.lower() in lower:
+            index = lower.index(text.lower())
+        else:
+            import difflib
+
+            close = difflib.get_close_matches(text, names, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            known = (f"the modalities of dataset.json are {_channel_list(count, names)}"
+                     if names else "there is no dataset.json 'modality' map here: select "
+                                   f"channels by index ({_channel_list(count, names)})")
+            raise DataError(f"{where}: no channel named {text!r}; {hint}{known}")
+        if index in out:
+            raise DataError(f"{where}: channel {text!r} is selected twice")
+        out.append(index)
+    return tuple(out)
 
 
 def _msd_pairs(root: Path) -> list[tuple[Path, Path]]:
@@ -384,31 +499,49 @@ def _msd_pairs(root: Path) -> list[tuple[Path, Path]]:
     return pairs
 
 
-def _volume_refs(pairs: list[tuple[Path, Path]], channel: int) -> list[SampleRef]:
-    """One reference per slice, from the volumes' headers (no pixels are read)."""
+def _volume_refs(root: Path, pairs: list[tuple[Path, Path]],
+                 wanted: Any) -> tuple[list[SampleRef], tuple[int, ...] | None]:
+    """One reference per slice, from the volumes' headers (no pixels are read), and the
+    channel indices ``wanted`` stands for (every channel when None)."""
     refs = []
+    first: tuple[Path, int] | None = None
+    channels: tuple[int, ...] | None = None
     for image_file, mask_file in pairs:
-        shape = _volume_shape(image_file, channel, "image")
+        full = volume_header_shape(image_file)
+        count = channel_count(full)
+        if first is None:
+            first = (image_file, count)
+            channels = tuple(range(count)) if wanted is None else resolve_channels(
+                wanted, count, modality_names(root), str(image_file))
+        elif count != first[1]:
+            raise DataError(f"{image_file} has {count} channel(s) but {first[0]} has "
+                            f"{first[1]}; every volume of a split needs the same channels")
+        shape = full[:3]
+        if len(full) not in (3, 4):
+            raise DataError(f"{image_file}: expected a 3D or 4D volume, got shape {full}")
         mask_shape = _volume_shape(mask_file, 0, "mask")
         if shape != mask_shape:
             raise _shape_mismatch(image_file, mask_file, shape, mask_shape, what="volume")
         refs += [SampleRef(image_file, mask_file, k) for k in range(shape[2])]
-    return refs
+    return refs, channels
 
 
-def _list_refs(root: Path, fmt: str, channel: int, only: set[str] | None = None,
-               case_id: str | None = None) -> list[SampleRef]:
+def _list_refs(root: Path, fmt: str, wanted: Any, only: set[str] | None = None,
+               case_id: str | None = None) -> tuple[list[SampleRef], tuple[int, ...] | None]:
     """Every sample of the folder, or those of the cases ``only`` (volumes of other cases
-    are not even opened)."""
+    are not even opened), and the channel indices to read (None: a 2D image's own)."""
     if fmt == "pairs":
         refs = [SampleRef(i, m) for i, m in _matched(root / "images", root / "masks",
                                                      _PAIR_SUFFIXES)]
-        return refs if only is None else [r for r in refs if case_of(r, case_id) in only]
+        channels = None if wanted is None else resolve_channels(
+            wanted, None, modality_names(root), str(root))
+        return (refs if only is None else [r for r in refs if case_of(r, case_id) in only],
+                channels)
     pairs = _matched(root / "images", root / "masks", _NIFTI_SUFFIXES) if fmt == "nifti" \
         else _msd_pairs(root)
     if only is not None:
         pairs = [(i, m) for i, m in pairs if volume_stem(i) in only]
-    return _volume_refs(pairs, channel)
+    return _volume_refs(root, pairs, wanted)
 
 
 class SampleList:
@@ -425,13 +558,16 @@ class SampleList:
     failure: BaseException | None = None
 
     def __init__(self, root: Path, fmt: str, refs: list[SampleRef], *, num_classes: int,
-                 image_size: int | None, channel: int, split: str,
+                 image_size: int | None, channels: tuple[int, ...] | None, split: str,
                  cases: tuple[str, ...] | None = None, case_id: str | None = None) -> None:
         self.root, self.format, self.refs = root, fmt, refs
         self.num_classes, self.image_size = num_classes, image_size
-        self.channel, self.split = channel, split
+        #: channel indices read (volumes: resolved when listed; 2D files: None, all of them)
+        self.channels, self.split = channels, split
         self.cases, self.case_id = cases, case_id
         self._volume: tuple[Path, np.ndarray, np.ndarray] | None = None
+        #: per image volume, each channel's scale (see unit_scale), computed once
+        self._scales: dict[Path, list[tuple[float, float] | None]] = {}
         self._first_shape: tuple[int, ...] | None = None
 
     def __len__(self) -> int:
@@ -459,11 +595,18 @@ class SampleList:
         ref = self.refs[index]
         if ref.z is None:
             image, mask = self._read_pair(ref)
+        elif _uncompressed(ref.image) and _uncompressed(ref.mask):
+            image, mask = self._read_slice(ref)
         else:
             volume, labels = self._read_volume(ref)
             image, mask = volume[:, :, ref.z], labels[:, :, ref.z]
         if image.ndim == 2:
             image = image[..., None]
+        if ref.z is None and self.channels is not None:
+            for channel in self.channels:
+                if channel >= image.shape[-1]:
+                    raise _no_channel(ref.image, channel, image.shape[-1])
+            image = image[..., list(self.channels)]
         if self.image_size is not None:
             image = resize_image(image, self.image_size)
             mask = resize_mask(mask, self.image_size)
@@ -491,16 +634,52 @@ class SampleList:
             raise problem
         return normalize_unit(image, ref.image), mask
 
+    def _read_slice(self, ref: SampleRef) -> tuple[np.ndarray, np.ndarray]:
+        """Slice ``ref.z`` of uncompressed volumes, read alone (memory-mapped); the image's
+        scales come from the whole volume once. Labels are checked slice by slice."""
+        image_proxy = _open_nifti(ref.image, "image").dataobj
+        mask_proxy = _open_nifti(ref.mask, "mask").dataobj
+        if tuple(image_proxy.shape[:3]) != tuple(mask_proxy.shape[:3]):
+            raise _shape_mismatch(ref.image, ref.mask, image_proxy.shape[:3],
+                                  mask_proxy.shape[:3], what="volume")
+        channels = self.channels if len(image_proxy.shape) == 4 else (0,)
+        try:
+            if ref.image not in self._scales:
+                whole = np.asanyarray(image_proxy)
+                whole = whole[..., None] if whole.ndim == 3 else whole
+                self._scales[ref.image] = [unit_scale(whole[..., c], ref.image)
+                                           if c < whole.shape[3] else None
+                                           for c in range(whole.shape[3])]
+                del whole
+            plane = np.asarray(image_proxy[:, :, ref.z])
+            mask = np.asarray(mask_proxy[:, :, ref.z] if len(mask_proxy.shape) == 3
+                              else mask_proxy[:, :, ref.z, 0])
+        except DataError:
+            raise
+        except Exception as exc:
+            raise DataError(f"{ref.image}: cannot read NIfTI slice {ref.z}: {exc}",
+                            remedy="check that the file is complete") from exc
+        plane = plane[..., None] if plane.ndim == 2 else plane
+        scales = self._scales[ref.image]
+        for channel in channels:
+            if channel >= plane.shape[-1]:
+                raise _no_channel(ref.image, channel, plane.shape[-1])
+        image = np.stack([apply_scale(plane[..., c], scales[c]) for c in channels], axis=-1)
+        mask = to_labels(mask, ref.mask)
+        problem = _bad_labels(mask, str(ref.mask), self.num_classes)
+        if problem is not None:
+            raise problem
+        return image, mask
+
     def _read_volume(self, ref: SampleRef) -> tuple[np.ndarray, np.ndarray]:
         if self._volume is not None and self._volume[0] == ref.image:
             return self._volume[1], self._volume[2]
         self._volume = None  # never hold two volumes
-        volume, _ = load_volume(ref.image, channel=self.channel)
+        volume = load_channels(ref.image, self.channels)
         labels, _ = load_volume(ref.mask, channel=0, what="mask")
-        if volume.shape != labels.shape:
-            raise _shape_mismatch(ref.image, ref.mask, volume.shape, labels.shape,
+        if volume.shape[:3] != labels.shape:
+            raise _shape_mismatch(ref.image, ref.mask, volume.shape[:3], labels.shape,
                                   what="volume")
-        volume = normalize_unit(volume, ref.image)
         labels = to_labels(labels, ref.mask)
         problem = _bad_labels(labels, str(ref.mask), self.num_classes)
         if problem is not None:
@@ -511,7 +690,12 @@ class SampleList:
     def check_headers(self) -> None:
         """Check what the file headers tell without reading pixels: for 2D pairs, that image
         and mask have the same size and, without ``image_size``, that every sample has the
-        first one's size; then read the first sample. Volumes were checked when listed."""
+        first one's size; for volumes (shapes and channels were checked when listed), that
+        image and mask have the same spacing and affine (:func:`geometry_problems`); then
+        read the first sample."""
+        problems = geometry_problems(self)
+        if problems:
+            raise problems[0]
         first: tuple[tuple[int, ...], str] | None = None
         for ref in self.refs if self.format == "pairs" else ():
             image_shape = _header_shape(ref.image, "image")
@@ -527,6 +711,43 @@ class SampleList:
                     raise _not_uniform(self.root, ref.name, image_shape[:2], first[1],
                                        first[0], what="size")
         self.read(0)
+
+
+def geometry_problems(samples: "SampleList") -> list[DataError]:
+    """Every volume pair of ``samples`` whose image and mask headers disagree on where the
+    voxels are: the voxel spacing, else the affine (origin, orientation). Headers only, no
+    pixels; an unreadable header is left for the read to name."""
+    problems: list[DataError] = []
+    seen: set[Path] = set()
+    for ref in samples.refs:
+        if ref.z is None or ref.image in seen:
+            continue
+        seen.add(ref.image)
+        try:
+            image, mask = _open_nifti(ref.image, "image"), _open_nifti(ref.mask, "mask")
+        except DataError:
+            continue
+        image_zooms = tuple(float(z) for z in image.header.get_zooms()[:3])
+        mask_zooms = tuple(float(z) for z in mask.header.get_zooms()[:3])
+        if not np.allclose(image_zooms, mask_zooms, rtol=1e-3, atol=1e-5):
+            problems.append(DataError(
+                f"{ref.image} and {ref.mask}: image voxel spacing "
+                f"{_mm(image_zooms)} does not match mask spacing {_mm(mask_zooms)}",
+                remedy="resample the mask onto the image grid, or fix the header that is "
+                       "wrong"))
+        elif not np.allclose(image.affine, mask.affine, rtol=1e-3, atol=1e-3):
+            moved = float(np.abs(image.affine[:3, 3] - mask.affine[:3, 3]).max())
+            how = f"origins {moved:.3g} mm apart" if moved > 1e-3 else "orientations differ"
+            problems.append(DataError(
+                f"{ref.image} and {ref.mask}: image and mask affines differ (same spacing, "
+                f"{how})",
+                remedy="the mask must be on the image's grid: resample it, or fix the header "
+                       "that is wrong"))
+    return problems
+
+
+def _mm(zooms: tuple[float, ...]) -> str:
+    return "x".join(f"{z:g}" for z in zooms) + " mm"
 
 
 def _header_shape(path: Path, what: str) -> tuple[int, ...] | None:
@@ -559,7 +780,8 @@ def _not_uniform(root: Path, name: str, shape: tuple, first_name: str, first_sha
 
 def list_split(path: Path, *, format: str = "auto", num_classes: int,
                image_size: int | None = None, split: str = "train",
-               channel: int = 0, cases: Any = None, case_id: str | None = None) -> SampleList:
+               channels: Any = None, cases: Any = None,
+               case_id: str | None = None) -> SampleList:
     """List one split's samples without reading their pixels (volumes: headers only).
 
     Arguments as for :func:`load_split`; ``cases`` (case ids, see :func:`case_of` with the
@@ -567,7 +789,8 @@ def list_split(path: Path, *, format: str = "auto", num_classes: int,
     case-level split of one folder of cases). Raises DataError for what the listing shows: a
     missing folder, an unknown layout, an image without a mask, an unreadable volume header,
     image and mask volumes of different shapes, a channel that does not exist, an empty
-    split, a case of ``cases`` the folder does not hold.
+    split, a case of ``cases`` the folder does not hold, a channel of ``channels`` the
+    volumes do not have (or volumes with different channel counts).
     """
     root = _resolve(Path(path), split)
     fmt = detect_format(root) if format == "auto" else FORMAT_ALIASES.get(format, format)
@@ -581,7 +804,7 @@ def list_split(path: Path, *, format: str = "auto", num_classes: int,
     if num_classes < 1:
         raise DataError(f"{root}: num_classes must be >= 1, got {num_classes}")
     if cases is not None:
-        refs = _list_refs(root, fmt, channel, only=set(cases), case_id=case_id)
+        refs, resolved = _list_refs(root, fmt, channels, only=set(cases), case_id=case_id)
         found = {case_of(ref, case_id) for ref in refs}
         missing = sorted(set(cases) - found)
         if missing:
@@ -591,11 +814,11 @@ def list_split(path: Path, *, format: str = "auto", num_classes: int,
                                             "folder of cases; draw it again or restore the cases")
         cases = tuple(cases)
     else:
-        refs = _list_refs(root, fmt, channel)
+        refs, resolved = _list_refs(root, fmt, channels)
     if not refs:
         raise DataError(f"{root}: the {split} split is empty")
     return SampleList(root, fmt, refs, num_classes=num_classes, image_size=image_size,
-                      channel=channel, split=split, cases=cases, case_id=case_id)
+                      channels=resolved, split=split, cases=cases, case_id=case_id)
 
 
 # --- cases -----------------------------------------------------------------------------------
@@ -662,7 +885,7 @@ def _strata(root: Path, ids: list[str], field: str) -> dict[str, str]:
 
 
 def load_split(path: Path, *, format: str = "auto", num_classes: int,
-               image_size: int | None = None, split: str = "train", channel: int = 0,
+               image_size: int | None = None, split: str = "train", channels: Any = None,
                cases: Any = None, case_id: str | None = None) -> Split:
     """Read one split into memory and validate it with :func:`check_split`.
 
@@ -675,13 +898,14 @@ def load_split(path: Path, *, format: str = "auto", num_classes: int,
             (then every sample must have the same size).
         split: the split's name (``train``, ``valid``, ``test``); used to find ``path/<split>``
             and in messages. For MSD every case of the ``training`` list is read.
-        channel: which channel of 4D volumes to use.
+        channels: which channels to use (indices, or modality names of dataset.json; see
+            :func:`resolve_channels`); None: every channel of 4D volumes and 2D images.
 
     Raises DataError for anything that would make training fail or lie. Training streams
     instead (:func:`list_split`) unless ``<data cache="memory">``.
     """
     samples = list_split(path, format=format, num_classes=num_classes, image_size=image_size,
-                         split=split, channel=channel, cases=cases, case_id=case_id)
+                         split=split, channels=channels, cases=cases, case_id=case_id)
     images, masks = [], []
     for i in range(len(samples)):
         image, mask = samples.read(i)
@@ -795,16 +1019,18 @@ class InMemorySamples:
 
     failure: BaseException | None = None
 
-    def __init__(self, split: Split) -> None:
+    def __init__(self, split: Split, channels: tuple[int, ...] | None = None) -> None:
         self.split = split
         self.root = split.source
+        self.channels = channels
 
     @classmethod
     def read_all(cls, samples: SampleList) -> "InMemorySamples":
-        return cls(load_split(samples.root, format=samples.format,
-                              num_classes=samples.num_classes, image_size=samples.image_size,
-                              split=samples.split, channel=samples.channel,
-                              cases=samples.cases, case_id=samples.case_id))
+        split = load_split(samples.root, format=samples.format,
+                           num_classes=samples.num_classes, image_size=samples.image_size,
+                           split=samples.split, channels=samples.channels,
+                           cases=samples.cases, case_id=samples.case_id)
+        return cls(split, samples.channels)
 
     def __len__(self) -> int:
         return len(self.split)
@@ -866,15 +1092,17 @@ def open_data_split(data: Any, split: str) -> SampleList | None:
         return None
     rule = data.split.case_id if getattr(data, "split", None) is not None else None
     return list_split(path, format=data.format, num_classes=data.num_classes,
-                      image_size=data.image_size, split=split, cases=cases, case_id=rule)
+                      image_size=data.image_size, split=split, cases=cases, case_id=rule,
+                      channels=getattr(data, "channels", None))
 
 
 def scan_split(samples: SampleList, progress: Any = None) -> tuple[list[DataError], list[str]]:
-    """Read every sample of ``samples`` once, one at a time (memory stays flat), and return
-    every problem (not only the first) as DataErrors naming their file, and notes: masks
+    """Check the volumes' headers (:func:`geometry_problems`), read every sample of
+    ``samples`` once, one at a time (memory stays flat), and return every problem (not only
+    the first) as DataErrors naming their file, and notes: masks
     holding only background. A volume that fails is reported once, not once per slice.
     ``progress(done, total)`` is called along the way."""
-    problems: list[DataError] = []
+    problems: list[DataError] = geometry_problems(samples)
     notes: list[str] = []
     seen: set[str] = set()
     first: tuple[tuple[int, ...], str] | None = None

@@ -248,7 +248,7 @@ def _msd_case(t1: np.ndarray, labels: np.ndarray, rng: np.random.Generator, size
     from skimage.transform import resize
 
     brain = np.flatnonzero(labels.any(axis=(0, 1)))
-    span = depth * 4
+    span = min(depth * 4, labels.shape[2])
     centre = (int(brain[0]) + int(brain[-1])) // 2 + int(rng.integers(-20, 21))
     z0 = int(np.clip(centre - span // 2, 0, labels.shape[2] - span))
     x_margin, y_margin = (int(rng.integers(0, 25)) for _ in range(2))
@@ -266,20 +266,49 @@ def _msd_case(t1: np.ndarray, labels: np.ndarray, rng: np.random.Generator, size
     return (np.clip(image, 0.0, 1.0) * 1000).astype(np.int16), mask
 
 
+#: the modalities of MSD Task01 BrainTumour, in its order; ``modalities=4`` writes them all
+BRATS_MODALITIES = ("FLAIR", "T1w", "t1gd", "T2w")
+
+
+def _modality(image: np.ndarray, name: str, rng: np.random.Generator) -> np.ndarray:
+    """A stand-in for an MR contrast made from the T1 slab (int16, 0..1000): the same anatomy
+    (so the same labels), another intensity mapping and its own noise."""
+    x = image.astype(np.float64) / 1000.0
+    head = x > 0.05
+    if name == "FLAIR":
+        x = np.where(head, 1.0 - 0.8 * x, 0.0)
+    elif name == "t1gd":
+        x = x ** 0.7
+    elif name == "T2w":
+        x = np.where(head, (1.0 - x) ** 1.5, 0.0)
+    x = x + rng.normal(0.0, 0.02, x.shape)
+    return (np.clip(x, 0.0, 1.0) * 1000).astype(np.int16)
+
+
 def build_msd_demo(out: Path, *, cases: int = 12, test_cases: int = 2, size: int = 32,
-                   depth: int = 8, seed: int = 0) -> dict[str, Any]:
+                   depth: int = 8, seed: int = 0, modalities: int = 1,
+                   compress: bool = True) -> dict[str, Any]:
     """A Medical Segmentation Decathlon task folder cut from the MNI152 volumes: ``cases``
     labelled cases in ``imagesTr/``/``labelsTr/`` and ``test_cases`` unlabelled ones in
     ``imagesTs/``, each a ``size x size x depth`` NIfTI volume (a slab at a random height, a
     random crop, flip, intensity gain, gamma and noise: cases differ as scans of one brain
     would), and ``dataset.json`` whose ``training`` entries also carry ``site`` (A or B,
     alternating: a field to stratify by). Labels 0 background, 1 grey, 2 white matter.
+    ``modalities`` 2..4 writes 4D ``size x size x depth x modalities`` volumes instead, named
+    after the first of BRATS's (:data:`BRATS_MODALITIES`, in ``dataset.json``'s
+    ``modality``), each another intensity mapping of the same T1 slab with its own noise.
+    ``compress=False`` writes ``.nii`` files instead of ``.nii.gz`` (a slice of those is read
+    without decoding its volume).
     Re-running with the same parameters into a complete folder does nothing."""
     import nibabel as nib
 
     out = Path(out)
     params = {"cases": cases, "test_cases": test_cases, "size": size, "depth": depth,
               "seed": seed, "format_version": FORMAT_VERSION}
+    if modalities != 1:  # folders built before 4D volumes keep their parameters
+        params["modalities"] = modalities
+    if not compress:
+        params["compress"] = False
     meta_file = out / "dataset.json"
     if meta_file.is_file():
         meta = json.loads(meta_file.read_text())
@@ -289,6 +318,10 @@ def build_msd_demo(out: Path, *, cases: int = 12, test_cases: int = 2, size: int
                         f"{params}", remedy="remove it or choose another output folder")
     if cases < 2 or test_cases < 0:
         raise DataError(f"MSD demo: need at least 2 cases, got {cases}")
+    if not 1 <= modalities <= len(BRATS_MODALITIES):
+        raise DataError(f"MSD demo: modalities must be 1..{len(BRATS_MODALITIES)}, got "
+                        f"{modalities}")
+    names = ("T1",) if modalities == 1 else BRATS_MODALITIES[:modalities]
     t1, labels = demo_volumes()
     rng = np.random.default_rng(seed)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -300,7 +333,9 @@ def build_msd_demo(out: Path, *, cases: int = 12, test_cases: int = 2, size: int
         training, test = [], []
         for k in range(cases + test_cases):
             image, mask = _msd_case(t1, labels, rng, size, depth)
-            name = f"brain_{k:03d}.nii.gz"
+            if modalities > 1:
+                image = np.stack([_modality(image, n, rng) for n in names], axis=-1)
+            name = f"brain_{k:03d}.nii" + (".gz" if compress else "")
             if k < cases:
                 nib.save(nib.Nifti1Image(image, affine), tmp / "imagesTr" / name)
                 nib.save(nib.Nifti1Image(mask, affine), tmp / "labelsTr" / name)
@@ -312,7 +347,8 @@ def build_msd_demo(out: Path, *, cases: int = 12, test_cases: int = 2, size: int
         meta = {"name": "mni152-msd-demo",
                 "description": "Cases cut from the MNI ICBM152 2009 T1 template (random slab, "
                                "crop, flip, gain, gamma, noise) with grey/white-matter labels.",
-                "modality": {"0": "T1"}, "labels": {str(k): v for k, v in LABELS.items()},
+                "modality": {str(i): n for i, n in enumerate(names)},
+                "labels": {str(k): v for k, v in LABELS.items()},
                 "numTraining": cases, "numTest": test_cases, "training": training,
                 "test": test, "parameters": params}
         (tmp / "dataset.json").write_text(json.dumps(meta, indent=2) + "\n")

@@ -126,6 +126,22 @@ class RankDataset:
     n_valid_total: int
     batch_size: int
     cache: str = "none"
+    #: ``<data><augmentation>`` (an AugmentationSpec) or None: training batches as read
+    augmentation: Any = None
+
+    def augment(self, images: np.ndarray, masks: np.ndarray, epoch: int,
+                step: int) -> tuple[np.ndarray, np.ndarray]:
+        """Training batch ``step`` of ``epoch`` augmented (as it is without augmentation);
+        the transforms are a function of the seed, the rank, the epoch and the step."""
+        if self.augmentation is None:
+            return images, masks
+        from autocnnp.components.imgmed.augment import AugmentRanges, augment_batch, batch_rng
+
+        aug = self.augmentation
+        ranges = AugmentRanges(rotation=aug.rotation, zoom=tuple(aug.zoom),
+                               translation=aug.translation)
+        return augment_batch(images, masks, batch_rng(self.seed, self.rank, epoch, step),
+                             ranges, tuple(aug.flip))
 
     def train_batches(self, epoch: int) -> list[np.ndarray]:
         """The sample indices of this rank's training batches in ``epoch``."""
@@ -181,7 +197,7 @@ def open_split(ctx: RankContext, which: str, cache: str = "none") -> Any | None:
     if path is None:
         return None
     cases = (data.cases or {}).get(which)
-    key = (str(path), data.format, data.num_classes, data.image_size, which, cache,
+    key = (str(path), data.format, data.num_classes, data.image_size, data.channels, which, cache,
            tuple(cases) if cases is not None else None)
     if key not in _SPLITS:
         samples = datasets.open_data_split(data, which)
@@ -436,7 +452,8 @@ def inject_dataset(ctx: RankContext) -> None:
     ctx.values["dataset"] = RankDataset(
         train=train, valid=valid, valid_indices=valid_indices, rank=comm.rank,
         size=comm.size, seed=int(ctx.spec.reproducibility.seed), steps_per_epoch=steps,
-        n_train_total=n, n_valid_total=n_valid, batch_size=hp.batch_size, cache=cache)
+        n_train_total=n, n_valid_total=n_valid, batch_size=hp.batch_size, cache=cache,
+        augmentation=ctx.spec.data.augmentation)
     ctx.log.info("data: %d training samples in all, %d steps of up to %d per epoch on every "
                  "rank, %d validation samples on this rank", n, steps, hp.batch_size,
                  len(valid_indices) if valid_indices is not None else 0)

@@ -512,6 +512,10 @@ def _read_item(path: Path) -> tuple[np.ndarray, tuple[float, ...] | None]:
 
 
 def _mask_folder(folder: Path) -> Path:
+    """The folder of masks: ``masks/`` of a data folder, ``labelsTr/`` of a Medical
+    Segmentation Decathlon task folder (beside ``dataset.json``), else ``folder``."""
+    if (folder / "labelsTr").is_dir() and (folder / "dataset.json").is_file():
+        return folder / "labelsTr"
     return folder / "masks" if (folder / "masks").is_dir() else folder
 
 
@@ -532,12 +536,15 @@ def _check_labels(mask: np.ndarray, path: Path, num_classes: int | None) -> None
                     if max(bad) >= limit else "class labels must not be negative")
 
 
-def iter_mask_pairs(pred_path: Path, gt_path: Path, num_classes: int | None = None
+def iter_mask_pairs(pred_path: Path, gt_path: Path, num_classes: int | None = None,
+                    cases: list[str] | None = None
                     ) -> Iterator[tuple[str, np.ndarray, np.ndarray, tuple[float, ...] | None]]:
     """Yield ``(name, gt, pred, spacing)`` for every ground-truth mask and its prediction.
 
     Both paths are files (two 2D masks or two NIfTI volumes) or folders matched by file stem
-    (a folder holding ``masks/`` uses that subfolder). ``spacing`` comes from the NIfTI header
+    (a folder holding ``masks/`` uses that subfolder, an MSD task folder its ``labelsTr/``);
+    ``cases`` keeps only the ground truth of those file stems (a split's cases: every one
+    must be there). ``spacing`` comes from the NIfTI header
     (None for 2D files); ``name`` is the ground-truth file's path. Raises DataError naming the
     file for missing predictions, shape or spacing mismatches, unreadable files, non-integer
     masks and labels outside ``[0, num_classes)`` (negative labels even without it).
@@ -555,6 +562,12 @@ def iter_mask_pairs(pred_path: Path, gt_path: Path, num_classes: int | None = No
         if not gt_files:
             raise DataError(f"{_mask_folder(gt_path)}: empty folder: no .png, .npy, .nii or "
                             ".nii.gz masks found")
+        if cases is not None:
+            missing = [case for case in cases if case not in gt_files]
+            if missing:
+                raise DataError(f"{_mask_folder(gt_path)}: no ground truth for case(s) "
+                                f"{', '.join(missing[:5])}")
+            gt_files = {case: gt_files[case] for case in cases}
         pairs = []
         for stem, gt_file in gt_files.items():
             pred_file = pred_files.get(stem)
@@ -584,15 +597,15 @@ def iter_mask_pairs(pred_path: Path, gt_path: Path, num_classes: int | None = No
 
 
 def evaluate_paths(pred_path: Path, gt_path: Path, num_classes: int | None = None, *,
-                   hd95: bool = True, class_names: dict[int, str] | None = None
-                   ) -> SegEvalResult:
+                   hd95: bool = True, class_names: dict[int, str] | None = None,
+                   cases: list[str] | None = None) -> SegEvalResult:
     """Score predicted masks on disk against ground truth on disk (see :func:`iter_mask_pairs`).
 
     ``num_classes=None`` infers ``max label + 1``; given, a label ``>= num_classes`` is a
     DataError naming the file.
     """
     evaluator = SegEvaluator(num_classes, hd95=hd95, class_names=class_names)
-    for name, gt, pred, spacing in iter_mask_pairs(pred_path, gt_path, num_classes):
+    for name, gt, pred, spacing in iter_mask_pairs(pred_path, gt_path, num_classes, cases):
         evaluator.add(gt, pred, spacing, name=name)
     return evaluator.result()
 

@@ -231,7 +231,7 @@ def _run_epoch(ctx: RankContext, epoch: int, steps_done: int, guard_steps: set[i
         lr = schedule(epoch + step / max(steps, 1))
         for group in optimizer.param_groups:
             group["lr"] = lr
-        images, masks = data.train.read_batch(indices)
+        images, masks = data.augment(*data.train.read_batch(indices), epoch, step)
         x, y = _to_tensors(images, masks, device)
         with sync.autocast():
             probs = ddp(x)

@@ -52,7 +52,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, TextIO
+from typing import Any, Callable, Iterator, TextIO
 
 import numpy as np
 
@@ -149,8 +149,22 @@ def make_datasets(ctx: RankContext, initial_epoch: int = 0) -> tuple[Any, Any]:
             yield from data.train_batches(epoch)
             epoch += 1
 
-    train = _read_batches(tf, tf.data.Dataset.from_generator(
-        train_indices, output_signature=tf.TensorSpec([None], tf.int64)), data.train, shape)
+    def train_keyed() -> Any:  # with augmentation: each batch's epoch and step too
+        epoch = int(initial_epoch)
+        while True:
+            for step, indices in enumerate(data.train_batches(epoch)):
+                yield indices, np.array([epoch, step], dtype=np.int64)
+            epoch += 1
+
+    if getattr(data, "augmentation", None) is None:
+        train = _read_batches(tf, tf.data.Dataset.from_generator(
+            train_indices, output_signature=tf.TensorSpec([None], tf.int64)), data.train,
+            shape)
+    else:
+        train = _read_batches(tf, tf.data.Dataset.from_generator(
+            train_keyed, output_signature=(tf.TensorSpec([None], tf.int64),
+                                           tf.TensorSpec([2], tf.int64))),
+            data.train, shape, augment=data.augment)
     valid = None
     if data.valid is not None:
         valid = _read_batches(tf, tf.data.Dataset.from_generator(
@@ -177,19 +191,26 @@ def reading_errors(*sources: Any) -> Iterator[None]:
         raise
 
 
-def _read_batches(tf: Any, indices: Any, source: Any, shape: tuple[int, ...]) -> Any:
+def _read_batches(tf: Any, indices: Any, source: Any, shape: tuple[int, ...],
+                  augment: Callable[..., Any] | None = None) -> Any:
     """``indices`` (a dataset of index batches) mapped to ``(images, masks)`` read from
-    ``source``; the reader's DataError is kept on ``source.failure`` for :func:`train`."""
+    ``source``; the reader's DataError is kept on ``source.failure`` for :func:`train`.
+    With ``augment``, ``indices`` holds ``(indices, [epoch, step])`` pairs and every batch
+    read is passed through ``augment(images, masks, epoch, step)``."""
 
-    def read(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def read(idx: np.ndarray, key: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         try:
-            return source.read_batch(idx)
+            images, masks = source.read_batch(idx)
+            if augment is not None:
+                images, masks = augment(images, masks, int(key[0]), int(key[1]))
+            return images, masks
         except Exception as exc:
             source.failure = exc
             raise
 
-    def load(idx: Any) -> tuple[Any, Any]:
-        images, masks = tf.numpy_function(read, [idx], (tf.float32, tf.int32),
+    def load(idx: Any, key: Any = None) -> tuple[Any, Any]:
+        args = [idx] if key is None else [idx, key]
+        images, masks = tf.numpy_function(read, args, (tf.float32, tf.int32),
                                           stateful=False)
         images.set_shape((None,) + shape)
         masks.set_shape((None,) + shape[:2])
@@ -400,9 +421,12 @@ def save_model(ctx: RankContext) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     model.save(str(tmp), include_optimizer=False, save_format="tf")
     data = ctx.spec.data
+    channels = getattr(ctx.dataset.train, "channels", None)
     meta = {"classes": list(task.classes), "num_classes": task.num_classes,
             "input_shape": list(task.input_shape), "image_size": data.image_size,
             "format": data.format, "architecture": ctx.spec.architecture.label,
+            # the volume channels trained on (None: every one), so predict reads the same
+            "channels": None if channels is None else [int(c) for c in channels],
             "epochs": ctx.spec.hyperparameters.end_epoch}
     rundir.write_json(tmp / MODEL_META, meta)
     return rundir.replace_dir(tmp, final)

@@ -102,6 +102,23 @@ def update_json(path: Path, **fields: Any) -> dict:
     return current
 
 
+def read_split_cases(run_dir: Path, split: str) -> list[str]:
+    """The case ids of ``split`` in ``run_dir``'s ``splits.json`` (a run with a case-level
+    split); AutocnnpError when there is none."""
+    record = run_dir / SPLITS_FILE if run_dir.is_dir() else run_dir
+    if not record.is_file():
+        raise AutocnnpError(f"{record}: no such file: the run has no case-level split",
+                            remedy="--split needs a run trained with <cases> and <split>")
+    try:
+        splits = json.loads(record.read_text())["splits"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise AutocnnpError(f"{record}: no case-level split to read ({exc})",
+                            remedy="--split needs a run trained with <cases> and <split>") from exc
+    if split not in splits:
+        raise AutocnnpError(f"{record}: no split {split!r}; it has {', '.join(sorted(splits))}")
+    return list(splits[split])
+
+
 def timestamp() -> str:
     """Now, as the run files record it (UTC, ISO 8601, seconds)."""
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")

@@ -97,6 +97,43 @@ class SplitSpec:
 
 
 @dataclass(frozen=True)
+class AugmentationSpec:
+    """On-the-fly augmentation of the training batches (``<data><augmentation>``); the
+    defaults are the thesis's Table 2.1 ranges. Every sample gets its own transform, the
+    same on image and mask; validation and test data are never augmented.
+
+    Attributes:
+        rotation: degrees, drawn uniformly in ``[-rotation, rotation]`` (0: none).
+        zoom: ``(min, max)`` scale factor (``(1, 1)``: none).
+        translation: pixels, drawn uniformly in ``[-translation, translation]`` along x and
+            along y (0: none).
+        flip: ``horizontal`` (left-right) and/or ``vertical`` (up-down), each with
+            probability 1/2.
+    """
+
+    rotation: float = 45.0
+    zoom: tuple[float, float] = (0.8, 1.2)
+    translation: float = 25.6
+    flip: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.rotation <= 180:
+            raise ValueError(f"rotation must be within 0..180 degrees, got {self.rotation:g}")
+        lo, hi = self.zoom
+        if not 0 < lo <= hi:
+            raise ValueError(f"zoom must be 'MIN MAX' with 0 < MIN <= MAX, got {lo:g} {hi:g}")
+        if self.translation < 0:
+            raise ValueError(f"translation must be >= 0 pixels, got {self.translation:g}")
+        unknown = [f for f in self.flip if f not in FLIPS]
+        if unknown:
+            raise ValueError(f"unknown flip {unknown[0]!r}; known: {', '.join(FLIPS)}")
+
+
+#: the flips ``<augmentation flip="...">`` accepts
+FLIPS = ("horizontal", "vertical")
+
+
+@dataclass(frozen=True)
 class DataSpec:
     """Training, validation and test data and how to read them."""
 
@@ -106,6 +143,11 @@ class DataSpec:
     format: str = "auto"
     classes: tuple[str, ...] = ("background", "foreground")
     image_size: int | None = None
+    #: ``<channels>``: the input channels as written (indices or dataset.json modality
+    #: names); None: every channel of the data
+    channels: tuple[str, ...] | None = None
+    #: ``<augmentation>`` of the training batches; None: off (the default)
+    augmentation: AugmentationSpec | None = None
     demo: str | None = None
     cache: DataCache = DataCache.AUTO
     #: ``<split>`` over the folder ``train`` names (``<cases>``); None: explicit folders

@@ -422,12 +422,19 @@ def _data(check: Checker, element: etree._Element | None,
     elif len(set(classes)) != len(classes):
         check.problem(classes_el, "classes", "class names must be unique")
     size_el = element.find("image_size")
+    channels_el = element.find("channels")
+    channels = _list(channels_el.text or "") if channels_el is not None else None
+    if channels_el is not None and not channels:
+        check.problem(channels_el, "channels", "name at least one channel (an index or a "
+                                               "modality name of dataset.json)")
+    augmentation = _augmentation(check, element.find("augmentation"))
     return S.DataSpec(train=splits["cases"] or splits["train"] or check.source.parent,
                       valid=splits["valid"], test=splits["test"],
                       format=element.get("format", "auto"),
                       classes=classes, image_size=int(size_el.text) if size_el is not None
                       and (size_el.text or "").strip().isdigit() else None,
-                      demo=demo, cache=_data_cache(element.get("cache")), split=split_spec)
+                      channels=channels or None, augmentation=augmentation, demo=demo,
+                      cache=_data_cache(element.get("cache")), split=split_spec)
 
 
 def _split(check: Checker, data: etree._Element,
@@ -485,6 +492,41 @@ def _split(check: Checker, data: etree._Element,
             check.problem(element, f'split file="{element.get("file")}"',
                           f"no such splits file (resolved to {values['file']})")
     return S.SplitSpec(**values)
+
+
+def _augmentation(check: Checker,
+                  element: etree._Element | None) -> S.AugmentationSpec | None:
+    """``<augmentation>``: the thesis's ranges, each attribute overriding one; None if absent."""
+    if element is None:
+        return None
+    values: dict[str, Any] = {}
+    for name in ("rotation", "translation"):
+        raw = element.get(name)
+        if raw is not None:
+            try:
+                values[name] = float(raw)
+            except ValueError:
+                check.problem(element, f'augmentation {name}="{raw}"', "expected a number")
+    raw = element.get("zoom")
+    if raw is not None:
+        parts = _list(raw)
+        try:
+            numbers = tuple(float(p) for p in parts)
+        except ValueError:
+            numbers = ()
+        if len(numbers) != 2:
+            check.problem(element, f'augmentation zoom="{raw}"',
+                          "expected 'MIN MAX' scale factors, e.g. '0.8 1.2'")
+        else:
+            values["zoom"] = numbers
+    raw = element.get("flip")
+    if raw is not None:
+        values["flip"] = tuple(f for f in _list(raw) if f != "none")
+    try:
+        return S.AugmentationSpec(**values)
+    except ValueError as exc:
+        check.problem(element, "augmentation", str(exc))
+        return None
 
 
 def _data_cache(text: str | None) -> S.DataCache:

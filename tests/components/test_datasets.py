@@ -191,25 +191,30 @@ def test_different_sizes_need_image_size(tmp_path: Path) -> None:
 def test_nifti_layout_slices_along_last_axis(tmp_path: Path) -> None:
     root = _nifti_layout(tmp_path / "nii")
     split = load_split(root, num_classes=2)
-    assert split.images.shape == (24, 128, 96, 1)
+    assert split.images.shape == (24, 128, 96, 2)  # the 4D volume's two channels
     assert split.names[5] == f"{root / 'images' / 'case_01.nii.gz'}[z=5]"
     data, labels = _volume_with_mask()
     np.testing.assert_array_equal(split.masks[5], labels[:, :, 5])
-    vol = data[..., 0].astype(np.float64)
-    expected = (vol[:, :, 5] - vol.min()) / (vol.max() - vol.min())
-    np.testing.assert_allclose(split.images[5, ..., 0], expected, atol=1e-6)
+    for channel in (0, 1):  # each normalised over the volume on its own
+        vol = data[..., channel].astype(np.float64)
+        expected = (vol[:, :, 5] - vol.min()) / (vol.max() - vol.min())
+        np.testing.assert_allclose(split.images[5, ..., channel], expected, atol=1e-6)
 
 
 def test_msd_layout_uses_dataset_json_and_channel(tmp_path: Path) -> None:
     root = _nifti_layout(tmp_path / "Task99", "imagesTr", "labelsTr")
     (root / "dataset.json").write_text(json.dumps({"training": [
         {"image": "./imagesTr/case_01.nii.gz", "label": "./labelsTr/case_01.nii.gz"}]}))
-    first = load_split(root, num_classes=2, image_size=32)
-    second = load_split(root, num_classes=2, image_size=32, channel=1)
-    assert first.images.shape == (24, 32, 32, 1)
+    both = load_split(root, num_classes=2, image_size=32)  # every channel by default
+    first = load_split(root, num_classes=2, image_size=32, channels=(0,))
+    second = load_split(root, num_classes=2, image_size=32, channels=(1,))
+    assert both.images.shape == (24, 32, 32, 2)
+    assert first.images.shape == second.images.shape == (24, 32, 32, 1)
+    np.testing.assert_array_equal(both.images[..., :1], first.images)
     assert not np.array_equal(first.images, second.images)
-    with pytest.raises(DataError, match=r"channel 2 does not exist; the volume has 2 channels"):
-        load_split(root, num_classes=2, channel=2)
+    with pytest.raises(DataError, match=r"channel 2 is out of range; the volumes have 2 "
+                                        r"channels: 0\.\.1$"):
+        load_split(root, num_classes=2, channels=(2,))
 
 
 def test_corrupt_nifti_is_named(tmp_path: Path) -> None:

@@ -3,6 +3,11 @@
 Ranges are the thesis's (Table 2.1): rotation up to +-45 degrees, zoom 0.8-1.2, translation
 up to 25.6 pixels along x and y. The image is interpolated bilinearly, the mask by nearest
 neighbour (labels stay labels); pixels moved in from outside are 0 (background).
+
+:func:`augment_batch` is what training applies on the fly (``<data><augmentation>``): each
+sample of a batch gets its own transform (and flips), drawn from a generator seeded by the
+run's seed, the rank, the epoch and the step (:func:`batch_rng`), so a run repeats bit for
+bit whatever order the parallel readers finish in, and every epoch draws new transforms.
 """
 
 from __future__ import annotations
@@ -12,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["AugmentRanges", "AffineParams", "sample_params", "apply_affine", "augment_pair"]
+__all__ = ["AugmentRanges", "AffineParams", "sample_params", "apply_affine", "augment_pair",
+           "augment_batch", "batch_rng"]
 
 
 @dataclass(frozen=True)
@@ -75,3 +81,35 @@ def augment_pair(image: np.ndarray, mask: np.ndarray | None, rng: np.random.Gene
     image_out = apply_affine(image, params, order=1)
     mask_out = None if mask is None else apply_affine(mask, params, order=0)
     return image_out, mask_out, params
+
+
+def batch_rng(seed: int, rank: int, epoch: int, step: int) -> np.random.Generator:
+    """The generator of the transforms of one training batch: a function of the run's seed,
+    the rank, the epoch and the step only."""
+    return np.random.default_rng([int(seed), int(rank), int(epoch), int(step), 0xA06])
+
+
+def augment_batch(images: np.ndarray, masks: np.ndarray, rng: np.random.Generator,
+                  ranges: AugmentRanges = AugmentRanges(), flips: tuple[str, ...] = ()
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Augment an ``(N, H, W, C)`` batch and its ``(N, H, W)`` masks: per sample, each flip of
+    ``flips`` (``horizontal``: left-right, ``vertical``: up-down) with probability 1/2, then
+    one transform of ``ranges`` applied to every channel (bilinear) and to the mask (nearest
+    neighbour). Ranges of zero skip the interpolation (flips alone are exact)."""
+    identity = ranges.rotation == 0 and tuple(ranges.zoom) == (1.0, 1.0) \
+        and ranges.translation == 0
+    out_images = np.empty_like(images, dtype=np.float32)
+    out_masks = np.empty_like(masks)
+    for i in range(images.shape[0]):
+        image, mask = images[i], masks[i]
+        for flip in flips:  # drawn even when not applied: the draws do not depend on data
+            if rng.random() < 0.5:
+                axis = 1 if flip == "horizontal" else 0
+                image, mask = np.flip(image, axis=axis), np.flip(mask, axis=axis)
+        if not identity:
+            params = sample_params(rng, ranges)
+            image = np.stack([apply_affine(image[..., c], params, order=1)
+                              for c in range(image.shape[-1])], axis=-1)
+            mask = apply_affine(mask, params, order=0)
+        out_images[i], out_masks[i] = image, mask
+    return out_images, out_masks
