@@ -5,7 +5,9 @@ recorded in ``RUN_DIR/swarm.json``, the overlay network, the per-job secret, the
 service and the rank services; streams the tasks' output to
 ``RUN_DIR/logs/container-rank-K.log`` (rank 0's to the terminal too); watches the tasks (the
 first task that fails, is rejected or cannot be scheduled fails the job within seconds, naming
-the rank, the node and the reason); and always cleans up, whatever the end.
+the rank, the node and the reason; a node running ranks that stops answering the manager,
+whose tasks the swarm still shows running, fails it naming the node); and always cleans up,
+whatever the end.
 """
 
 from __future__ import annotations
@@ -102,7 +104,7 @@ class Launch(Preflight, Cleanup):
             raise
         finally:
             monitor.stop()
-            removed, problems = self._cleanup(plan.job_id)
+            removed, problems = self._cleanup(plan.job_id, node_docker=plan.node_docker)
             flushed = time.monotonic() + 2.0  # log streams end with their services
             for thread in streams:
                 thread.join(timeout=max(0.0, flushed - time.monotonic()))
@@ -283,6 +285,14 @@ class Launch(Preflight, Cleanup):
                         f"the rendezvous service failed on {self._node_name(task.get('NodeID'))}: "
                         f"{self._reason(task)}", host=self._node_name(task.get("NodeID")),
                         remedy=resume)
+            lost = self._lost_nodes(tasks)
+            if lost:
+                name, (state, message, ranks) = min(lost.items(), key=lambda kv: kv[1][2])
+                raise JobFailedError(
+                    f"node {name} is {state} ({message}): rank(s) "
+                    f"{', '.join(map(str, ranks))} ran there; the job cannot go on without them",
+                    rank=ranks[0], host=name,
+                    remedy=f"{resume} (a node that is not ready is left out of the new plan)")
             failed = [(rank, t) for rank, t in tasks.items()
                       if t["Status"]["State"] in FAILED | ENDED_BY_SWARM
                       and t.get("DesiredState") != "remove"]
@@ -308,6 +318,29 @@ class Launch(Preflight, Cleanup):
                         remedy="check `docker node ls` and the node resources; raise "
                                "rendezvous_timeout_s for slow image pulls")
             time.sleep(POLL_S)
+
+    def _lost_nodes(self, tasks: dict[int, dict]) -> dict[str, tuple[str, str, list[int]]]:
+        """Nodes running ranks that the manager no longer hears from: name -> (state, its
+        message, the ranks there). A dead node's tasks stay "running" in the swarm's view, so
+        only the node's own state tells the job it has lost them."""
+        by_node: dict[str, list[int]] = {}
+        for rank, task in tasks.items():
+            if task.get("NodeID") and task["Status"]["State"] in ("running", "starting",
+                                                                  "preparing", "assigned"):
+                by_node.setdefault(task["NodeID"], []).append(rank)
+        if not by_node:
+            return {}
+        with docker_call("lost contact with the swarm while watching its nodes",
+                         error=JobFailedError, remedy=DAEMON_REMEDY):
+            listed = self.client.api.nodes()
+        lost = {}
+        for node in listed:
+            status = node.get("Status", {})
+            if node["ID"] in by_node and status.get("State") not in ("ready", None):
+                name = node.get("Description", {}).get("Hostname", node["ID"][:12])
+                lost[name] = (status["State"], status.get("Message") or "no heartbeat",
+                              sorted(by_node[node["ID"]]))
+        return lost
 
     @staticmethod
     def _reason(task: dict) -> str:

@@ -1,8 +1,10 @@
 """Swarm pre-flight: everything checked before anything is created.
 
 The swarm is active here (``init`` makes a one-node one), the nodes have the ranks' GPUs (the
-plan is laid out on them, or refused with what is missing), the image is on the nodes (a
-one-task probe job on each remote node), the run directory, data and named network exist.
+plan is laid out on them, or refused with what is missing), the image is on the nodes (with
+``node_docker``, compared by id on each node's daemon and delivered where it lacks, see
+:mod:`.images`; without, a one-task probe job on each remote node), the run directory, data
+and named network exist.
 """
 
 from __future__ import annotations
@@ -42,29 +44,6 @@ class Preflight(SwarmSession):
                 "this node is a swarm worker; services can only be created on a manager",
                 remedy="run autocnnp on a manager node (docker node ls shows them)")
         return state
-
-    def nodes(self, kind: str = GPU_RESOURCE_KIND) -> list[NodeInfo]:
-        self_id = self.swarm_state().get("NodeID", "")
-        found = []
-        with docker_call("cannot list the swarm nodes (docker node ls)"):
-            listed = self.client.api.nodes()
-        for node in listed:
-            spec, desc = node.get("Spec", {}), node.get("Description", {})
-            gpus = 0
-            for res in (desc.get("Resources", {}).get("GenericResources") or []):
-                discrete, named = res.get("DiscreteResourceSpec"), res.get("NamedResourceSpec")
-                if discrete and discrete.get("Kind") == kind:
-                    gpus += int(discrete.get("Value", 0))
-                elif named and named.get("Kind") == kind:
-                    gpus += 1
-            found.append(NodeInfo(
-                name=desc.get("Hostname", node["ID"][:12]),
-                labels=dict(spec.get("Labels") or {}),
-                gpus=gpus,
-                ready=node.get("Status", {}).get("State") == "ready"
-                and spec.get("Availability") == "active",
-                role=spec.get("Role", "worker"), id=node["ID"], is_self=node["ID"] == self_id))
-        return found
 
     def preflight(self, plan: SwarmPlan, spec: TrainingSpec | None = None) -> tuple[SwarmPlan, list[NodeInfo]]:
         """Check everything before anything is created; returns the plan laid out on the nodes."""
@@ -133,7 +112,19 @@ class Preflight(SwarmSession):
                         remedy="build it: autocnnp image build" +
                                (" --gpu" if plan.gpus_per_rank else "")) from None
                 raise
-        if remote:
+        if remote and plan.node_docker:
+            from autocnnp.run_manage.swarm.images import ensure_image
+
+            lacking = ensure_image(self.client, plan.image,
+                                   [by_name[name] for name in remote if name in by_name],
+                                   plan.node_docker, say=self.say)
+            if lacking:
+                raise EnvironmentProblemError(
+                    f"image {plan.image} is not on node(s) {', '.join(sorted(lacking))} and could "
+                    f"not be delivered: " + "; ".join(f"{n}: {why}" for n, why in sorted(lacking.items())),
+                    remedy=f"fix what is named, or load it there yourself: docker save {plan.image} "
+                           f"| docker -H NODE load; then retry")
+        elif remote:
             missing = self.probe_image(plan, [by_name[name] for name in remote if name in by_name])
             if missing:
                 raise EnvironmentProblemError(
