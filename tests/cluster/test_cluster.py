@@ -177,7 +177,10 @@ def test_status_and_logs_see_every_node_and_stop_after_a_killed_launcher(cluster
 
         logs = autocnnp(cluster, "logs", str(run_dir), "--rank", "3", cwd=job_dir, timeout=60)
         assert logs.returncode == 0, logs.stderr
-        assert "slot 2 -> rank 3/4" in logs.stdout and "rank 3 INFO" in logs.stdout
+        # rank 3 ran on acnp-n3: its worker log on the shared volume, its container output
+        # streamed by the manager
+        assert "==> rank-3.log <==" in logs.stdout and "rank 3 INFO" in logs.stdout
+        assert "slot 1 -> rank 3/4 (local 0/1, cross 2/3, host acnp-n3)" in logs.stdout
 
         proc.send_signal(signal.SIGKILL)          # the launcher dies: nobody cleans up ...
         proc.wait(timeout=30)
