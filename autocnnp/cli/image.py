@@ -103,8 +103,8 @@ def push_nodes(args: argparse.Namespace) -> int:
     image = spec.deployment.image
     manager = SwarmBackend()
     manager.ensure_swarm()
-    nodes = [n for n in manager.nodes() if n.ready
-             and node_matches(n, spec.deployment.node_constraints)]
+    nodes = sorted((n for n in manager.nodes() if n.ready
+                    and node_matches(n, spec.deployment.node_constraints)), key=lambda n: n.name)
     source = manager.client
     if args.source:
         import docker

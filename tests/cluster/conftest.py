@@ -127,5 +127,5 @@ def job_dir(cluster, request):
     text = (HERE / "cluster_job.xml").read_text()
     text = text.replace("SHARED", str(cluster.shared)).replace("NODE_DOCKER", NODE_DOCKER)
     (root / "cluster_job.xml").write_text(text)
-    shutil.copy2(HERE / "weights_probe.py", root / "weights_probe.py")
+    shutil.copy2(REPO / "tests" / "docker" / "weights_probe.py", root / "weights_probe.py")
     return root

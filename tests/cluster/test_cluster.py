@@ -80,6 +80,15 @@ def leftovers(clients: dict, job_id: str) -> list[str]:
     return found
 
 
+def slow_job(job_dir: Path, end_epoch: int) -> None:
+    """The job trains ``end_epoch`` epochs, each slowed down (SlowWeightsProbe) so a test can
+    act in the middle of training."""
+    config = job_dir / "cluster_job.xml"
+    config.write_text(config.read_text().replace('name="WeightsProbe"', 'name="SlowWeightsProbe"')
+                      .replace('<property name="end_epoch">8</property>',
+                               f'<property name="end_epoch">{end_epoch}</property>'))
+
+
 def epochs_of(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in
             (run_dir / "metrics" / "epochs.jsonl").read_text().splitlines()]
@@ -108,6 +117,14 @@ def test_a_node_daemon_out_of_reach_is_refused_before_anything_is_created(cluste
         "docker -H NODE load; then retry\n")
     assert {k: {x.id for x in getattr(cluster.manager, k).list()}
             for k in ("services", "networks", "secrets")} == before
+
+    push = autocnnp(cluster, "image", "push-nodes", "cluster_job.xml", cwd=job_dir, timeout=120)
+    assert push.returncode == 3, push.stderr
+    assert "  acnp-n2: LACKS autocnnp:cpu: cannot reach the Docker daemon of node acnp-n2 at " \
+           "tcp://10.78.0.12:2399 (" in push.stdout
+    assert push.stderr == ("autocnnp image: error: image autocnnp:cpu is not on node(s) acnp-n2, "
+                           "acnp-n3\n  remedy: fix what is named above and run autocnnp image "
+                           "push-nodes again\n")
 
 
 def test_four_ranks_across_the_nodes_train_and_leave_nothing(cluster, cluster_image, job_dir):
@@ -151,13 +168,16 @@ def test_four_ranks_across_the_nodes_train_and_leave_nothing(cluster, cluster_im
     assert json.loads((run_dir / "state.json").read_text())["state"] == "finished"
     assert leftovers(cluster.clients, record["job_id"]) == []
 
+    # every node has it now: push-nodes compares the ids and sends nothing
+    push = autocnnp(cluster, "image", "push-nodes", "cluster_job.xml", cwd=job_dir, timeout=120)
+    assert push.returncode == 0, push.stderr
+    assert push.stdout.splitlines() == [f"  {node}: has autocnnp:cpu ({image_id[:19]})"
+                                        for node in ("acnp-n2", "acnp-n3")]
+
 
 def test_status_and_logs_see_every_node_and_stop_after_a_killed_launcher(cluster, cluster_image,
                                                                           job_dir):
-    config = job_dir / "cluster_job.xml"
-    config.write_text(config.read_text().replace('name="WeightsProbe"', 'name="SlowWeightsProbe"')
-                      .replace('<property name="end_epoch">8</property>',
-                               '<property name="end_epoch">60</property>'))
+    slow_job(job_dir, end_epoch=60)
     proc, _, errors = start(cluster, "run", "cluster_job.xml", cwd=job_dir)
     try:
         run_dir = wait_for_epochs(proc, job_dir, 1, errors)
@@ -197,10 +217,7 @@ def test_status_and_logs_see_every_node_and_stop_after_a_killed_launcher(cluster
 
 def test_a_dead_node_fails_the_job_fast_and_resume_finishes_on_the_nodes_left(
         cluster, cluster_image, job_dir):
-    config = job_dir / "cluster_job.xml"
-    config.write_text(config.read_text().replace('name="WeightsProbe"', 'name="SlowWeightsProbe"')
-                      .replace('<property name="end_epoch">8</property>',
-                               '<property name="end_epoch">12</property>'))
+    slow_job(job_dir, end_epoch=12)
     proc, lines, errors = start(cluster, "run", "cluster_job.xml", cwd=job_dir)
     try:
         run_dir = wait_for_epochs(proc, job_dir, 2, errors)
