@@ -1,4 +1,4 @@
-"""Build the container images the swarm backend runs.
+"""Build the container images the swarm backend runs, and copy them to the swarm's nodes.
 
   autocnnp image build                       CPU image autocnnp:cpu
   autocnnp image build --gpu                 CUDA image autocnnp:gpu (needs its base image)
@@ -26,7 +26,7 @@ from pathlib import Path
 from autocnnp.engine.vocabulary import HOROVOD_VERSION
 from autocnnp.errors import EnvironmentProblemError
 
-HELP = "build the container images for the swarm backend"
+HELP = "build the container images for the swarm backend, copy them to its nodes"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
