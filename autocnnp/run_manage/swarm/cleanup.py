@@ -39,7 +39,8 @@ class Cleanup(SwarmSession):
                    f"docker network ls / docker secret ls --filter label={JOB_LABEL}={job_id}")
 
     def _cleanup(self, job_id: str, *, quiet: bool = False, timeout_s: float = 60,
-                 node_docker: str | None = None) -> tuple[list[str], list[str]]:
+                 node_docker: str | None = None, skip_nodes: set[str] | frozenset = frozenset()
+                 ) -> tuple[list[str], list[str]]:
         """(removed, problems): removes all it can, never raises for a docker error."""
         began = time.monotonic()
         label = {"label": f"{JOB_LABEL}={job_id}"}
@@ -115,22 +116,24 @@ class Cleanup(SwarmSession):
                         break
                     time.sleep(0.5)
         if node_docker:
-            self._cleanup_nodes(job_id, node_docker, deadline, problems)
+            self._cleanup_nodes(job_id, node_docker, deadline, problems, skip_nodes)
         if removed and not quiet:
             self.say(f"removed {', '.join(removed)} ({time.monotonic() - began:.1f} s)")
         return removed, problems
 
     def _cleanup_nodes(self, job_id: str, node_docker: str, deadline: float,
-                       problems: list[str]) -> None:
+                       problems: list[str], skip_nodes: set[str] | frozenset = frozenset()) -> None:
         """The job's containers on the other nodes, through their own daemons: the swarm agent
         of a node removes a removed service's containers late, and on Docker 20.10 sometimes
-        never. A node that is not ready (dead, drained away) is not asked."""
+        never. A node that is not ready (dead, drained away) or that the job found dead
+        (``skip_nodes``) is not asked."""
         from autocnnp.run_manage.swarm.images import node_client
 
         failures = docker_errors()
         label = {"label": f"{JOB_LABEL}={job_id}"}
         try:
-            nodes = [n for n in self.nodes() if not n.is_self and n.ready]
+            nodes = [n for n in self.nodes() if not n.is_self and n.ready
+                     and n.name not in skip_nodes]
         except AutocnnpError as exc:
             problems.append(exc.message)
             return

@@ -49,6 +49,8 @@ class Preflight(SwarmSession):
         """Check everything before anything is created; returns the plan laid out on the nodes."""
         self.ensure_swarm()
         nodes = self.nodes(plan.gpu_resource_kind)
+        if plan.node_docker:
+            nodes = self._answering(nodes, plan.node_docker)
         if spec is not None and plan.placement != "nodes":
             plan = build_swarm_plan(spec, plan.run_dir, plan.job_id, nodes, resume=plan.resume,
                                     gpu_resource_kind=plan.gpu_resource_kind)
@@ -66,6 +68,25 @@ class Preflight(SwarmSession):
         self._check_network(plan)
         self._check_image(plan, nodes)
         return plan, nodes
+
+    def _answering(self, nodes: list[NodeInfo], template: str) -> list[NodeInfo]:
+        """``nodes``, those whose own daemon does not answer marked not ready: a node that just
+        died still reads ready in the swarm for about 16 s, and a plan must not count on it."""
+        from dataclasses import replace
+
+        from autocnnp.run_manage.swarm.images import node_client, node_url
+
+        checked = []
+        for node in nodes:
+            if node.ready and not node.is_self:
+                try:
+                    node_client(template, node, timeout_s=5).close()
+                except EnvironmentProblemError:
+                    self.say(f"node {node.name} does not answer at {node_url(template, node)}: "
+                             f"left out of the plan")
+                    node = replace(node, ready=False)
+            checked.append(node)
+        return checked
 
     def _check_network(self, plan: SwarmPlan) -> None:
         """A network the config names must exist and be usable by services."""
