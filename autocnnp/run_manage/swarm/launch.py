@@ -30,12 +30,10 @@ from autocnnp.run_manage.docker_api import DAEMON_REMEDY, docker_call
 from autocnnp.run_manage.launcher_monitor import LauncherMonitor
 from autocnnp.run_manage.swarm.cleanup import Cleanup
 from autocnnp.run_manage.swarm.preflight import Preflight
-from autocnnp.run_manage.swarm.session import (ENDED_BY_SWARM, FAILED, POLL_S, SWARM_FILE,
-                                               TOKEN_HASH_FILE)
+from autocnnp.run_manage.swarm.session import (ENDED_BY_SWARM, FAILED, NODE_GRACE_S, POLL_S,
+                                               SWARM_FILE, TOKEN_HASH_FILE)
 
 SIGNALS = {137: "SIGKILL", 143: "SIGTERM", 139: "SIGSEGV", 134: "SIGABRT"}
-#: how long a failed rank's job waits for a dead node to show (its ranks still read running)
-NODE_GRACE_S = 25
 
 
 class Launch(Preflight, Cleanup):

@@ -18,7 +18,7 @@ from autocnnp.engine.plan_swarm import (GPU_RESOURCE_KIND, JOB_LABEL, NodeInfo, 
 from autocnnp.engine.spec import TrainingSpec
 from autocnnp.errors import EnvironmentProblemError
 from autocnnp.run_manage.docker_api import docker_call
-from autocnnp.run_manage.swarm.session import FAILED, POLL_S, SwarmSession
+from autocnnp.run_manage.swarm.session import FAILED, NODE_GRACE_S, POLL_S, SwarmSession
 
 
 class Preflight(SwarmSession):
@@ -50,7 +50,7 @@ class Preflight(SwarmSession):
         self.ensure_swarm()
         nodes = self.nodes(plan.gpu_resource_kind)
         if plan.node_docker:
-            nodes = self._answering(nodes, plan.node_docker)
+            nodes = self._answering(nodes, plan.node_docker, plan.gpu_resource_kind)
         if spec is not None and plan.placement != "nodes":
             plan = build_swarm_plan(spec, plan.run_dir, plan.job_id, nodes, resume=plan.resume,
                                     gpu_resource_kind=plan.gpu_resource_kind)
@@ -69,24 +69,32 @@ class Preflight(SwarmSession):
         self._check_image(plan, nodes)
         return plan, nodes
 
-    def _answering(self, nodes: list[NodeInfo], template: str) -> list[NodeInfo]:
-        """``nodes``, those whose own daemon does not answer marked not ready: a node that just
-        died still reads ready in the swarm for about 16 s, and a plan must not count on it."""
-        from dataclasses import replace
+    def _answering(self, nodes: list[NodeInfo], template: str, kind: str) -> list[NodeInfo]:
+        """``nodes`` once those whose own daemon does not answer are settled: a node that just
+        died still reads ready in the swarm for about 16 s, so wait up to NODE_GRACE_S for the
+        manager to mark them down (then the layout leaves them out). One still ready then is
+        kept, and the image check refuses it with the reason (a wrong node_docker, a firewall)."""
+        from autocnnp.run_manage.swarm.images import node_client
 
-        from autocnnp.run_manage.swarm.images import node_client, node_url
-
-        checked = []
+        silent = []
         for node in nodes:
             if node.ready and not node.is_self:
                 try:
                     node_client(template, node, timeout_s=5).close()
                 except EnvironmentProblemError:
-                    self.say(f"node {node.name} does not answer at {node_url(template, node)}: "
-                             f"left out of the plan")
-                    node = replace(node, ready=False)
-            checked.append(node)
-        return checked
+                    silent.append(node.name)
+        if not silent:
+            return nodes
+        self.say(f"node(s) {', '.join(silent)} do not answer at {template}; waiting up to "
+                 f"{NODE_GRACE_S} s for the swarm to mark them down")
+        deadline = time.monotonic() + NODE_GRACE_S
+        while time.monotonic() < deadline:
+            time.sleep(POLL_S)
+            nodes = self.nodes(kind)
+            if not any(n.ready for n in nodes if n.name in silent):
+                self.say(f"node(s) {', '.join(silent)} down: left out of the plan")
+                break
+        return nodes
 
     def _check_network(self, plan: SwarmPlan) -> None:
         """A network the config names must exist and be usable by services."""

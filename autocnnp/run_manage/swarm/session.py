@@ -15,6 +15,9 @@ TOKEN_HASH_FILE = "swarm-token.sha256"
 POLL_S = 1.0
 FAILED = {"failed", "rejected", "orphaned", "remove"}
 ENDED_BY_SWARM = {"shutdown"}
+#: how long to wait for the manager to mark down a node whose ranks or daemon went silent
+#: (Docker's default heartbeat marks a dead node down after about 16 s)
+NODE_GRACE_S = 25
 
 
 class SwarmSession(Backend):
