@@ -85,6 +85,7 @@ class Preflight(SwarmSession):
                     silent.append(node.name)
         if not silent:
             return nodes
+        silent.sort()
         self.say(f"node(s) {', '.join(silent)} do not answer at {template}; waiting up to "
                  f"{NODE_GRACE_S} s for the swarm to mark them down")
         deadline = time.monotonic() + NODE_GRACE_S
