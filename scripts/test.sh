@@ -2,7 +2,7 @@
 # The test command: set everything up (scripts/setup.sh), start dockerd and a one-node swarm
 # for the docker tests, install Slurm for the slurm tests and Prometheus, tmux and Chromium for
 # the monitoring tests, then run the whole test suite (every tier: fast, slow, mpi, docker,
-# slurm, ssh).
+# slurm, ssh, cluster).
 # Extra arguments go to pytest, e.g. `bash scripts/test.sh -m "not docker" -x`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +21,11 @@ echo "[test] slurm packages ready ($(( $(date +%s) - t0 ))s)"
 t0=$(date +%s)
 bash scripts/ssh-hosts.sh install
 echo "[test] openssh-server ready ($(( $(date +%s) - t0 ))s)"
+# The cluster tier needs docker.io, iproute2 and iptables; its tests make a three-node swarm
+# with scripts/test-cluster.sh up/down (three dockerd in network namespaces).
+t0=$(date +%s)
+bash scripts/test-cluster.sh install
+echo "[test] cluster tools ready ($(( $(date +%s) - t0 ))s)"
 # The monitoring tests run a real Prometheus, tmux and headless Chromium (Debian packages).
 t0=$(date +%s)
 bash scripts/monitoring-tools.sh

@@ -36,7 +36,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
                 "compare two runs, repeat groups or CV groups (difference, CI, paired test)"),
     "report": ("autocnnp.cli.report", "reproducibility report of a run (Renard et al. checklist)"),
     "predict": ("autocnnp.cli.predict", "apply a trained model to images or NIfTI volumes"),
-    "image": ("autocnnp.cli.image", "build the container images for the swarm backend"),
+    "image": ("autocnnp.cli.image", "build the container images for the swarm backend, copy them to its nodes"),
     "schema": ("autocnnp.cli.schema", "print the config schema (XSD) or its reference page"),
 }
 

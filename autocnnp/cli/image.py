@@ -1,14 +1,21 @@
-"""Build the container images the swarm backend runs.
+"""Build the container images the swarm backend runs, and copy them to the swarm's nodes.
 
   autocnnp image build                       CPU image autocnnp:cpu
   autocnnp image build --gpu                 CUDA image autocnnp:gpu (needs its base image)
   autocnnp image build --ca-bundle proxy.pem behind a TLS-inspecting proxy
   autocnnp image build --dry-run             show what would be built
+  autocnnp image push-nodes CONFIG           copy the config's image to the swarm nodes lacking it
 
 No registry is needed: without --base, the CPU base is made from Debian with
 `debootstrap --variant=minbase bookworm` and `docker import` (cached as autocnnp-base:bookworm).
 The Horovod wheel pip built on this machine is reused in the image when it loads there;
 otherwise Horovod compiles inside the build (about 6 minutes on 2 cores).
+
+push-nodes gets the image to the other nodes of a swarm, still without a registry: it compares
+the image id on each ready node's own Docker daemon, reached through the deployment property
+node_docker (e.g. ssh://root@{addr}), with the id on the source daemon (the manager DOCKER_HOST
+names, or --from), and streams `docker save` into `docker load` on every node that lacks it.
+`autocnnp run` does the same in its pre-flight when node_docker is set.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from pathlib import Path
 from autocnnp.engine.vocabulary import HOROVOD_VERSION
 from autocnnp.errors import EnvironmentProblemError
 
-HELP = "build the container images for the swarm backend"
+HELP = "build the container images for the swarm backend, copy them to its nodes"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,9 +45,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help=f"Horovod {HOROVOD_VERSION} cp311 wheel to install (default: pip's wheel cache)")
     build.add_argument("--no-cache", action="store_true", help="rebuild every layer")
     build.add_argument("--dry-run", action="store_true", help="print the build plan and stop")
+    push = sub.add_parser("push-nodes", help="copy a config's image to the swarm nodes lacking it",
+                          description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    push.add_argument("config", type=Path, help="the XML training config (its image, node_docker)")
+    push.add_argument("--from", dest="source", metavar="URL",
+                      help="the Docker daemon holding the image (default: the manager, DOCKER_HOST); "
+                           "with it, the manager is a target too")
+    push.add_argument("--node-docker", metavar="URL",
+                      help="how to reach each node's daemon, e.g. ssh://root@{addr} (default: the "
+                           "config's node_docker)")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.image_command == "push-nodes":
+        return push_nodes(args)
     from autocnnp.run_manage import image_build as ib
     from autocnnp.run_manage.docker_api import docker_client
 
@@ -66,4 +84,44 @@ def run(args: argparse.Namespace) -> int:
     print(f"built {result.tag} ({result.image_id[:19]}) in {result.seconds:.0f} s"
           + (f" (base {result.base_seconds:.0f} s)" if result.base_seconds else "")
           + f"; Horovod: {result.horovod_source}")
+    return 0
+
+
+def push_nodes(args: argparse.Namespace) -> int:
+    from autocnnp.engine.plan_swarm import node_matches
+    from autocnnp.generator.assembly import load_checked_spec
+    from autocnnp.run_manage.swarm import SwarmBackend
+    from autocnnp.run_manage.swarm.images import ensure_image, image_id
+
+    spec = load_checked_spec(args.config, [])
+    template = args.node_docker or spec.deployment.node_docker
+    if not template:
+        raise EnvironmentProblemError(
+            f"{args.config}: no node_docker: autocnnp does not know how to reach the nodes' "
+            f"Docker daemons", remedy="set <property name=\"node_docker\">ssh://root@{addr}"
+                                      "</property> in <deployment>, or pass --node-docker URL")
+    image = spec.deployment.image
+    manager = SwarmBackend()
+    manager.ensure_swarm()
+    nodes = sorted((n for n in manager.nodes() if n.ready
+                    and node_matches(n, spec.deployment.node_constraints)), key=lambda n: n.name)
+    source = manager.client
+    if args.source:
+        import docker
+
+        source = docker.DockerClient(base_url=args.source, timeout=600,
+                                     use_ssh_client=args.source.startswith("ssh://"))
+    else:
+        nodes = [n for n in nodes if not n.is_self]
+    lacking = ensure_image(source, image, nodes, template, say=print)
+    sid = image_id(source, image) or "?"
+    for node in nodes:
+        if node.name in lacking:
+            print(f"  {node.name}: LACKS {image}: {lacking[node.name]}")
+        else:
+            print(f"  {node.name}: has {image} ({sid[:19]})")
+    if lacking:
+        raise EnvironmentProblemError(
+            f"image {image} is not on node(s) {', '.join(sorted(lacking))}",
+            remedy="fix what is named above and run autocnnp image push-nodes again")
     return 0

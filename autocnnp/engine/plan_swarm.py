@@ -53,6 +53,7 @@ class NodeInfo:
     role: str = "worker"
     id: str = ""
     is_self: bool = False                      # the node the launcher runs on
+    addr: str = ""                             # its swarm address (Status.Addr)
 
 
 @dataclass(frozen=True)
@@ -157,6 +158,7 @@ class SwarmPlan:
     shared_volume: str | None
     rendezvous_timeout_s: int
     resume: bool = False
+    node_docker: str | None = None             # each node's daemon, to deliver the image
 
     @property
     def size(self) -> int:
@@ -197,6 +199,8 @@ class SwarmPlan:
                                       for s in self.secrets),
             f"shared:    {self.shared_volume or 'none (bind mounts: ranks on one node)'}",
             f"rendezvous timeout: {self.rendezvous_timeout_s} s",
+            *([f"node docker: {self.node_docker} (the image is delivered to nodes lacking it)"]
+              if self.node_docker else []),
             "rank layout:",
         ]
         for slot in self.ranks:
@@ -530,7 +534,8 @@ def build_swarm_plan(spec: TrainingSpec, run_dir: Path, job_id: str,
                      rendezvous=rendezvous, rank_services=tuple(rank_services),
                      ranks=tuple(ranks), constraints=user_constraints,
                      shared_volume=dep.shared_volume,
-                     rendezvous_timeout_s=dep.rendezvous_timeout_s, resume=resume)
+                     rendezvous_timeout_s=dep.rendezvous_timeout_s, resume=resume,
+                     node_docker=dep.node_docker)
 
 
 # --------------------------------------------------------------------------- stack file

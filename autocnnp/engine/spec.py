@@ -218,6 +218,9 @@ class DeploymentSpec:
     node_constraints: tuple[str, ...] = ()
     network: str | None = None
     shared_volume: str | None = None
+    #: how the launcher reaches each swarm node's own Docker daemon to deliver the image
+    #: (``{addr}``: the node's swarm address, ``{hostname}``: its name), e.g. ``ssh://root@{addr}``
+    node_docker: str | None = None
     rendezvous_timeout_s: int = 120
     #: trainings of a group (folds, repeats): one after another, or packed into ``slots``
     group_mode: GroupMode = GroupMode.DATA_PARALLEL

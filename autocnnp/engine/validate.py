@@ -136,6 +136,25 @@ def _slurm_time(text: str) -> str:
     return text
 
 
+NODE_DOCKER_SCHEMES = ("ssh://", "tcp://", "unix://")
+
+
+def _node_docker(text: str) -> str:
+    """A Docker daemon URL template for every swarm node: ssh://, tcp:// or unix://, naming
+    the node by {addr} or {hostname} (a URL without either would reach the same daemon)."""
+    if not text.startswith(NODE_DOCKER_SCHEMES):
+        raise ValueError(f"{text!r} is not a Docker daemon URL (ssh://USER@{{addr}}, "
+                         f"tcp://{{addr}}:PORT or unix:///PATH/{{hostname}}.sock)")
+    if "{addr}" not in text and "{hostname}" not in text:
+        raise ValueError(f"{text!r} names no node: put {{addr}} (the node's swarm address) or "
+                         f"{{hostname}} where each node's address goes, e.g. ssh://root@{{addr}}")
+    try:
+        text.format(addr="10.0.0.1", hostname="node")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ValueError(f"{text!r}: only {{addr}} and {{hostname}} may be filled in ({exc})") from None
+    return text
+
+
 def _list(text: str) -> tuple[str, ...]:
     return tuple(p for p in text.replace(",", " ").split() if p)
 
@@ -215,6 +234,7 @@ DEPLOYMENT = {
     "constraints": Prop("node_constraints", lambda t: tuple(p.strip() for p in t.split(",") if p.strip())),
     "network": Prop("network", str.strip),
     "shared_volume": Prop("shared_volume", str.strip),
+    "node_docker": Prop("node_docker", lambda t: _node_docker(t.strip())),
     "rendezvous_timeout": Prop("rendezvous_timeout_s", _int_at_least(1)),
     "partition": Prop("partition", str.strip),
     "nodes": Prop("nodes", _int_at_least(1)),

@@ -282,3 +282,53 @@ def test_plan_format_stack_is_the_swarm_backends_and_refused_elsewhere():
     assert local.stderr.strip() == (
         "autocnnp plan: error: --format stack is not offered by the local backend (it offers: "
         "text, json); stack is for swarm configs (<deployment backend=\"swarm\">)")
+
+
+def swarm_gpu_config(tmp_path: Path, node_docker: str) -> Path:
+    text = (REPO / "configs" / "swarm-gpu.xml").read_text().replace(
+        '<property name="shared_volume">/shared/autocnnp</property>',
+        '<property name="shared_volume">/shared/autocnnp</property>\n'
+        f'      <property name="node_docker">{node_docker}</property>')
+    path = tmp_path / "swarm-gpu.xml"
+    path.write_text(text)
+    return path
+
+
+def test_node_docker_is_planned_and_printed(tmp_path):
+    from autocnnp.engine.validate import load_spec
+
+    spec = load_spec(swarm_gpu_config(tmp_path, "ssh://root@{addr}"))
+    assert spec.deployment.node_docker == "ssh://root@{addr}"
+    plan = build_swarm_plan(spec, Path("/shared/autocnnp/runs/unet-6gpu"), "unet-6gpu",
+                            three_gpu_nodes())
+    assert plan.node_docker == "ssh://root@{addr}"
+    assert "node docker: ssh://root@{addr} (the image is delivered to nodes lacking it)" \
+        in str(plan).splitlines()
+    assert "node docker:" not in str(build_swarm_plan(gpu_spec(), RUN_DIR, "j", three_gpu_nodes()))
+
+
+@pytest.mark.parametrize("value, message", [
+    ("root@{addr}", "<property name=\"node_docker\">: 'root@{addr}' is not a Docker daemon URL "
+                    "(ssh://USER@{addr}, tcp://{addr}:PORT or unix:///PATH/{hostname}.sock)"),
+    ("ssh://root@gpu-a", "<property name=\"node_docker\">: 'ssh://root@gpu-a' names no node: put "
+                         "{addr} (the node's swarm address) or {hostname} where each node's "
+                         "address goes, e.g. ssh://root@{addr}"),
+    ("tcp://{address}:2375", "<property name=\"node_docker\">: 'tcp://{address}:2375' names no "
+                             "node"),
+])
+def test_a_bad_node_docker_is_refused_at_the_config_line(tmp_path, value, message):
+    from autocnnp.engine.validate import load_spec
+    from autocnnp.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        load_spec(swarm_gpu_config(tmp_path, value))
+    assert any(message in str(p) for p in info.value.problems), \
+        "\n".join(str(p) for p in info.value.problems)
+
+
+def test_node_urls_fill_in_the_address_and_hostname():
+    from autocnnp.run_manage.swarm.images import node_url
+
+    node = NodeInfo(name="gpu-a", addr="10.1.2.3")
+    assert node_url("ssh://root@{addr}", node) == "ssh://root@10.1.2.3"
+    assert node_url("unix:///run/{hostname}.sock", node) == "unix:///run/gpu-a.sock"

@@ -151,7 +151,8 @@ class SwarmBackend(Launch):
         job_id = self._job_id(run_dir)
         # the launcher reads it first
         rundir.update_json(run_dir / SWARM_FILE, stop_requested=rundir.timestamp())
-        removed, problems = self._cleanup(job_id, quiet=True)
+        node_docker = (self._recorded_plan(run_dir) or {}).get("node_docker")
+        removed, problems = self._cleanup(job_id, quiet=True, node_docker=node_docker)
         what = ", ".join(removed) if removed else "nothing was left to remove"
         done = ownership.completion(run_dir)
         if done is not None and not ownership.is_live(run_dir):

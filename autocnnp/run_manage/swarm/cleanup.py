@@ -38,7 +38,8 @@ class Cleanup(SwarmSession):
             remedy=f"run `{again}` again, or remove them by hand: docker service ls / "
                    f"docker network ls / docker secret ls --filter label={JOB_LABEL}={job_id}")
 
-    def _cleanup(self, job_id: str, *, quiet: bool = False, timeout_s: float = 60
+    def _cleanup(self, job_id: str, *, quiet: bool = False, timeout_s: float = 60,
+                 node_docker: str | None = None, skip_nodes: set[str] | frozenset = frozenset()
                  ) -> tuple[list[str], list[str]]:
         """(removed, problems): removes all it can, never raises for a docker error."""
         began = time.monotonic()
@@ -114,6 +115,51 @@ class Cleanup(SwarmSession):
                         problems.append(f"network {net.name} ({explain(exc)})")
                         break
                     time.sleep(0.5)
+        if node_docker:
+            self._cleanup_nodes(job_id, node_docker, deadline, problems, skip_nodes)
         if removed and not quiet:
             self.say(f"removed {', '.join(removed)} ({time.monotonic() - began:.1f} s)")
         return removed, problems
+
+    def _cleanup_nodes(self, job_id: str, node_docker: str, deadline: float,
+                       problems: list[str], skip_nodes: set[str] | frozenset = frozenset()) -> None:
+        """The job's containers on the other nodes, through their own daemons: the swarm agent
+        of a node removes a removed service's containers late, and on Docker 20.10 sometimes
+        never. A node that is not ready (dead, drained away) or that the job found dead
+        (``skip_nodes``) is not asked."""
+        from autocnnp.run_manage.swarm.images import node_client
+
+        failures = docker_errors()
+        label = {"label": f"{JOB_LABEL}={job_id}"}
+        try:
+            nodes = [n for n in self.nodes() if not n.is_self and n.ready
+                     and n.name not in skip_nodes]
+        except AutocnnpError as exc:
+            problems.append(exc.message)
+            return
+        for node in nodes:
+            try:
+                client = node_client(node_docker, node, timeout_s=30)
+            except AutocnnpError as exc:
+                problems.append(exc.message)
+                continue
+            try:
+                while True:
+                    left = client.containers.list(all=True, filters=label)
+                    if not left:
+                        break
+                    if time.monotonic() > deadline:
+                        problems += [f"container {c.name} on node {node.name} (still there)"
+                                     for c in left]
+                        break
+                    for container in left:
+                        try:
+                            container.remove(force=True)
+                        except failures:
+                            pass
+                    time.sleep(0.5)
+            except failures as exc:
+                problems.append(f"cannot list the job's containers on node {node.name} "
+                                f"({explain(exc)})")
+            finally:
+                client.close()

@@ -5,7 +5,9 @@ recorded in ``RUN_DIR/swarm.json``, the overlay network, the per-job secret, the
 service and the rank services; streams the tasks' output to
 ``RUN_DIR/logs/container-rank-K.log`` (rank 0's to the terminal too); watches the tasks (the
 first task that fails, is rejected or cannot be scheduled fails the job within seconds, naming
-the rank, the node and the reason); and always cleans up, whatever the end.
+the rank, the node and the reason; a node running ranks that stops answering the manager,
+whose tasks the swarm still shows running, fails it naming the node); and always cleans up,
+whatever the end.
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ from autocnnp.run_manage.docker_api import DAEMON_REMEDY, docker_call
 from autocnnp.run_manage.launcher_monitor import LauncherMonitor
 from autocnnp.run_manage.swarm.cleanup import Cleanup
 from autocnnp.run_manage.swarm.preflight import Preflight
-from autocnnp.run_manage.swarm.session import (ENDED_BY_SWARM, FAILED, POLL_S, SWARM_FILE,
-                                               TOKEN_HASH_FILE)
+from autocnnp.run_manage.swarm.session import (ENDED_BY_SWARM, FAILED, NODE_GRACE_S, POLL_S,
+                                               SWARM_FILE, TOKEN_HASH_FILE)
 
 SIGNALS = {137: "SIGKILL", 143: "SIGTERM", 139: "SIGSEGV", 134: "SIGABRT"}
 
@@ -59,6 +61,7 @@ class Launch(Preflight, Cleanup):
             self.say(f"  rank {slot.rank} -> node {slot.node or '(scheduler)'}, task "
                      f"{slot.service}.{slot.slot}" + (f", {slot.gpus} GPU" if slot.gpus else ""))
         started = time.monotonic()
+        self.lost_nodes: set[str] = set()
         state = RunState.FAILED
         streams: list[threading.Thread] = []
         # the hang watch and the metrics exporter read what the ranks write to the run
@@ -102,7 +105,8 @@ class Launch(Preflight, Cleanup):
             raise
         finally:
             monitor.stop()
-            removed, problems = self._cleanup(plan.job_id)
+            removed, problems = self._cleanup(plan.job_id, node_docker=plan.node_docker,
+                                              skip_nodes=self.lost_nodes)
             flushed = time.monotonic() + 2.0  # log streams end with their services
             for thread in streams:
                 thread.join(timeout=max(0.0, flushed - time.monotonic()))
@@ -283,11 +287,17 @@ class Launch(Preflight, Cleanup):
                         f"the rendezvous service failed on {self._node_name(task.get('NodeID'))}: "
                         f"{self._reason(task)}", host=self._node_name(task.get("NodeID")),
                         remedy=resume)
+            lost = self._lost_nodes(tasks)
+            if lost:
+                raise self._node_failure(lost, resume)
             failed = [(rank, t) for rank, t in tasks.items()
                       if t["Status"]["State"] in FAILED | ENDED_BY_SWARM
                       and t.get("DesiredState") != "remove"]
             if failed:
                 rank, task = min(failed, key=lambda rt: rt[1]["Status"].get("Timestamp", ""))
+                lost = self._nodes_behind(plan, tasks, task)
+                if lost:
+                    raise self._node_failure(lost, resume)
                 raise self._failure(plan, rank, task, resume)
             states = [t["Status"]["State"] for t in tasks.values()]
             if len(tasks) == plan.world_size and all(s == "complete" for s in states):
@@ -308,6 +318,81 @@ class Launch(Preflight, Cleanup):
                         remedy="check `docker node ls` and the node resources; raise "
                                "rendezvous_timeout_s for slow image pulls")
             time.sleep(POLL_S)
+
+    def _node_failure(self, lost: dict[str, tuple[str, str, list[int]]], resume: str) -> JobFailedError:
+        self.lost_nodes = set(lost)
+        name, (state, message, ranks) = min(lost.items(), key=lambda kv: kv[1][2])
+        return JobFailedError(
+            f"node {name} is {state} ({message}): rank(s) {', '.join(map(str, ranks))} ran "
+            f"there; the job cannot go on without them", rank=ranks[0], host=name,
+            remedy=f"{resume} (a node that is down or does not answer is left out of the new "
+                   f"plan)")
+
+    def _nodes_behind(self, plan: SwarmPlan, tasks: dict[int, dict], first: dict
+                      ) -> dict[str, tuple[str, str, list[int]]]:
+        """After a rank failed: was a dead node behind it? When a node dies, the ranks it ran
+        vanish without a word and the others fail on the broken ring within seconds, well
+        before the manager marks the node down (about 16 s). So while ranks on other nodes
+        still read running, look for up to NODE_GRACE_S: at their daemons (``node_docker``),
+        or at the manager's view of the nodes. A rank that failed on its own ends the others
+        in seconds, and its failure is reported as it is."""
+        deadline = time.monotonic() + NODE_GRACE_S
+        while True:
+            lost = self._lost_nodes(tasks) or self._silent_nodes(plan, tasks)
+            if lost:
+                return lost
+            others = [t for t in tasks.values() if t.get("NodeID") != first.get("NodeID")
+                      and t["Status"]["State"] == "running"]
+            if not others or time.monotonic() > deadline:
+                return {}
+            time.sleep(POLL_S)
+            tasks = self._tasks(plan) or tasks
+
+    def _silent_nodes(self, plan: SwarmPlan, tasks: dict[int, dict]
+                      ) -> dict[str, tuple[str, str, list[int]]]:
+        """Nodes running ranks whose own Docker daemon does not answer (``node_docker``)."""
+        if not plan.node_docker:
+            return {}
+        from autocnnp.run_manage.swarm.images import node_client, node_url
+
+        running: dict[str, list[int]] = {}
+        for rank, task in tasks.items():
+            if task.get("NodeID") and task["Status"]["State"] == "running":
+                running.setdefault(task["NodeID"], []).append(rank)
+        silent = {}
+        for node in self.nodes():
+            if node.id not in running or node.is_self:
+                continue
+            try:
+                node_client(plan.node_docker, node, timeout_s=5).close()
+            except AutocnnpError:
+                silent[node.name] = ("unreachable", f"its Docker daemon at "
+                                     f"{node_url(plan.node_docker, node)} does not answer",
+                                     sorted(running[node.id]))
+        return silent
+
+    def _lost_nodes(self, tasks: dict[int, dict]) -> dict[str, tuple[str, str, list[int]]]:
+        """Nodes running ranks that the manager no longer hears from: name -> (state, its
+        message, the ranks there). A dead node's tasks stay "running" in the swarm's view, so
+        only the node's own state tells the job it has lost them."""
+        by_node: dict[str, list[int]] = {}
+        for rank, task in tasks.items():
+            if task.get("NodeID") and task["Status"]["State"] in ("running", "starting",
+                                                                  "preparing", "assigned"):
+                by_node.setdefault(task["NodeID"], []).append(rank)
+        if not by_node:
+            return {}
+        with docker_call("lost contact with the swarm while watching its nodes",
+                         error=JobFailedError, remedy=DAEMON_REMEDY):
+            listed = self.client.api.nodes()
+        lost = {}
+        for node in listed:
+            status = node.get("Status", {})
+            if node["ID"] in by_node and status.get("State") not in ("ready", None):
+                name = node.get("Description", {}).get("Hostname", node["ID"][:12])
+                lost[name] = (status["State"], status.get("Message") or "no heartbeat",
+                              sorted(by_node[node["ID"]]))
+        return lost
 
     @staticmethod
     def _reason(task: dict) -> str:

@@ -1,8 +1,10 @@
 """Swarm pre-flight: everything checked before anything is created.
 
 The swarm is active here (``init`` makes a one-node one), the nodes have the ranks' GPUs (the
-plan is laid out on them, or refused with what is missing), the image is on the nodes (a
-one-task probe job on each remote node), the run directory, data and named network exist.
+plan is laid out on them, or refused with what is missing), the image is on the nodes (with
+``node_docker``, compared by id on each node's daemon and delivered where it lacks, see
+:mod:`.images`; without, a one-task probe job on each remote node), the run directory, data
+and named network exist.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from autocnnp.engine.plan_swarm import (GPU_RESOURCE_KIND, JOB_LABEL, NodeInfo, 
 from autocnnp.engine.spec import TrainingSpec
 from autocnnp.errors import EnvironmentProblemError
 from autocnnp.run_manage.docker_api import docker_call
-from autocnnp.run_manage.swarm.session import FAILED, POLL_S, SwarmSession
+from autocnnp.run_manage.swarm.session import FAILED, NODE_GRACE_S, POLL_S, SwarmSession
 
 
 class Preflight(SwarmSession):
@@ -43,33 +45,12 @@ class Preflight(SwarmSession):
                 remedy="run autocnnp on a manager node (docker node ls shows them)")
         return state
 
-    def nodes(self, kind: str = GPU_RESOURCE_KIND) -> list[NodeInfo]:
-        self_id = self.swarm_state().get("NodeID", "")
-        found = []
-        with docker_call("cannot list the swarm nodes (docker node ls)"):
-            listed = self.client.api.nodes()
-        for node in listed:
-            spec, desc = node.get("Spec", {}), node.get("Description", {})
-            gpus = 0
-            for res in (desc.get("Resources", {}).get("GenericResources") or []):
-                discrete, named = res.get("DiscreteResourceSpec"), res.get("NamedResourceSpec")
-                if discrete and discrete.get("Kind") == kind:
-                    gpus += int(discrete.get("Value", 0))
-                elif named and named.get("Kind") == kind:
-                    gpus += 1
-            found.append(NodeInfo(
-                name=desc.get("Hostname", node["ID"][:12]),
-                labels=dict(spec.get("Labels") or {}),
-                gpus=gpus,
-                ready=node.get("Status", {}).get("State") == "ready"
-                and spec.get("Availability") == "active",
-                role=spec.get("Role", "worker"), id=node["ID"], is_self=node["ID"] == self_id))
-        return found
-
     def preflight(self, plan: SwarmPlan, spec: TrainingSpec | None = None) -> tuple[SwarmPlan, list[NodeInfo]]:
         """Check everything before anything is created; returns the plan laid out on the nodes."""
         self.ensure_swarm()
         nodes = self.nodes(plan.gpu_resource_kind)
+        if plan.node_docker:
+            nodes = self._answering(nodes, plan.node_docker, plan.gpu_resource_kind)
         if spec is not None and plan.placement != "nodes":
             plan = build_swarm_plan(spec, plan.run_dir, plan.job_id, nodes, resume=plan.resume,
                                     gpu_resource_kind=plan.gpu_resource_kind)
@@ -87,6 +68,34 @@ class Preflight(SwarmSession):
         self._check_network(plan)
         self._check_image(plan, nodes)
         return plan, nodes
+
+    def _answering(self, nodes: list[NodeInfo], template: str, kind: str) -> list[NodeInfo]:
+        """``nodes`` once those whose own daemon does not answer are settled: a node that just
+        died still reads ready in the swarm for about 16 s, so wait up to NODE_GRACE_S for the
+        manager to mark them down (then the layout leaves them out). One still ready then is
+        kept, and the image check refuses it with the reason (a wrong node_docker, a firewall)."""
+        from autocnnp.run_manage.swarm.images import node_client
+
+        silent = []
+        for node in nodes:
+            if node.ready and not node.is_self:
+                try:
+                    node_client(template, node, timeout_s=5).close()
+                except EnvironmentProblemError:
+                    silent.append(node.name)
+        if not silent:
+            return nodes
+        silent.sort()
+        self.say(f"node(s) {', '.join(silent)} do not answer at {template}; waiting up to "
+                 f"{NODE_GRACE_S} s for the swarm to mark them down")
+        deadline = time.monotonic() + NODE_GRACE_S
+        while time.monotonic() < deadline:
+            time.sleep(POLL_S)
+            nodes = self.nodes(kind)
+            if not any(n.ready for n in nodes if n.name in silent):
+                self.say(f"node(s) {', '.join(silent)} down: left out of the plan")
+                break
+        return nodes
 
     def _check_network(self, plan: SwarmPlan) -> None:
         """A network the config names must exist and be usable by services."""
@@ -133,7 +142,19 @@ class Preflight(SwarmSession):
                         remedy="build it: autocnnp image build" +
                                (" --gpu" if plan.gpus_per_rank else "")) from None
                 raise
-        if remote:
+        if remote and plan.node_docker:
+            from autocnnp.run_manage.swarm.images import ensure_image
+
+            lacking = ensure_image(self.client, plan.image,
+                                   [by_name[name] for name in remote if name in by_name],
+                                   plan.node_docker, say=self.say)
+            if lacking:
+                raise EnvironmentProblemError(
+                    f"image {plan.image} is not on node(s) {', '.join(sorted(lacking))} and could "
+                    f"not be delivered: " + "; ".join(f"{n}: {why}" for n, why in sorted(lacking.items())),
+                    remedy=f"fix what is named, or load it there yourself: docker save {plan.image} "
+                           f"| docker -H NODE load; then retry")
+        elif remote:
             missing = self.probe_image(plan, [by_name[name] for name in remote if name in by_name])
             if missing:
                 raise EnvironmentProblemError(
