@@ -38,7 +38,6 @@ import math
 import os
 import random
 import shutil
-import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +46,7 @@ from typing import Any, Callable
 import numpy as np
 
 from autocnnp.engine.rundir import atomic_write, replace_dir, write_json
-from autocnnp.engine.vocabulary import HOROVOD_VERSION, OPTIMIZERS
+from autocnnp.engine.vocabulary import HOROVOD_VERSION, OPTIMIZERS, rank_host
 from autocnnp.engine.vocabulary import INTER_OP_THREADS_ENV as ENV_INTER_OP
 from autocnnp.engine.vocabulary import INTRA_OP_THREADS_ENV as ENV_INTRA_OP
 from autocnnp.errors import AutocnnpError, DataError, EnvironmentProblemError
@@ -221,7 +220,7 @@ def init_communicator(ctx: RankContext) -> None:
     _check_keras_2()
     hvd.init()
     comm = Communicator(rank=hvd.rank(), size=hvd.size(), local_rank=hvd.local_rank(),
-                        local_size=hvd.local_size(), hostname=socket.gethostname(), hvd=hvd)
+                        local_size=hvd.local_size(), hostname=rank_host(), hvd=hvd)
     ctx.values["communicator"] = comm
     expected = ctx.spec.parallelism_degree
     if expected and expected != comm.size:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import datetime
 import os
 import random
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -30,7 +29,7 @@ import torch.distributed as dist
 
 from autocnnp.components.rank_runtime import (CheckpointManager, CheckpointSetup,
                                               checked_optimizer, thread_counts)
-from autocnnp.engine.vocabulary import OPTIMIZERS
+from autocnnp.engine.vocabulary import OPTIMIZERS, rank_host
 from autocnnp.errors import AutocnnpError, EnvironmentProblemError
 from autocnnp.generator.context import (Communicator, DevicePlacement, HyperparameterValues,
                                         MemoryPolicy, RankContext)
@@ -131,7 +130,7 @@ def init_communicator(ctx: RankContext) -> None:
                     remedy="check that every host can reach that address and port") from exc
     comm = TorchCommunicator(rank=dist.get_rank(), size=dist.get_world_size(),
                              local_rank=local_rank, local_size=local_size,
-                             hostname=socket.gethostname(), backend=backend)
+                             hostname=rank_host(), backend=backend)
     ctx.values["communicator"] = comm
     ctx.callbacks
     expected = ctx.spec.parallelism_degree

@@ -32,6 +32,7 @@ from typing import Any, Iterable, Mapping
 
 from autocnnp.engine.plan import WORKER_MODULE, horovod_stall_env, thread_env
 from autocnnp.engine.spec import TrainingSpec, spec_to_dict
+from autocnnp.engine.vocabulary import NODE_ENV
 from autocnnp.errors import EnvironmentProblemError
 
 RENDEZVOUS_PORT = 29400
@@ -474,7 +475,7 @@ def build_swarm_plan(spec: TrainingSpec, run_dir: Path, job_id: str,
         "AUTOCNNP_RUN_DIR": str(run_dir),
         "AUTOCNNP_WORLD_SIZE": str(n),
         "AUTOCNNP_TASK_SLOT": "{{.Task.Slot}}",
-        "AUTOCNNP_TASK_NODE": "{{.Node.Hostname}}",
+        NODE_ENV: "{{.Node.Hostname}}",
         "HOROVOD_CONTROLLER": "gloo",
         "HOROVOD_CPU_OPERATIONS": "gloo",
         "HOROVOD_GLOO_RENDEZVOUS_ADDR": rdv_name,

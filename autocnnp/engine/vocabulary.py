@@ -6,6 +6,9 @@ them, and the rank-side code that builds the optimizer, loss and metrics accepts
 
 from __future__ import annotations
 
+import os
+import socket
+
 #: ``<property name="optimizer">``
 OPTIMIZERS = ("sgd", "adam", "rmsprop", "adamw")
 #: ``<property name="loss">``
@@ -22,3 +25,13 @@ HOROVOD_VERSION = "0.28.1"
 #: environment variables through which a launcher gives each rank its thread counts
 INTRA_OP_THREADS_ENV = "AUTOCNNP_INTRA_OP_THREADS"
 INTER_OP_THREADS_ENV = "AUTOCNNP_INTER_OP_THREADS"
+
+#: set by the swarm backend to the node a task runs on (a container's own host name names
+#: the task, not the machine)
+NODE_ENV = "AUTOCNNP_TASK_NODE"
+
+
+def rank_host() -> str:
+    """The machine a rank runs on, as its user names it: the swarm node of a task, otherwise
+    the host name. Failure records, heartbeats and the communicator's log line use it."""
+    return os.environ.get(NODE_ENV) or socket.gethostname()

@@ -27,6 +27,7 @@ from typing import Any, Callable
 
 from autocnnp.components.progress import BOARD, ProgressBoard, reporting_wanted
 from autocnnp.engine.rundir import atomic_write
+from autocnnp.engine.vocabulary import rank_host
 
 PROGRESS = "progress"
 STACKS = "stacks"
@@ -103,7 +104,8 @@ class Heartbeat(threading.Thread):
         self.run_dir, self.rank, self.board = Path(run_dir), rank, board
         self.metrics_interval_s, self.tensorboard, self.tick_s = metrics_interval_s, tensorboard, tick_s
         self.stop_event = threading.Event()
-        self.host = socket.gethostname()
+        self.host = rank_host()            # the swarm node, for people
+        self.hostname = socket.gethostname()   # where ``pid`` means something (a container)
         self.main_thread = threading.main_thread().ident or 0
         self._written_version = -1
         self._written_at = 0.0
@@ -121,7 +123,7 @@ class Heartbeat(threading.Thread):
 
     # -- progress ------------------------------------------------------------------------
     def record(self) -> dict[str, Any]:
-        return {"rank": self.rank, "host": self.host, "pid": os.getpid(),
+        return {"rank": self.rank, "host": self.host, "hostname": self.hostname, "pid": os.getpid(),
                 "main_thread": f"0x{self.main_thread:016x}", **self.board.snapshot(),
                 "written_at": time.time()}
 

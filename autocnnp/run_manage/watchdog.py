@@ -225,7 +225,10 @@ def collect_stacks(run_dir: Path, records: dict[int, dict[str, Any]],
     here = socket.gethostname()
     signalled = False
     for rank, record in records.items():
-        if rank not in answered and record.get("host") == here and record.get("pid"):
+        # a pid is signalled only where it means that process: same host name, so never
+        # into a container (whose own host name is the task's)
+        where = record.get("hostname", record.get("host"))
+        if rank not in answered and where == here and record.get("pid"):
             try:
                 os.kill(int(record["pid"]), STACK_SIGNAL)
                 signalled = True

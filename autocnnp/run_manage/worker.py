@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from autocnnp.engine import rundir
+from autocnnp.engine.vocabulary import rank_host
 
 #: environment variables that hold the rank before the communicator is initialised, by launcher
 RANK_VARIABLES = ("HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "RANK")
@@ -149,7 +150,8 @@ def write_error(run_dir: Path, rank: int, exc: BaseException) -> Path:
     from autocnnp.errors import AutocnnpError
 
     user_error = isinstance(exc, AutocnnpError)
-    record = {"rank": rank, "host": socket.gethostname(), "pid": os.getpid(),
+    record = {"rank": rank, "host": rank_host(), "hostname": socket.gethostname(),
+              "pid": os.getpid(),
               "type": type(exc).__name__, "message": exc.message if user_error else str(exc),
               "remedy": exc.remedy if user_error else None, "user_error": user_error,
               "exit_code": exc.exit_code if user_error else 1,

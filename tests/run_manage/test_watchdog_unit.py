@@ -263,3 +263,19 @@ def test_the_board_measures_steps_and_waits_after_the_first_epoch_only(monkeypat
     assert snap["max_gap_s"] == 2.0 and snap["step_time_s"] == 2.0
     assert snap["step_time_mean_s"] == 1.25 and snap["images_per_s"] == 16 / 1.25
     assert snap["progress_at"] == clock["wall"] and snap["epochs_done"] == 1
+
+
+def test_stacks_are_never_asked_by_signal_across_a_container(tmp_path, monkeypatch):
+    """A swarm rank's record names the node (which may be this machine's name) but its pid is
+    the container's: the watchdog must not signal that pid here."""
+    import socket
+
+    from autocnnp.run_manage import watchdog
+
+    sent = []
+    monkeypatch.setattr(watchdog.os, "kill", lambda pid, sig: sent.append(pid))
+    here = socket.gethostname()
+    records = {0: {"rank": 0, "host": here, "hostname": "autocnnp-job-rank-0-1", "pid": 4242},
+               1: {"rank": 1, "host": here, "hostname": here, "pid": 4343}}
+    watchdog.collect_stacks(tmp_path, records, wait_s=0.1)
+    assert sent == [4343]

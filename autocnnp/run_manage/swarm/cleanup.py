@@ -125,7 +125,7 @@ class Cleanup(SwarmSession):
                        problems: list[str], skip_nodes: set[str] | frozenset = frozenset()) -> None:
         """The job's containers on the other nodes, through their own daemons: the swarm agent
         of a node removes a removed service's containers late, and on Docker 20.10 sometimes
-        never. A node that is not ready (dead, drained away) or that the job found dead
+        never; then waits for the node's copy of the job's network to go. A node that is not ready (dead, drained away) or that the job found dead
         (``skip_nodes``) is not asked."""
         from autocnnp.run_manage.swarm.images import node_client
 
@@ -157,6 +157,14 @@ class Cleanup(SwarmSession):
                             container.remove(force=True)
                         except failures:
                             pass
+                    time.sleep(0.5)
+                # the node's copy of the job's overlay network goes when its agent learns that
+                # the manager removed it, a moment after its last container: wait for that
+                while networks := client.networks.list(filters=label):
+                    if time.monotonic() > deadline:
+                        problems += [f"network {n.name} on node {node.name} (still there)"
+                                     for n in networks]
+                        break
                     time.sleep(0.5)
             except failures as exc:
                 problems.append(f"cannot list the job's containers on node {node.name} "
