@@ -37,6 +37,9 @@ write_conf() {
   cpus=$(nproc)
   mem=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 - 1024 ))
   mkdir -p "$DIR"/{spool,state,log,run,munge}
+  # cred_expire: how long a step credential lives and how long a requeued job waits before
+  # it may start again (120 s by default); 20 s keeps the requeue tests short and still gives
+  # a loaded machine time to launch a step.
   cat > "$CONF" <<CONF
 # written by scripts/slurm-local.sh up; removed by down
 ClusterName=autocnnp-local
@@ -44,7 +47,7 @@ SlurmctldHost=$host(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
-AuthInfo=socket=$DIR/munge/munge.socket.2
+AuthInfo=socket=$DIR/munge/munge.socket.2,cred_expire=20
 CryptoType=crypto/munge
 SlurmctldPort=16817
 SlurmdPort=16818
