@@ -67,8 +67,8 @@ def test_user_errors_stop_every_rank_with_one_line_and_a_record(demo: Path,
     for rank in (0, 1):
         assert f"rank {rank}: error: {missing}: no such data folder" in proc.stderr
         record = json.loads((run_dir / "errors" / f"rank-{rank}.json").read_text())
-        assert set(record) == {"rank", "host", "pid", "type", "message", "remedy", "user_error",
-                               "exit_code", "traceback", "time"}
+        assert set(record) == {"rank", "host", "hostname", "pid", "type", "message", "remedy",
+                               "user_error", "exit_code", "traceback", "time"}
         assert record["type"] == "DataError" and record["user_error"] is True
         assert "Traceback" in record["traceback"]
     assert proc.stdout == ""
