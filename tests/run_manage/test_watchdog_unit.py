@@ -265,17 +265,35 @@ def test_the_board_measures_steps_and_waits_after_the_first_epoch_only(monkeypat
     assert snap["progress_at"] == clock["wall"] and snap["epochs_done"] == 1
 
 
-def test_stacks_are_never_asked_by_signal_across_a_container(tmp_path, monkeypatch):
+def test_stacks_are_never_asked_by_signal_across_a_container(tmp_path):
     """A swarm rank's record names the node (which may be this machine's name) but its pid is
-    the container's: the watchdog must not signal that pid here."""
+    the container's: the watchdog must not signal that pid here. Two real processes stand in
+    for the ranks; each notes the stack signal in a file."""
     import socket
+    import subprocess
+    import sys
+    import time
 
     from autocnnp.run_manage import watchdog
+    from autocnnp.run_manage.heartbeat import STACK_SIGNAL
 
-    sent = []
-    monkeypatch.setattr(watchdog.os, "kill", lambda pid, sig: sent.append(pid))
-    here = socket.gethostname()
-    records = {0: {"rank": 0, "host": here, "hostname": "autocnnp-job-rank-0-1", "pid": 4242},
-               1: {"rank": 1, "host": here, "hostname": here, "pid": 4343}}
-    watchdog.collect_stacks(tmp_path, records, wait_s=0.1)
-    assert sent == [4343]
+    listener = ("import signal, sys, time\n"
+                "signal.signal(%d, lambda *_: open(sys.argv[1], 'w').write('signalled'))\n"
+                "print('ready', flush=True)\n"
+                "time.sleep(60)\n" % STACK_SIGNAL)
+    procs = [subprocess.Popen([sys.executable, "-c", listener, str(tmp_path / f"rank-{r}.got")],
+                              stdout=subprocess.PIPE, text=True) for r in (0, 1)]
+    try:
+        assert [p.stdout.readline().strip() for p in procs] == ["ready", "ready"]
+        here = socket.gethostname()
+        records = {0: {"rank": 0, "host": here, "hostname": "autocnnp-job-rank-0-1",
+                       "pid": procs[0].pid},
+                   1: {"rank": 1, "host": here, "hostname": here, "pid": procs[1].pid}}
+        watchdog.collect_stacks(tmp_path, records, wait_s=0.1)
+        time.sleep(0.5)
+        assert not (tmp_path / "rank-0.got").exists()
+        assert (tmp_path / "rank-1.got").read_text() == "signalled"
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
