@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from autocnnp.engine.plan_swarm import JOB_LABEL
 from autocnnp.errors import AutocnnpError, EnvironmentProblemError
@@ -125,8 +125,9 @@ class Cleanup(SwarmSession):
                        problems: list[str], skip_nodes: set[str] | frozenset = frozenset()) -> None:
         """The job's containers on the other nodes, through their own daemons: the swarm agent
         of a node removes a removed service's containers late, and on Docker 20.10 sometimes
-        never; then waits for the node's copy of the job's network to go. A node that is not ready (dead, drained away) or that the job found dead
-        (``skip_nodes``) is not asked."""
+        never. Then the node's copy of the job's network, which its agent drops a moment after
+        the last container, is waited for. A node that is not ready (dead, drained away) or that
+        the job found dead (``skip_nodes``) is not asked."""
         from autocnnp.run_manage.swarm.images import node_client
 
         failures = docker_errors()
@@ -137,6 +138,13 @@ class Cleanup(SwarmSession):
         except AutocnnpError as exc:
             problems.append(exc.message)
             return
+
+        def force_remove(container: Any) -> None:
+            try:
+                container.remove(force=True)
+            except failures:
+                pass
+
         for node in nodes:
             try:
                 client = node_client(node_docker, node, timeout_s=30)
@@ -144,30 +152,28 @@ class Cleanup(SwarmSession):
                 problems.append(exc.message)
                 continue
             try:
-                while True:
-                    left = client.containers.list(all=True, filters=label)
-                    if not left:
-                        break
-                    if time.monotonic() > deadline:
-                        problems += [f"container {c.name} on node {node.name} (still there)"
-                                     for c in left]
-                        break
-                    for container in left:
-                        try:
-                            container.remove(force=True)
-                        except failures:
-                            pass
-                    time.sleep(0.5)
-                # the node's copy of the job's overlay network goes when its agent learns that
-                # the manager removed it, a moment after its last container: wait for that
-                while networks := client.networks.list(filters=label):
-                    if time.monotonic() > deadline:
-                        problems += [f"network {n.name} on node {node.name} (still there)"
-                                     for n in networks]
-                        break
-                    time.sleep(0.5)
+                containers = _until_gone(lambda: client.containers.list(all=True, filters=label),
+                                         deadline, force_remove)
+                networks = _until_gone(lambda: client.networks.list(filters=label), deadline)
+                problems += [f"container {c.name} on node {node.name} (still there)"
+                             for c in containers]
+                problems += [f"network {n.name} on node {node.name} (still there)"
+                             for n in networks]
             except failures as exc:
                 problems.append(f"cannot list the job's containers on node {node.name} "
                                 f"({explain(exc)})")
             finally:
                 client.close()
+
+
+def _until_gone(listing: Callable[[], list], deadline: float,
+                act: Callable[[Any], None] = lambda _: None) -> list:
+    """Call ``listing`` every 0.5 s, applying ``act`` to each item found, until it returns
+    nothing or ``deadline`` passes; returns what was still listed then."""
+    while left := listing():
+        if time.monotonic() > deadline:
+            return left
+        for item in left:
+            act(item)
+        time.sleep(0.5)
+    return []
