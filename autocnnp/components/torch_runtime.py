@@ -132,7 +132,6 @@ def init_communicator(ctx: RankContext) -> None:
                              local_rank=local_rank, local_size=local_size,
                              hostname=rank_host(), backend=backend)
     ctx.values["communicator"] = comm
-    ctx.callbacks
     expected = ctx.spec.parallelism_degree
     if expected and expected != comm.size:
         ctx.log.warning("the config asks for %d workers but %d ranks started; the learning "
