@@ -51,7 +51,7 @@ if ! .venv/bin/python -c 'import autocnnp, tensorflow, torch, lxml, nibabel, doc
    || [ "$wanted" != "$(cat .venv/.stack-installed 2>/dev/null)" ]; then
   stamp "installing the pinned stack (constraints.txt)"
   "${PIP[@]}" install -q --upgrade "pip==26.3" "setuptools==84.2.1" "wheel==0.48.0"
-  "${PIP[@]}" install -q -c constraints.txt --config-settings editable_mode=compat -e ".[train,swarm,test,torch]"
+  "${PIP[@]}" install -q -c constraints.txt --config-settings editable_mode=compat -e ".[train,swarm,test,torch,monai]"
   echo "$wanted" > .venv/.stack-installed
 fi
 .venv/bin/python -m compileall -q autocnnp >/dev/null  # byte-code up front: `validate` stays fast

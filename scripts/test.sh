@@ -30,4 +30,9 @@ echo "[test] cluster tools ready ($(( $(date +%s) - t0 ))s)"
 t0=$(date +%s)
 bash scripts/monitoring-tools.sh
 echo "[test] monitoring tools ready ($(( $(date +%s) - t0 ))s)"
-exec .venv/bin/python -m pytest -ra --durations=15 "$@"
+# Two pytest-xdist workers: the tiers that use one machine-wide service (dockerd, Slurm, the ssh
+# hosts) each stay on one worker while the other tests run beside them (tests/conftest.py says
+# how tests are grouped). AUTOCNNP_TEST_WORKERS=0 runs everything in one process.
+workers=${AUTOCNNP_TEST_WORKERS:-2}
+dist=(); [ "$workers" != 0 ] && dist=(-n "$workers")
+exec .venv/bin/python -m pytest -ra --durations=15 "${dist[@]}" "$@"

@@ -34,6 +34,45 @@ SMALL_CONFIG = """<system_config>
 """
 
 
+# How scripts/test.sh spreads the suite over two pytest-xdist workers: the tests of one
+# machine-wide service run on one worker, one after the other (the docker and cluster tiers share
+# the host's dockerd, its one-node swarm and the image they build; the Slurm tier one
+# slurmctld/slurmd; the ssh tier two ssh hosts at fixed addresses); every other test file is one
+# unit, so its module fixtures are made once. Those tiers go first: the longest unit starts first.
+SERVICE_FOLDERS = {"docker": "dockerd", "cluster": "dockerd", "slurm": "slurm", "hosts": "ssh-hosts"}
+SERVICE_MARKERS = ("docker", "cluster", "slurm", "ssh")
+
+
+def service_of(nodeid: str) -> str | None:
+    """The machine-wide service a test uses, from its folder (``tests/docker/...``)."""
+    parts = nodeid.split("::")[0].split("/")
+    return SERVICE_FOLDERS.get(parts[1]) if len(parts) > 2 and parts[0] == "tests" else None
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        marked = [m for m in SERVICE_MARKERS if item.get_closest_marker(m)]
+        if marked and service_of(item.nodeid) is None:
+            raise pytest.UsageError(f"{item.nodeid} is marked {', '.join(marked)}: put it in "
+                                    f"one of the service folders tests/{{{','.join(SERVICE_FOLDERS)}}} "
+                                    f"so that it runs on the worker of that service")
+    items.sort(key=lambda item: service_of(item.nodeid) is None)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ServiceScheduling(LoadScopeScheduling):
+        """One unit per service (all its tests on one worker) and one per other test file."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            return service_of(nodeid) or nodeid.split("::")[0]
+
+    config.option.loadscopereorder = False        # keep the collection order: services first
+    return ServiceScheduling(config, log)
+
+
 @pytest.fixture(scope="session")
 def small_dataset(tmp_path_factory) -> Path:
     """40 real MNI152 axial slices at 32x32 (3 classes), split train/valid/test."""

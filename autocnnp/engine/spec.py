@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from autocnnp.engine.vocabulary import METRICS
+from autocnnp.engine.vocabulary import METRICS, MONAI_PREFIX
 
 
 class Backend(str, enum.Enum):
@@ -64,7 +64,10 @@ class ArchitectureSpec:
 
     @property
     def label(self) -> str:
-        return str(self.path) if self.path else f"builtin:{self.name}"
+        if self.path:
+            return str(self.path)
+        name = self.name or "unet"
+        return name if name.startswith(MONAI_PREFIX) else f"builtin:{name}"
 
 
 class GroupMode(str, enum.Enum):

@@ -22,14 +22,14 @@ from lxml import etree
 from autocnnp.engine import default_tree
 from autocnnp.engine import spec as S
 from autocnnp.engine.values import parse_bool
-from autocnnp.engine.vocabulary import LOSSES, METRICS, OPTIMIZERS, PRECISIONS
+from autocnnp.engine.vocabulary import (ARCHITECTURES, LOSSES, METRICS, MONAI_PREFIX, OPTIMIZERS,
+                                        PRECISIONS, monai_networks)
 from autocnnp.engine.schema import check_schema, did_you_mean, unknown
 from autocnnp.engine.user_files import check_function_file
 from autocnnp.engine.xml_loader import load_xml
 from autocnnp.errors import ConfigError, ConfigProblem
 
 TASKS = {"imaging_segmentation": "imaging_segmentation", "segmentation": "imaging_segmentation"}
-BUILTIN_ARCHITECTURES = ("unet", "fcn")
 
 
 @dataclass
@@ -383,10 +383,27 @@ def _architecture(check: Checker, element: etree._Element | None) -> S.Architect
         if path is not None and path.exists() and path.suffix != ".py":
             check.problem(path_el, "path", f"architecture file must be a Python file (.py), got {path.name}")
         return S.ArchitectureSpec(name=None, path=path, params=params, init=init)
-    name = (name_el.text or "").strip().lower() if name_el is not None else "unet"
-    if name not in BUILTIN_ARCHITECTURES:
-        check.problem(name_el, "name", unknown("architecture", name, BUILTIN_ARCHITECTURES))
+    name = (name_el.text or "").strip() if name_el is not None else "unet"
+    if name.lower().startswith(MONAI_PREFIX):
+        name = MONAI_PREFIX + name[len(MONAI_PREFIX):]
+        _monai_network(check, name_el, name)
+    else:
+        name = name.lower()
+        if name not in ARCHITECTURES:
+            check.problem(name_el, "name", unknown("architecture", name, ARCHITECTURES))
     return S.ArchitectureSpec(name=name, path=None, params=params, init=init)
+
+
+def _monai_network(check: Checker, element: etree._Element, name: str) -> None:
+    """``monai.<Class>``: MONAI must be installed here and offer that network."""
+    networks = monai_networks()
+    if networks is None:
+        check.problem(element, "name", f"{name} is a network of MONAI, which is not installed; "
+                      "install the extra: pip install -c constraints.txt -e '.[monai]'")
+    elif name[len(MONAI_PREFIX):] not in networks:
+        check.problem(element, "name", f"unknown MONAI network {name!r}" + did_you_mean(
+            name, [MONAI_PREFIX + n for n in networks],
+            otherwise=" (not a class of monai.networks.nets)"))
 
 
 def _init_model(check: Checker, element: etree._Element | None) -> Path | None:
@@ -782,6 +799,10 @@ def _check_engine(check: Checker, task: etree._Element, generator: tuple[S.Modul
                           f"dist_strategy {ENGINE_STRATEGIES[written_for]} for this file, or "
                           f"write its build_model for the {engine} engine (docs/torch.md)")
     if engine != "torch":
+        if (architecture.name or "").startswith(MONAI_PREFIX):
+            check.problem(archi.find("name") if archi is not None else None, "CNN_archi/name",
+                          f"{architecture.name} is a MONAI (PyTorch) network, but dist_strategy "
+                          f"{strategy} runs the {engine} engine; use dist_strategy torch_ddp")
         if hyper.precision != "fp32":
             check.problem(_property(task, "hyperparameters", "precision"),
                           'property name="precision"',

@@ -6,8 +6,16 @@ them, and the rank-side code that builds the optimizer, loss and metrics accepts
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import os
 import socket
+from pathlib import Path
+
+#: ``<CNN_archi><name>``: the built-in architectures (both engines)
+ARCHITECTURES = ("unet", "fcn")
+#: ``<CNN_archi><name>monai.UNet</name>``: a network of MONAI (torch engine, optional extra)
+MONAI_PREFIX = "monai."
 
 #: ``<property name="optimizer">``
 OPTIMIZERS = ("sgd", "adam", "rmsprop", "adamw")
@@ -35,3 +43,19 @@ def rank_host() -> str:
     """The machine a rank runs on, as its user names it: the swarm node of a task, otherwise
     the host name. Failure records, heartbeats and the communicator's log line use it."""
     return os.environ.get(NODE_ENV) or socket.gethostname()
+
+
+def monai_networks() -> tuple[str, ...] | None:
+    """The network classes ``monai.networks.nets`` offers, read from its ``__init__.py``
+    without importing MONAI (which imports torch); None when MONAI is not installed."""
+    spec = importlib.util.find_spec("monai")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    init = Path(list(spec.submodule_search_locations)[0]) / "networks" / "nets" / "__init__.py"
+    try:
+        tree = ast.parse(init.read_text(encoding="utf-8"))
+    except (OSError, SyntaxError):
+        return None
+    return tuple(sorted(alias.asname or alias.name for node in tree.body
+                        if isinstance(node, ast.ImportFrom) for alias in node.names
+                        if (alias.asname or alias.name)[:1].isupper()))

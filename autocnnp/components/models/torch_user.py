@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from autocnnp.components.models.contract import ArchitectureError, bind_params
+from autocnnp.engine.vocabulary import MONAI_PREFIX
 
 
 def check_torch_output(model: Any, input_shape: tuple[int, int, int], num_classes: int,
@@ -77,6 +78,12 @@ def build_torch_model(arch: Any, input_shape: tuple[int, int, int], num_classes:
             raise ArchitectureError(str(path), f"{ENTRY_POINT} failed{where}: "
                                                f"{type(exc).__name__}: {exc}") from exc
         check_torch_output(model, input_shape, num_classes, str(path))
+        return model
+    if (arch.name or "").startswith(MONAI_PREFIX):
+        from autocnnp.components.models.monai_nets import build_monai_model
+
+        model = build_monai_model(arch.name, input_shape, num_classes, dict(arch.params))
+        check_torch_output(model, input_shape, num_classes, arch.name)
         return model
     name = (arch.name or "unet").lower()
     if name not in BUILTINS:
