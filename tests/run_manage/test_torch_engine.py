@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mpi_runs import HERE, launch, mpirun_available, plugin, write_run
+from mpi_runs import HERE, mpirun_available, plugin, torch_launch, write_run
 
 from autocnnp.components.demo_data import build_demo_dataset
 from autocnnp.engine.spec import ActionChoice, ArchitectureSpec
@@ -42,19 +42,6 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def saver() -> ActionChoice:
     return plugin("checkpoint", HERE / "save_rank_weights_torch.py", "SaveRankWeightsTorch")
-
-
-def torch_launch(run_dir: Path, ranks: int, *extra: str) -> object:
-    # MASTER_ADDR/PORT come from the plan in real jobs; the tests start mpirun themselves
-    import os
-
-    from autocnnp.engine.plan import torch_master_port
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = str(torch_master_port(run_dir))
-    try:
-        return launch(run_dir, ranks, *extra, timeout=300)
-    finally:
-        del os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"]
 
 
 def weights(run_dir: Path, rank: int, tag: str) -> np.ndarray:
@@ -317,16 +304,3 @@ def test_the_determinism_switch_repeats_a_cpu_run_bit_for_bit(demo: Path, tmp_pa
     losses = [[json.loads(line)["loss"] for line in
                (run / "metrics" / "epochs.jsonl").read_text().splitlines()] for run in runs]
     assert losses[0] == losses[1]
-
-
-def test_predict_says_it_reads_keras_models_only(tmp_path: Path) -> None:
-    from autocnnp.cli.predict import load_run_model
-    from autocnnp.errors import AutocnnpError
-
-    (tmp_path / "model").mkdir()
-    (tmp_path / "model" / "autocnnp.json").write_text(json.dumps({"engine": "torch"}))
-    with pytest.raises(AutocnnpError) as info:
-        load_run_model(tmp_path)
-    assert info.value.message == (
-        f"{tmp_path / 'model'}: this model was trained by the torch engine (model.pt, a state "
-        f"dict); autocnnp predict reads the Horovod engine's Keras models at this version")
