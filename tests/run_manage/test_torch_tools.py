@@ -154,3 +154,21 @@ def test_predict_rebuilds_a_user_architecture_from_its_copy(demo: Path, tmp_path
         want = model(torch.from_numpy(pixels)[None, None])
     np.testing.assert_array_equal(np.load(tmp_path / "pred" / "0072.npy"),
                                   want.argmax(dim=1)[0].numpy())
+
+
+def test_a_torch_model_without_its_architecture_file_says_how_to_add_it(tmp_path: Path) -> None:
+    from autocnnp.cli.predict import load_run_model
+    from autocnnp.errors import AutocnnpError
+
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "autocnnp.json").write_text(json.dumps(
+        {"engine": "torch", "architecture": "/data/archi/U-Net.py", "params": {},
+         "input_shape": [32, 32, 1], "num_classes": 3}))
+    with pytest.raises(AutocnnpError) as info:
+        load_run_model(tmp_path)
+    assert info.value.message == (
+        f"{tmp_path / 'model'}: the model's architecture file /data/archi/U-Net.py was not "
+        f"saved with it (a run of an earlier version)")
+    assert info.value.remedy == (
+        f'copy U-Net.py into {tmp_path / "model"} as architecture.py and add '
+        f'"architecture_file": "architecture.py" to autocnnp.json')
