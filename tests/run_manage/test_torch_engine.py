@@ -5,7 +5,8 @@ The same proofs as the Horovod engine's (``test_data_parallel.py``): 2 ranks wit
 batch b and the lr scaled x2 take, after one step, the step one rank takes with batch 2b;
 every rank ends with identical weights; 1 epoch + ``--resume`` for 1 more equals 2
 uninterrupted epochs (model, optimizer momentum, RNG); a dead rank fails the job naming it;
-and a user ``torch.nn.Module`` architecture file trains.
+and a user ``torch.nn.Module`` architecture file trains, and ``autocnnp predict`` rebuilds it
+from its copy in ``model/``.
 """
 
 from __future__ import annotations
@@ -186,6 +187,23 @@ def test_a_torch_module_architecture_file_trains_and_evaluates(demo: Path,
     import torch
     state = torch.load(run / "model" / "model.pt")
     assert state["0.weight"].shape == (6, 1, 3, 3)  # the file's width param reached it
+
+    # predict rebuilds the module from the file's copy in model/, without the original
+    from autocnnp.cli import main
+    from autocnnp.components.datasets import normalize_unit, read_image_file
+
+    assert meta["architecture"] == str(archi) and meta["architecture_file"] == "architecture.py"
+    assert (run / "model" / "architecture.py").read_text() == archi.read_text()
+    archi.unlink()
+    image = demo / "test" / "images" / "0072.npy"
+    assert main(["predict", str(run), str(image), str(tmp_path / "pred"), "--no-progress"]) == 0
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 6, 3, padding=1), torch.nn.ReLU(),
+                                torch.nn.Conv2d(6, 3, 1), torch.nn.Softmax(dim=1))
+    model.load_state_dict(state)
+    pixels = normalize_unit(read_image_file(image), image).astype(np.float32)
+    with torch.no_grad():
+        want = model(torch.from_numpy(pixels)[None, None]).argmax(dim=1)[0].numpy()
+    np.testing.assert_array_equal(np.load(tmp_path / "pred" / "0072.npy"), want)
 
 
 def test_a_dead_rank_fails_the_job_naming_rank_and_host(demo: Path, tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ import pytest
 from mpi_runs import HERE, mpirun_available, plugin, torch_launch, write_run
 
 from autocnnp.components.demo_data import build_demo_dataset
-from autocnnp.engine.spec import ActionChoice, ArchitectureSpec
+from autocnnp.engine.spec import ActionChoice
 
 torch = pytest.importorskip("torch")
 
@@ -104,6 +104,8 @@ def test_tensorboard_holds_the_keras_callbacks_scalars(trained: Path) -> None:
 
 def test_batchnorm_statistics_are_the_mean_of_the_ranks(trained: Path) -> None:
     saved = torch.load(trained / "model" / "model.pt")
+    checkpoint = torch.load(trained / "checkpoints" / "epoch-00002" / "state.pt",
+                            weights_only=False)["model"]
     names = sorted(k for k in saved if not k.endswith("num_batches_tracked"))
     stats = [i for i, name in enumerate(names) if name.endswith(("running_mean", "running_var"))]
     assert len(stats) == 2 * 10  # 10 BatchNorm layers, mean and variance each
@@ -117,43 +119,12 @@ def test_batchnorm_statistics_are_the_mean_of_the_ranks(trained: Path) -> None:
                                    err_msg=names[i])
         assert not np.allclose(end[0][i], own[0][i], rtol=1e-6), names[i]  # not rank 0's
         np.testing.assert_array_equal(saved[names[i]].numpy(), end[0][i], err_msg=names[i])
+        np.testing.assert_array_equal(checkpoint[names[i]].numpy(), end[0][i], err_msg=names[i])
     # every other variable is identical on both ranks too, and every rank counted 4 batches
     for i, (a, b) in enumerate(zip(*end)):
         np.testing.assert_array_equal(a, b, err_msg=names[i])
     counts = {int(v) for k, v in saved.items() if k.endswith("num_batches_tracked")}
     assert counts == {4}
-
-
-def test_predict_rebuilds_a_user_architecture_from_its_copy(demo: Path, tmp_path: Path) -> None:
-    """The architecture file is copied into model/: predict works after the original is gone."""
-    from autocnnp.cli import main
-    from autocnnp.components.datasets import normalize_unit, read_image_file
-
-    archi = tmp_path / "tiny_torch.py"
-    archi.write_text(
-        "from torch import nn\n\n"
-        "def build_model(input_shape, num_classes, width=4):\n"
-        "    return nn.Sequential(nn.Conv2d(input_shape[-1], width, 3, padding=1), nn.ReLU(),\n"
-        "                         nn.Conv2d(width, num_classes, 1), nn.Softmax(dim=1))\n")
-    run = write_run(tmp_path / "run", demo, lr=0.01, batch=6, ranks=1, optimizer="adam",
-                    plugins=(TORCH_DDP,),
-                    architecture=ArchitectureSpec(name=None, path=archi, params={"width": 6}))
-    proc = torch_launch(run, 1)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    meta = json.loads((run / "model" / "autocnnp.json").read_text())
-    assert meta["architecture"] == str(archi) and meta["architecture_file"] == "architecture.py"
-    assert (run / "model" / "architecture.py").read_text() == archi.read_text()
-    archi.unlink()
-    image = demo / "test" / "images" / "0072.npy"
-    assert main(["predict", str(run), str(image), str(tmp_path / "pred"), "--no-progress"]) == 0
-    model = torch.nn.Sequential(torch.nn.Conv2d(1, 6, 3, padding=1), torch.nn.ReLU(),
-                                torch.nn.Conv2d(6, 3, 1), torch.nn.Softmax(dim=1))
-    model.load_state_dict(torch.load(run / "model" / "model.pt"))
-    pixels = normalize_unit(read_image_file(image), image).astype(np.float32)
-    with torch.no_grad():
-        want = model(torch.from_numpy(pixels)[None, None])
-    np.testing.assert_array_equal(np.load(tmp_path / "pred" / "0072.npy"),
-                                  want.argmax(dim=1)[0].numpy())
 
 
 def test_a_torch_model_without_its_architecture_file_says_how_to_add_it(tmp_path: Path) -> None:
