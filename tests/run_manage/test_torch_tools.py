@@ -78,6 +78,38 @@ def test_predict_rebuilds_the_torch_model(trained: Path, demo: Path, tmp_path: P
         np.testing.assert_array_equal(got, expected)
 
 
+def test_predict_ensembles_the_torch_models_of_a_group(trained: Path, demo: Path,
+                                                      tmp_path: Path) -> None:
+    """A group whose members are torch runs: the mean of their probabilities. Here the
+    members are the same model, one of them nudged towards class 2 (its output bias), so
+    that the ensemble's masks differ from the first member's."""
+    import shutil
+
+    from autocnnp.cli import main
+    from autocnnp.components.datasets import normalize_unit, read_image_file
+    from autocnnp.components.torch_training import load_model
+
+    group = tmp_path / "group"
+    for name in ("a", "b"):
+        shutil.copytree(trained / "model", group / name / "model")
+    state = torch.load(group / "b" / "model" / "model.pt")
+    state["classes.bias"] += torch.tensor([0.0, 0.0, 2.0])  # the U-Net's last 1x1 convolution
+    torch.save(state, group / "b" / "model" / "model.pt")
+    (group / "group.json").write_text(json.dumps({"members": ["a", "b"]}))
+    assert main(["predict", str(group), str(demo / "test"), str(tmp_path / "pred"),
+                 "--no-progress"]) == 0
+    files = sorted((demo / "test" / "images").glob("*.npy"))
+    images = np.stack([normalize_unit(read_image_file(f), f) for f in files])
+    members = [load_model(group / name / "model",
+                          json.loads((group / name / "model" / "autocnnp.json").read_text()))
+               for name in ("a", "b")]
+    probs = [m.predict(images[..., None].astype(np.float32)) for m in members]
+    want = ((probs[0] + probs[1]) / 2).argmax(axis=-1)
+    assert not np.array_equal(want, probs[0].argmax(axis=-1))
+    for k, file in enumerate(files):
+        np.testing.assert_array_equal(np.load(tmp_path / "pred" / file.name), want[k])
+
+
 def test_tensorboard_holds_the_keras_callbacks_scalars(trained: Path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.util import tensor_util
