@@ -365,11 +365,15 @@ def torch_ddp(ctx: RankContext) -> None:
 # --- collectives -----------------------------------------------------------------------------
 
 def allreduce(values: np.ndarray, comm: Communicator, op: str = "sum") -> np.ndarray:
-    """``values`` reduced over every rank (``sum``, ``max`` or ``min``); a collective."""
+    """``values`` reduced over every rank (``sum``, ``max`` or ``min``); a collective.
+    ``values`` itself is left as it was."""
     if comm.size < 2:
         return np.asarray(values)
     backend_device = "cuda" if getattr(comm, "backend", "gloo") == "nccl" else "cpu"
-    tensor = torch.as_tensor(np.asarray(values)).to(backend_device)
+    # a copy: torch.as_tensor would share the array's memory on the CPU, and the in-place
+    # allreduce would overwrite the caller's values (the weight guard's min would then
+    # reduce the max it had just computed, and never see ranks differ)
+    tensor = torch.tensor(np.asarray(values)).to(backend_device)
     ops = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}
     dist.all_reduce(tensor, op=ops[op])
     return tensor.cpu().numpy()
