@@ -1,6 +1,7 @@
 """Apply the trained model of a run to new images or NIfTI volumes.
 
-RUN_DIR is a finished run (it holds model/, written at the end of training), or a k-fold
+RUN_DIR is a finished run of either engine (it holds model/, written at the end of training:
+a Keras SavedModel, or the torch engine's model.pt rebuilt on the CPU), or a k-fold
 group (<split folds="K">) or a group of repeats: then every member's model predicts and the
 mean of their softmax outputs gives the labels (an ensemble). INPUT is one
 file or a folder (a folder holding images/ uses it) of 2D images (.png, .npy) or NIfTI
@@ -148,8 +149,10 @@ def output_path(source: Path, out_dir: Path) -> Path:
 # --- the model -------------------------------------------------------------------------------
 
 def load_run_model(run_dir: Path) -> tuple[Any, dict[str, Any]]:
-    """The run's trained Keras model and its ``autocnnp.json`` (input shape, classes); for a
-    k-fold group (or a group of repeats), the :class:`Ensemble` of its members' models."""
+    """The run's trained model and its ``autocnnp.json`` (input shape, classes): the Keras
+    SavedModel of the Horovod engine, or the torch engine's ``model.pt`` in its rebuilt
+    architecture (:func:`autocnnp.components.torch_training.load_model`); for a k-fold group
+    (or a group of repeats), the :class:`Ensemble` of its members' models."""
     from autocnnp.orchestrator.experiment import is_group
 
     if is_group(run_dir):
@@ -164,11 +167,9 @@ def load_run_model(run_dir: Path) -> tuple[Any, dict[str, Any]]:
                                    "(`autocnnp status RUN_DIR`)")
     meta = json.loads(meta_file.read_text())
     if meta.get("engine") == "torch":
-        raise AutocnnpError(
-            f"{model_dir}: this model was trained by the torch engine (model.pt, a state dict); "
-            f"autocnnp predict reads the Horovod engine's Keras models at this version",
-            remedy="build the architecture in PyTorch and load_state_dict(torch.load("
-                   "'model/model.pt')); see docs/torch.md")
+        from autocnnp.components.torch_training import load_model
+
+        return load_model(model_dir, meta), meta
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 

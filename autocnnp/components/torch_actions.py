@@ -122,7 +122,9 @@ class TorchHyperparameters(Action):
 class TorchDDP(ExtensibleAction):
     """Synchronous data parallelism with PyTorch DistributedDataParallel: gradients averaged
     by allreduce (NCCL ring on GPUs, Gloo on CPUs) during backward, rank 0's parameters and
-    buffers broadcast at wrap time, the optimizer at the schedule's first learning rate.
+    buffers broadcast at wrap time (BatchNorm's running statistics are then averaged across
+    ranks at every epoch end, not broadcast), the optimizer at the schedule's first learning
+    rate.
 
     Selecting it runs the job on the torch engine: communication_init, seeding,
     device_placement, memory_allocation, hyperparameters, architecture and checkpoint take
@@ -139,7 +141,7 @@ class TorchDDP(ExtensibleAction):
 
 class TorchPeriodicCheckpoint(ExtensibleAction):
     """Atomic periodic checkpoints as state dicts (model, optimizer, learning-rate state and
-    every rank's RNG) and the per-epoch JSON-lines metrics, written on rank 0."""
+    every rank's RNG), the per-epoch JSON-lines metrics and TensorBoard, written on rank 0."""
 
     type = "checkpoint"
     name = "periodic"

@@ -329,7 +329,12 @@ def make_optimizer(name: str, params: Any, lr: float, momentum: float, *, beta_1
 
 def torch_ddp(ctx: RankContext) -> None:
     """Wrap the model in DistributedDataParallel (which broadcasts rank 0's parameters and
-    buffers now and averages gradients in backward) and make the optimizer."""
+    buffers now and averages gradients in backward) and make the optimizer.
+
+    ``broadcast_buffers`` is off: DDP would otherwise copy rank 0's BatchNorm running
+    statistics over every rank's before each forward, so the model would end with rank 0's
+    alone; the training loop averages them across ranks instead (:func:`average_statistics`),
+    as the Horovod engine does."""
     from torch.nn.parallel import DistributedDataParallel
 
     ctx.communicator
@@ -339,7 +344,7 @@ def torch_ddp(ctx: RankContext) -> None:
     device = torch_device(ctx.device)
     model.to(device)
     ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
-                                  else None)
+                                  else None, broadcast_buffers=False)
     optimizer = make_optimizer(hp.optimizer, ddp.parameters(), hp.initial_lr, hp.momentum,
                                beta_1=hp.beta_1, beta_2=hp.beta_2, weight_decay=hp.weight_decay)
     precision = ctx.spec.hyperparameters.precision
@@ -360,11 +365,15 @@ def torch_ddp(ctx: RankContext) -> None:
 # --- collectives -----------------------------------------------------------------------------
 
 def allreduce(values: np.ndarray, comm: Communicator, op: str = "sum") -> np.ndarray:
-    """``values`` reduced over every rank (``sum``, ``max`` or ``min``); a collective."""
+    """``values`` reduced over every rank (``sum``, ``max`` or ``min``); a collective.
+    ``values`` itself is left as it was."""
     if comm.size < 2:
         return np.asarray(values)
     backend_device = "cuda" if getattr(comm, "backend", "gloo") == "nccl" else "cpu"
-    tensor = torch.as_tensor(np.asarray(values)).to(backend_device)
+    # a copy: torch.as_tensor would share the array's memory on the CPU, and the in-place
+    # allreduce would overwrite the caller's values (the weight guard's min would then
+    # reduce the max it had just computed, and never see ranks differ)
+    tensor = torch.tensor(np.asarray(values)).to(backend_device)
     ops = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}
     dist.all_reduce(tensor, op=ops[op])
     return tensor.cpu().numpy()
@@ -422,6 +431,40 @@ def check_weights_identical(model: Any, comm: Communicator, where: str, *,
     if not spread <= GUARD_RTOL:
         raise WeightDivergenceError(divergence_message(where, comm.size, spread, "torch"))
     return spread
+
+
+def running_statistics(model: Any) -> list[torch.Tensor]:
+    """The buffers training changes without gradients: the running mean and variance of
+    every normalisation layer that tracks them (BatchNorm, InstanceNorm with
+    ``track_running_stats``) and is in training mode. Layers a model keeps in eval mode (a
+    frozen BatchNorm) are left out: their statistics do not change."""
+    from torch.nn.modules.batchnorm import _NormBase
+
+    return [buffer for module in model.modules()
+            if isinstance(module, _NormBase) and module.track_running_stats and module.training
+            for buffer in (module.running_mean, module.running_var) if buffer is not None]
+
+
+def average_statistics(model: Any, comm: Communicator) -> int:
+    """Replace every rank's running statistics by their mean over all ranks (one allreduce
+    of them all, on the device they live on). Returns how many buffers were averaged. A
+    collective: every rank must call it at the same point.
+
+    ``num_batches_tracked`` is not averaged: every rank takes the same number of steps, so it
+    is the same everywhere."""
+    buffers = running_statistics(model)
+    if comm.size < 2 or not buffers:
+        return 0
+    with torch.no_grad():
+        flat = torch.cat([b.reshape(-1).float() for b in buffers])
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        flat /= comm.size
+        offset = 0
+        for buffer in buffers:
+            count = buffer.numel()
+            buffer.copy_(flat[offset:offset + count].view_as(buffer))
+            offset += count
+    return len(buffers)
 
 
 def broadcast_object(value: Any, comm: Communicator, root: int = 0) -> Any:
@@ -489,16 +532,28 @@ class TorchCheckpointManager(CheckpointManager):
 
 
 def setup_checkpoints(ctx: RankContext) -> None:
-    """Checkpoints (state dicts) and the per-epoch JSON-lines metrics on rank 0; files as on
-    the Horovod engine: ``RUN_DIR/checkpoints/epoch-NNNNN/``, ``RUN_DIR/metrics/epochs.jsonl``
-    (no TensorBoard files on this engine)."""
-    ctx.communicator
+    """Checkpoints (state dicts), the per-epoch JSON-lines metrics and TensorBoard on rank 0;
+    files as on the Horovod engine: ``RUN_DIR/checkpoints/epoch-NNNNN/``,
+    ``RUN_DIR/metrics/epochs.jsonl`` and, unless ``<monitoring>`` turns ``tensorboard`` off,
+    ``RUN_DIR/tensorboard/train/`` and ``validation/`` (the scalars the Keras callback writes:
+    :class:`~autocnnp.components.event_files.EpochTensorBoard`)."""
+    from autocnnp.components.event_files import EpochTensorBoard, tensorboard_missing
+
+    comm = ctx.communicator
     ctx.model
     ctx.optimizer
     monitoring = ctx.spec.monitoring
     manager = TorchCheckpointManager(Path(ctx.run_dir) / "checkpoints",
                                      keep=monitoring.keep_checkpoints)
-    ctx.values["checkpoints"] = CheckpointSetup(manager=manager, callbacks=[])
+    callbacks: list[Any] = []
+    if comm.rank == 0 and monitoring.tensorboard:
+        missing = tensorboard_missing()
+        if missing is None:
+            callbacks.append(EpochTensorBoard(Path(ctx.run_dir) / "tensorboard"))
+        else:
+            ctx.log.warning("no TensorBoard files: %s (pip install tensorboard, or set the "
+                            "<monitoring> property tensorboard to false)", missing)
+    ctx.values["checkpoints"] = CheckpointSetup(manager=manager, callbacks=callbacks)
 
 
 # --- injection -------------------------------------------------------------------------------

@@ -13,8 +13,9 @@ the same files:
   ``val_dice``, weighted by samples), the weight guard, reduce-on-plateau and early stopping
   as configured, a checkpoint every ``checkpoint_every`` epochs and after the last (rank 0;
   every rank's RNG state gathered into it), one line in ``RUN_DIR/metrics/epochs.jsonl`` (on a
-  GPU with ``gpu_memory_mib``, the peak memory torch allocated so far on rank 0) and
-  the progress line on stdout (rank 0);
+  GPU with ``gpu_memory_mib``, the peak memory torch allocated so far on rank 0), the
+  TensorBoard scalars (rank 0, ``ctx.checkpoints.callbacks``) and the progress line on stdout
+  (rank 0);
 - after training: the full weight check (parameters and buffers), and rank 0 saves
   ``RUN_DIR/model/model.pt`` (the state dict) with ``autocnnp.json``.
 
@@ -24,8 +25,11 @@ with the method names of ``tf.keras.callbacks.Callback`` (each optional):
 logs)``, ``on_epoch_end(epoch, logs)``, ``on_train_end(logs)``; before the first call the loop
 sets ``callback.model`` to the (unwrapped) ``torch.nn.Module``. They run on every rank.
 
-BatchNorm buffers: DistributedDataParallel broadcasts rank 0's buffers at every forward, so
-every rank holds rank 0's running statistics (the Horovod engine averages them instead).
+BatchNorm buffers: each rank's running statistics follow its own batches (DDP's
+``broadcast_buffers`` is off); after the training steps of every epoch, before validation
+and the checkpoint, they are averaged across ranks
+(:func:`~autocnnp.components.torch_runtime.average_statistics`), as the Horovod engine does,
+so validation, checkpoints and the saved model hold one set whichever rank wrote them.
 """
 
 from __future__ import annotations
@@ -44,19 +48,25 @@ import torch
 
 from autocnnp.components.progress import BOARD
 from autocnnp.components.training import MODEL_META, TrainResult, format_progress
-from autocnnp.components.torch_runtime import (allreduce, broadcast_object,
-                                               check_weights_identical, dice_metric,
-                                               gather_flags, gather_objects, torch_device)
+from autocnnp.components.torch_runtime import (allreduce, average_statistics,
+                                               broadcast_object, check_weights_identical,
+                                               dice_metric, gather_flags, gather_objects,
+                                               torch_device)
 from autocnnp.engine import rundir
+from autocnnp.errors import AutocnnpError
 from autocnnp.generator.context import RankContext
 
 #: file of the trained model's state dict in ``RUN_DIR/model/``
 MODEL_FILE = "model.pt"
+#: a user architecture file's copy in ``RUN_DIR/model/`` (what predict rebuilds it from)
+ARCHITECTURE_COPY = "architecture.py"
 
 
 def _notify(ctx: RankContext, event: str, *args: Any) -> None:
-    """Call ``event`` on every plugin callback that defines it (see the module docstring)."""
-    for callback in ctx.callbacks:
+    """Call ``event`` on every callback that defines it: the checkpoint action's (rank 0:
+    TensorBoard), then the plugins' (see the module docstring), as the Horovod engine orders
+    them."""
+    for callback in (*ctx.checkpoints.callbacks, *ctx.callbacks):
         method = getattr(callback, event, None)
         if method is not None:
             method(*args)
@@ -263,6 +273,9 @@ def _run_epoch(ctx: RankContext, epoch: int, steps_done: int, guard_steps: set[i
         _notify(ctx, "on_train_batch_end", step, {"loss": value})
         BOARD.end_step()
     train_s = time.perf_counter() - start
+    # BatchNorm's running statistics followed each rank's own batches: one set for
+    # validation, checkpoints and the saved model (the Horovod engine's moments)
+    average_statistics(ddp.module, comm)
     totals = allreduce(totals, comm)
     logs = {"loss": totals[0] / max(totals[2], 1), "dice": totals[1] / max(totals[2], 1)}
     if data.valid is not None:
@@ -305,7 +318,7 @@ def train(ctx: RankContext) -> TrainResult:
     durations: list[float] = []
     start = time.perf_counter()
     epochs_run = 0
-    for callback in ctx.callbacks:
+    for callback in (*ctx.checkpoints.callbacks, *ctx.callbacks):
         callback.model = model
     _notify(ctx, "on_train_begin", {})
     # the launcher's hang watch and `autocnnp watch` read this board (components/progress.py)
@@ -382,7 +395,9 @@ def train(ctx: RankContext) -> TrainResult:
 
 
 def save_model(ctx: RankContext) -> Path:
-    """``RUN_DIR/model/model.pt`` (the state dict) and ``autocnnp.json``, atomically."""
+    """``RUN_DIR/model/model.pt`` (the state dict) and ``autocnnp.json``, atomically; a user
+    architecture file is copied beside them (:data:`ARCHITECTURE_COPY`), so that
+    :func:`load_model` rebuilds the module without the config's folder."""
     model = ctx.model
     task = ctx.task
     run_dir = Path(ctx.run_dir)
@@ -392,13 +407,65 @@ def save_model(ctx: RankContext) -> Path:
     tmp.mkdir(parents=True)
     torch.save({k: v.cpu() for k, v in model.state_dict().items()}, tmp / MODEL_FILE)
     data = ctx.spec.data
+    arch = ctx.spec.architecture
+    channels = getattr(ctx.dataset.train, "channels", None)
     meta = {"engine": "torch", "classes": list(task.classes), "num_classes": task.num_classes,
             "input_shape": list(task.input_shape), "image_size": data.image_size,
-            "format": data.format, "architecture": ctx.spec.architecture.label,
-            "params": dict(ctx.spec.architecture.params), "layout": "NCHW",
+            "format": data.format, "architecture": arch.label,
+            "params": dict(arch.params), "layout": "NCHW",
+            # the volume channels trained on (None: every one), so predict reads the same
+            "channels": None if channels is None else [int(c) for c in channels],
             "epochs": ctx.spec.hyperparameters.end_epoch}
+    if arch.path is not None:
+        shutil.copyfile(arch.path, tmp / ARCHITECTURE_COPY)
+        meta["architecture_file"] = ARCHITECTURE_COPY
     rundir.write_json(tmp / MODEL_META, meta)
     return rundir.replace_dir(tmp, final)
+
+
+class TorchPredictor:
+    """A trained torch module behind the Keras ``predict`` that ``autocnnp predict`` calls:
+    ``(N, H, W, C)`` images in, ``(N, H, W, classes)`` probabilities out, on the CPU in eval
+    mode (BatchNorm's averaged running statistics, no dropout)."""
+
+    def __init__(self, module: Any) -> None:
+        self.module = module.eval()
+
+    def predict(self, images: np.ndarray, batch_size: int = 8, verbose: int = 0) -> np.ndarray:
+        out = []
+        with torch.no_grad():
+            for first in range(0, len(images), max(int(batch_size), 1)):
+                x = torch.from_numpy(np.ascontiguousarray(
+                    images[first:first + batch_size], dtype=np.float32)).permute(0, 3, 1, 2)
+                out.append(self.module(x.contiguous()).permute(0, 2, 3, 1).numpy())
+        return np.concatenate(out) if out else np.zeros((0,), dtype=np.float32)
+
+
+def load_model(model_dir: Path, meta: dict[str, Any]) -> TorchPredictor:
+    """The model :func:`save_model` wrote: the architecture rebuilt from ``autocnnp.json``
+    (a built-in by name, or the copied architecture file) with its parameters, and the
+    state dict loaded on the CPU."""
+    from autocnnp.components.models.torch_user import build_torch_model
+    from autocnnp.engine.spec import ArchitectureSpec
+
+    model_dir = Path(model_dir)
+    label = str(meta.get("architecture", "builtin:unet"))
+    if meta.get("architecture_file"):
+        arch = ArchitectureSpec(name=None, path=model_dir / meta["architecture_file"],
+                                params=dict(meta.get("params") or {}))
+    elif label.startswith("builtin:"):
+        arch = ArchitectureSpec(name=label.removeprefix("builtin:"),
+                                params=dict(meta.get("params") or {}))
+    else:
+        raise AutocnnpError(
+            f"{model_dir}: the model's architecture file {label} was not saved with it (a run "
+            f"of an earlier version)", remedy=f"copy {Path(label).name} into {model_dir} as "
+                                              f"{ARCHITECTURE_COPY} and add \"architecture_file\": "
+                                              f"\"{ARCHITECTURE_COPY}\" to {MODEL_META}")
+    module = build_torch_model(arch, tuple(meta["input_shape"]), int(meta["num_classes"]))
+    state = torch.load(model_dir / MODEL_FILE, map_location="cpu", weights_only=True)
+    module.load_state_dict(state)
+    return TorchPredictor(module)
 
 
 def predict_labels(model: Any, images: np.ndarray, device: Any) -> np.ndarray:

@@ -82,7 +82,9 @@ TORCH_BINDINGS: dict[str, str] = {
     "sync_callbacks": "TorchSync: ddp (the DistributedDataParallel wrapper that averages "
                       "gradients), device (the torch.device batches go to)",
     "checkpoints": "CheckpointSetup: manager (TorchCheckpointManager: state dicts in "
-                   "RUN_DIR/checkpoints/epoch-NNNNN/state.pt), callbacks (empty)",
+                   "RUN_DIR/checkpoints/epoch-NNNNN/state.pt), callbacks (rank 0: "
+                   "TensorBoard's epoch scalars; called with Keras's method names before "
+                   "the plugins' callbacks)",
 }
 
 

@@ -168,15 +168,15 @@ class Heartbeat(threading.Thread):
         return record
 
     def _to_tensorboard(self, record: dict[str, Any]) -> None:
-        import tensorflow as tf  # already imported by the training on this rank
+        # the records tf.summary.scalar writes, without TensorFlow (absent on the torch engine)
+        from autocnnp.components.event_files import EventFileWriter
 
         if self._writer is None:
-            self._writer = tf.summary.create_file_writer(
-                str(self.run_dir / "tensorboard" / "system" / f"rank-{self.rank}"))
-        with self._writer.as_default(step=self._samples):
-            for key, value in record.items():
-                if isinstance(value, (int, float)) and key not in ("time", "rank"):
-                    tf.summary.scalar(f"system/{key}", value)
+            self._writer = EventFileWriter(
+                self.run_dir / "tensorboard" / "system" / f"rank-{self.rank}")
+        for key, value in record.items():
+            if isinstance(value, (int, float)) and key not in ("time", "rank"):
+                self._writer.scalar(f"system/{key}", value, self._samples)
         self._writer.flush()
 
     # -- the loop ------------------------------------------------------------------------

@@ -34,7 +34,7 @@ def write_run(run_dir: Path, data: Path, *, lr: float, batch: int, epochs: int =
               test: bool = False, checkpoint_every: int = 0,
               arch_params: dict[str, Any] | None = None, cache: str = "auto",
               seed: int = 7, architecture: ArchitectureSpec | None = None,
-              keep: int = 3) -> Path:
+              keep: int = 3, tensorboard: bool = False) -> Path:
     """Write ``run_dir/spec.json`` for a tiny U-Net on the demo data in ``data``."""
     modules = (ModuleChoice(name="train_strategy_def", actions=plugins),) if plugins else ()
     spec = TrainingSpec(
@@ -51,7 +51,7 @@ def write_run(run_dir: Path, data: Path, *, lr: float, batch: int, epochs: int =
         lr_policy=LRPolicySpec(name=LRPolicyName(policy)),
         deployment=DeploymentSpec(threads_per_rank=1),
         reproducibility=ReproducibilitySpec(seed=seed),
-        monitoring=MonitoringSpec(tensorboard=False, checkpoint_every=checkpoint_every,
+        monitoring=MonitoringSpec(tensorboard=tensorboard, checkpoint_every=checkpoint_every,
                                   keep_checkpoints=keep))
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "spec.json").write_text(json.dumps(spec_to_dict(spec), indent=1))
@@ -67,6 +67,19 @@ def launch(run_dir: Path, ranks: int, *extra: str, timeout: float = 120) -> \
            sys.executable, "-m", "autocnnp.run_manage.worker", str(run_dir), *extra]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
                           cwd=str(REPO))
+
+
+def torch_launch(run_dir: Path, ranks: int, *extra: str) -> subprocess.CompletedProcess:
+    """:func:`launch` for the torch engine: the rendezvous address the plan sets in real jobs
+    (the tests start mpirun themselves)."""
+    from autocnnp.engine.plan import torch_master_port
+
+    os.environ["MASTER_ADDR"] = "127.0.0.1"
+    os.environ["MASTER_PORT"] = str(torch_master_port(run_dir))
+    try:
+        return launch(run_dir, ranks, *extra, timeout=300)
+    finally:
+        del os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"]
 
 
 def plugin(action_type: str, path: Path, class_name: str, mode: str = "extend",

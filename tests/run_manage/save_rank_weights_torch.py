@@ -4,7 +4,8 @@ The torch engine's twin of ``save_rank_weights.py``: it appends a callback to
 ``ctx.values["callbacks"]`` (the training loop sets ``callback.model`` to the
 ``torch.nn.Module``) that writes ``RUN_DIR/weights/rank-K-begin.npz`` when training starts
 (after DistributedDataParallel broadcast rank 0's parameters), ``rank-K-step2.npz`` after the
-second training step and ``rank-K-end.npz`` when it ends. The state dict holds parameters and
+second training step, ``rank-K-last.npz`` after the latest training step (rewritten at every
+step: the last one's when training ends) and ``rank-K-end.npz`` when it ends. The state dict holds parameters and
 buffers (BatchNorm's running statistics).
 """
 
@@ -41,6 +42,7 @@ class SaveRankWeightsTorch(ActionPlugin):
                 self.steps += 1
                 if self.steps == 2:
                     self._save("step2")
+                self._save("last")
 
             def on_train_end(self, logs=None):
                 self._save("end")

@@ -5,7 +5,8 @@ The same proofs as the Horovod engine's (``test_data_parallel.py``): 2 ranks wit
 batch b and the lr scaled x2 take, after one step, the step one rank takes with batch 2b;
 every rank ends with identical weights; 1 epoch + ``--resume`` for 1 more equals 2
 uninterrupted epochs (model, optimizer momentum, RNG); a dead rank fails the job naming it;
-and a user ``torch.nn.Module`` architecture file trains.
+and a user ``torch.nn.Module`` architecture file trains, and ``autocnnp predict`` rebuilds it
+from its copy in ``model/``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mpi_runs import HERE, launch, mpirun_available, plugin, write_run
+from mpi_runs import HERE, mpirun_available, plugin, torch_launch, write_run
 
 from autocnnp.components.demo_data import build_demo_dataset
 from autocnnp.engine.spec import ActionChoice, ArchitectureSpec
@@ -42,19 +43,6 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def saver() -> ActionChoice:
     return plugin("checkpoint", HERE / "save_rank_weights_torch.py", "SaveRankWeightsTorch")
-
-
-def torch_launch(run_dir: Path, ranks: int, *extra: str) -> object:
-    # MASTER_ADDR/PORT come from the plan in real jobs; the tests start mpirun themselves
-    import os
-
-    from autocnnp.engine.plan import torch_master_port
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = str(torch_master_port(run_dir))
-    try:
-        return launch(run_dir, ranks, *extra, timeout=300)
-    finally:
-        del os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"]
 
 
 def weights(run_dir: Path, rank: int, tag: str) -> np.ndarray:
@@ -200,6 +188,23 @@ def test_a_torch_module_architecture_file_trains_and_evaluates(demo: Path,
     state = torch.load(run / "model" / "model.pt")
     assert state["0.weight"].shape == (6, 1, 3, 3)  # the file's width param reached it
 
+    # predict rebuilds the module from the file's copy in model/, without the original
+    from autocnnp.cli import main
+    from autocnnp.components.datasets import normalize_unit, read_image_file
+
+    assert meta["architecture"] == str(archi) and meta["architecture_file"] == "architecture.py"
+    assert (run / "model" / "architecture.py").read_text() == archi.read_text()
+    archi.unlink()
+    image = demo / "test" / "images" / "0072.npy"
+    assert main(["predict", str(run), str(image), str(tmp_path / "pred"), "--no-progress"]) == 0
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 6, 3, padding=1), torch.nn.ReLU(),
+                                torch.nn.Conv2d(6, 3, 1), torch.nn.Softmax(dim=1))
+    model.load_state_dict(state)
+    pixels = normalize_unit(read_image_file(image), image).astype(np.float32)
+    with torch.no_grad():
+        want = model(torch.from_numpy(pixels)[None, None]).argmax(dim=1)[0].numpy()
+    np.testing.assert_array_equal(np.load(tmp_path / "pred" / "0072.npy"), want)
+
 
 def test_a_dead_rank_fails_the_job_naming_rank_and_host(demo: Path, tmp_path: Path) -> None:
     archi = tmp_path / "dies_on_rank_1.py"
@@ -317,16 +322,3 @@ def test_the_determinism_switch_repeats_a_cpu_run_bit_for_bit(demo: Path, tmp_pa
     losses = [[json.loads(line)["loss"] for line in
                (run / "metrics" / "epochs.jsonl").read_text().splitlines()] for run in runs]
     assert losses[0] == losses[1]
-
-
-def test_predict_says_it_reads_keras_models_only(tmp_path: Path) -> None:
-    from autocnnp.cli.predict import load_run_model
-    from autocnnp.errors import AutocnnpError
-
-    (tmp_path / "model").mkdir()
-    (tmp_path / "model" / "autocnnp.json").write_text(json.dumps({"engine": "torch"}))
-    with pytest.raises(AutocnnpError) as info:
-        load_run_model(tmp_path)
-    assert info.value.message == (
-        f"{tmp_path / 'model'}: this model was trained by the torch engine (model.pt, a state "
-        f"dict); autocnnp predict reads the Horovod engine's Keras models at this version")
