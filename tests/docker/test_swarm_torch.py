@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 
 import pytest
-from test_swarm_e2e import autocnnp, leftovers, the_run_dir, this_node, weight_lines
+from test_swarm_e2e import (autocnnp, leftovers, no_run_dir_left, the_run_dir, this_node,
+                            weight_lines)
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -132,3 +133,27 @@ def test_a_killed_torch_rank_fails_the_swarm_job_fast_naming_rank_and_node(swarm
     assert (state["state"], state["failed_rank"], state["failed_host"]) == ("failed", 1, node)
     assert not (run_dir / "test_metrics.json").exists()
     assert leftovers(swarm, job_id) == []
+
+
+def test_a_torch_job_on_the_horovod_only_image_is_refused_before_anything_is_created(
+        swarm, cpu_image, job_dir):
+    config = job_dir / torch_config(job_dir, epochs=1)
+    config.write_text(config.read_text().replace(
+        '<property name="threads_per_rank">1</property>',
+        f'<property name="threads_per_rank">1</property>\n'
+        f'      <property name="image">{cpu_image}</property>'))
+    services_before = {s.id for s in swarm.services.list()}
+    networks_before = {n.id for n in swarm.networks.list()}
+
+    proc = autocnnp("run", config.name, cwd=job_dir, timeout=300)
+
+    no_run_dir_left(job_dir, proc.stdout)
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stderr.endswith(
+        f"autocnnp run: error: image {cpu_image} is autocnnp's cpu image, without torch; "
+        f"dist_strategy torch_ddp runs the torch engine\n"
+        f"  remedy: build the torch image with autocnnp image build --torch and drop the image "
+        f"property of <deployment> (its default for torch_ddp is autocnnp:cpu-torch), or name an "
+        f"image that has torch\n")
+    assert {s.id for s in swarm.services.list()} == services_before
+    assert {n.id for n in swarm.networks.list()} == networks_before
