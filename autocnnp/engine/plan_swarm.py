@@ -36,7 +36,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Iterable, Mapping
 
 from autocnnp.engine.plan import WORKER_MODULE, horovod_stall_env, thread_env
-from autocnnp.engine.spec import TrainingSpec, spec_to_dict
+from autocnnp.engine.spec import MonitoringSpec, TrainingSpec, spec_to_dict
 from autocnnp.engine.vocabulary import NODE_ENV
 from autocnnp.errors import EnvironmentProblemError
 
@@ -490,7 +490,8 @@ def build_swarm_plan(spec: TrainingSpec, run_dir: Path, job_id: str,
     }
     torch = spec.engine == "torch"
     common_env |= (_torch_env(rdv_name, rendezvous_port, dep.rendezvous_timeout_s) if torch else
-                   _horovod_env(rdv_name, rendezvous_port, dep.rendezvous_timeout_s, spec))
+                   _horovod_env(rdv_name, rendezvous_port, dep.rendezvous_timeout_s,
+                                spec.monitoring))
     if dep.threads_per_rank:
         common_env |= thread_env(dep.threads_per_rank)
     if gpus_per_rank > 0:
@@ -547,7 +548,8 @@ def build_swarm_plan(spec: TrainingSpec, run_dir: Path, job_id: str,
                      node_docker=dep.node_docker, engine=spec.engine)
 
 
-def _horovod_env(rdv_name: str, port: int, timeout_s: int, spec: TrainingSpec) -> dict[str, str]:
+def _horovod_env(rdv_name: str, port: int, timeout_s: int,
+                 monitoring: MonitoringSpec) -> dict[str, str]:
     """Horovod ranks: Gloo controller and operations, the rendezvous, the overlay interface."""
     return {
         "HOROVOD_CONTROLLER": "gloo",
@@ -559,14 +561,14 @@ def _horovod_env(rdv_name: str, port: int, timeout_s: int, spec: TrainingSpec) -
         "OMPI_MCA_btl_tcp_if_include": OVERLAY_IFACE,
         "OMPI_MCA_oob_tcp_if_include": OVERLAY_IFACE,
         "TF_CPP_MIN_LOG_LEVEL": "2",
-    } | horovod_stall_env(spec.monitoring)
+    } | horovod_stall_env(monitoring)
 
 
 def _torch_env(rdv_name: str, port: int, timeout_s: int) -> dict[str, str]:
     """torch ranks: the entrypoint exports RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE from
     the rank table; they join the c10d store the rendezvous service holds (as clients: torch
     lets no rank host the store when TORCHELASTIC_USE_AGENT_STORE is True, as under torchrun's
-    agent); Gloo (and NCCL's bootstrap) bind the overlay interface."""
+    agent); Gloo binds the overlay interface (NCCL too, on GPU ranks)."""
     return {
         "AUTOCNNP_ENGINE": "torch",
         "AUTOCNNP_RENDEZVOUS_TIMEOUT_S": str(timeout_s),
