@@ -6,12 +6,15 @@
 #      generic resources of a task as DOCKER_RESOURCE_<KIND>=<id>,<id>; with the NVIDIA runtime
 #      every GPU of the node may still be visible, so without this pin two ranks could share
 #      one GPU while another stays idle.
-#   2. computes the Horovod rank environment from the task slot. The plan gives each rank
-#      service its rank table, one entry per slot ("rank:local_rank:local_size:cross_rank:
-#      cross_size:horovod_hostname", entries separated by ';'), and the task gets its slot
-#      from the {{.Task.Slot}} template in AUTOCNNP_TASK_SLOT.
-#   3. waits (up to HOROVOD_GLOO_TIMEOUT_SECONDS) for the rendezvous service: Swarm has no gang
-#      scheduling, so ranks may start before it.
+#   2. computes the rank environment from the task slot. The plan gives each rank service its
+#      rank table, one entry per slot ("rank:local_rank:local_size:cross_rank:cross_size:
+#      horovod_hostname", entries separated by ';'), and the task gets its slot from the
+#      {{.Task.Slot}} template in AUTOCNNP_TASK_SLOT. Horovod ranks get HOROVOD_RANK,
+#      HOROVOD_SIZE...; torch ranks (AUTOCNNP_ENGINE=torch) get RANK, WORLD_SIZE, LOCAL_RANK
+#      and LOCAL_WORLD_SIZE.
+#   3. waits (up to the rendezvous timeout) for the rendezvous service (Horovod's
+#      HOROVOD_GLOO_RENDEZVOUS_ADDR, torch's MASTER_ADDR): Swarm has no gang scheduling, so
+#      ranks may start before it.
 # then runs the command. Outside Swarm (no AUTOCNNP_TASK_SLOT) it only runs the command.
 set -eu
 
@@ -48,23 +51,33 @@ if [ -n "${AUTOCNNP_TASK_SLOT:-}" ] && [ -n "${AUTOCNNP_RANK_TABLE:-}" ]; then
         log "task slot $AUTOCNNP_TASK_SLOT has no entry in the rank table ($AUTOCNNP_RANK_TABLE)"
         exit 64
     fi
-    IFS=: read -r HOROVOD_RANK HOROVOD_LOCAL_RANK HOROVOD_LOCAL_SIZE HOROVOD_CROSS_RANK \
-        HOROVOD_CROSS_SIZE HOROVOD_HOSTNAME <<EOT
+    IFS=: read -r rank local_rank local_size cross_rank cross_size rank_host <<EOT
 $entry
 EOT
-    export HOROVOD_RANK HOROVOD_LOCAL_RANK HOROVOD_LOCAL_SIZE HOROVOD_CROSS_RANK \
-        HOROVOD_CROSS_SIZE HOROVOD_HOSTNAME
-    export HOROVOD_SIZE="${AUTOCNNP_WORLD_SIZE:?AUTOCNNP_WORLD_SIZE is not set}"
-    export AUTOCNNP_RANK="$HOROVOD_RANK"
-    log "slot $AUTOCNNP_TASK_SLOT -> rank $HOROVOD_RANK/$HOROVOD_SIZE" \
-        "(local $HOROVOD_LOCAL_RANK/$HOROVOD_LOCAL_SIZE, cross $HOROVOD_CROSS_RANK/$HOROVOD_CROSS_SIZE," \
-        "host $HOROVOD_HOSTNAME) on $(hostname)"
-    if [ -n "${HOROVOD_GLOO_RENDEZVOUS_ADDR:-}" ]; then
+    size="${AUTOCNNP_WORLD_SIZE:?AUTOCNNP_WORLD_SIZE is not set}"
+    export AUTOCNNP_RANK="$rank"
+    if [ "${AUTOCNNP_ENGINE:-horovod}" = torch ]; then
+        export RANK="$rank" WORLD_SIZE="$size" LOCAL_RANK="$local_rank" \
+            LOCAL_WORLD_SIZE="$local_size"
+        rendezvous_addr="${MASTER_ADDR:-}" rendezvous_port="${MASTER_PORT:-}"
+    else
+        export HOROVOD_RANK="$rank" HOROVOD_SIZE="$size" HOROVOD_LOCAL_RANK="$local_rank" \
+            HOROVOD_LOCAL_SIZE="$local_size" HOROVOD_CROSS_RANK="$cross_rank" \
+            HOROVOD_CROSS_SIZE="$cross_size" HOROVOD_HOSTNAME="$rank_host"
+        rendezvous_addr="${HOROVOD_GLOO_RENDEZVOUS_ADDR:-}"
+        rendezvous_port="${HOROVOD_GLOO_RENDEZVOUS_PORT:-}"
+    fi
+    log "slot $AUTOCNNP_TASK_SLOT -> rank $rank/$size" \
+        "(local $local_rank/$local_size, cross $cross_rank/$cross_size," \
+        "host $rank_host) on $(hostname)"
+    if [ -n "$rendezvous_addr" ]; then
+        RENDEZVOUS_ADDR="$rendezvous_addr" RENDEZVOUS_PORT="$rendezvous_port" \
+        RENDEZVOUS_TIMEOUT="${AUTOCNNP_RENDEZVOUS_TIMEOUT_S:-${HOROVOD_GLOO_TIMEOUT_SECONDS:-120}}" \
         python - <<'PY'
 import os, socket, sys, time
-addr = os.environ["HOROVOD_GLOO_RENDEZVOUS_ADDR"]
-port = int(os.environ["HOROVOD_GLOO_RENDEZVOUS_PORT"])
-deadline = time.monotonic() + float(os.environ.get("HOROVOD_GLOO_TIMEOUT_SECONDS", "120"))
+addr = os.environ["RENDEZVOUS_ADDR"]
+port = int(os.environ["RENDEZVOUS_PORT"])
+deadline = time.monotonic() + float(os.environ["RENDEZVOUS_TIMEOUT"])
 while True:
     try:
         socket.create_connection((addr, port), timeout=2).close()

@@ -2,6 +2,8 @@
 
   autocnnp image build                       CPU image autocnnp:cpu
   autocnnp image build --gpu                 CUDA image autocnnp:gpu (needs its base image)
+  autocnnp image build --torch               autocnnp:cpu, then autocnnp:cpu-torch on it (the
+                                             torch engine's image, dist_strategy torch_ddp)
   autocnnp image build --ca-bundle proxy.pem behind a TLS-inspecting proxy
   autocnnp image build --dry-run             show what would be built
   autocnnp image push-nodes CONFIG           copy the config's image to the swarm nodes lacking it
@@ -9,7 +11,9 @@
 No registry is needed: without --base, the CPU base is made from Debian with
 `debootstrap --variant=minbase bookworm` and `docker import` (cached as autocnnp-base:bookworm).
 The Horovod wheel pip built on this machine is reused in the image when it loads there;
-otherwise Horovod compiles inside the build (about 6 minutes on 2 cores).
+otherwise Horovod compiles inside the build (about 6 minutes on 2 cores). The torch image adds
+one layer to the CPU image: the CPU build of torch pinned in constraints.txt, which pip
+downloads on this machine (its index, find-links or cache) into the build context.
 
 push-nodes gets the image to the other nodes of a swarm, still without a registry: it compares
 the image id on each ready node's own Docker daemon, reached through the deployment property
@@ -34,13 +38,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     build = sub.add_parser("build", help="build the CPU (default) or GPU image",
                            description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     build.add_argument("--gpu", action="store_true", help="build the CUDA image (Dockerfile.gpu)")
+    build.add_argument("--torch", action="store_true",
+                       help="build the CPU image, then the torch engine's image on it "
+                            "(Dockerfile.torch, default tag autocnnp:cpu-torch); with --base, only "
+                            "the torch layer on that image")
+    build.add_argument("--torch-wheel", metavar="FILE", type=Path,
+                       help="the pinned torch wheel to install with --torch (default: pip download "
+                            "finds it through this machine's pip settings)")
     build.add_argument("--base", metavar="IMAGE",
                        help="base image to build on (default: autocnnp-base:bookworm, made with "
-                            "debootstrap if absent; for --gpu nvidia/cuda:12.2.2-cudnn8-devel-ubuntu22.04)")
+                            "debootstrap if absent; for --gpu nvidia/cuda:12.2.2-cudnn8-devel-ubuntu22.04; "
+                            "for --torch a CPU image, which is then not rebuilt)")
     build.add_argument("--ca-bundle", metavar="FILE", type=Path,
                        help="CA bundle (PEM) apt and pip trust during the build (default: this "
                             "machine's system bundle)")
-    build.add_argument("--tag", metavar="NAME", help="image tag (default autocnnp:cpu / autocnnp:gpu)")
+    build.add_argument("--tag", metavar="NAME", help="image tag (default autocnnp:cpu / autocnnp:gpu / autocnnp:cpu-torch)")
     build.add_argument("--horovod-wheel", metavar="FILE", type=Path,
                        help=f"Horovod {HOROVOD_VERSION} cp311 wheel to install (default: pip's wheel cache)")
     build.add_argument("--no-cache", action="store_true", help="rebuild every layer")
@@ -63,27 +75,39 @@ def run(args: argparse.Namespace) -> int:
     from autocnnp.run_manage.docker_api import docker_client
 
     source_root = ib.find_source_root()
-    wheels = () if args.gpu else ib.find_horovod_wheels(args.horovod_wheel)
     try:
         client = docker_client()
     except EnvironmentProblemError:
         if not args.dry_run:
             raise
         client = None  # a dry run still shows the plan without a daemon
-    default_base = ib.DEFAULT_GPU_BASE if args.gpu else ib.DEBOOTSTRAP_BASE
-    base_present = client is not None and ib.image_present(client, args.base or default_base)
-    plan = ib.plan_image_build(gpu=args.gpu, tag=args.tag, base=args.base,
-                               ca_bundle=args.ca_bundle or ib.default_ca_bundle(),
-                               base_present=base_present,
-                               source_root=source_root, horovod_wheels=wheels,
-                               no_cache=args.no_cache)
-    print(plan)
+    plans = []
+    if not (args.torch and args.base):   # the Horovod (CPU or GPU) image
+        wheels = () if args.gpu else ib.find_horovod_wheels(args.horovod_wheel)
+        default_base = ib.DEFAULT_GPU_BASE if args.gpu else ib.DEBOOTSTRAP_BASE
+        base = None if args.torch else args.base
+        base_present = client is not None and ib.image_present(client, base or default_base)
+        plans.append(ib.plan_image_build(gpu=args.gpu, tag=None if args.torch else args.tag,
+                                         base=base,
+                                         ca_bundle=args.ca_bundle or ib.default_ca_bundle(),
+                                         base_present=base_present,
+                                         source_root=source_root, horovod_wheels=wheels,
+                                         no_cache=args.no_cache))
+    if args.torch:
+        plans.append(ib.plan_image_build(gpu=args.gpu, tag=args.tag,
+                                         base=args.base or plans[0].tag, ca_bundle=None,
+                                         base_present=True, source_root=source_root,
+                                         horovod_wheels=(), no_cache=args.no_cache,
+                                         torch=True, torch_wheel=args.torch_wheel))
+    print("\n".join(str(plan) for plan in plans))
     if args.dry_run:
         return 0
-    result = ib.build_image(plan, client, progress=lambda line: print(line, flush=True))
-    print(f"built {result.tag} ({result.image_id[:19]}) in {result.seconds:.0f} s"
-          + (f" (base {result.base_seconds:.0f} s)" if result.base_seconds else "")
-          + f"; Horovod: {result.horovod_source}")
+    for plan in plans:
+        result = ib.build_image(plan, client, progress=lambda line: print(line, flush=True))
+        print(f"built {result.tag} ({result.image_id[:19]}) in {result.seconds:.0f} s"
+              + (f" (base {result.base_seconds:.0f} s)" if result.base_seconds else "")
+              + f"; Horovod: {result.horovod_source}"
+              + (f"; {plan.torch_requirement}" if plan.torch_requirement else ""), flush=True)
     return 0
 
 

@@ -1,9 +1,14 @@
 """The plan of a Docker Swarm job, as data (pure: no docker, no environment, no files).
 
 :func:`build_swarm_plan` turns a swarm spec into a :class:`SwarmPlan`: one overlay network, one
-per-job secret, a rendezvous service (Horovod's Gloo HTTP rendezvous) and the rank services.
-Ranks start without ssh or mpirun: every rank task gets the Horovod rank environment from its
-``{{.Task.Slot}}`` and the rank table of its service (``containers/entrypoint.sh``).
+per-job secret, a rendezvous service and the rank services. Ranks start without ssh or mpirun:
+every rank task gets its rank environment from its ``{{.Task.Slot}}`` and the rank table of
+its service (``containers/entrypoint.sh``): Horovod's ``HOROVOD_RANK``... for the Horovod
+engine, torch's ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``LOCAL_WORLD_SIZE`` for the torch
+engine (``TrainingSpec.engine``). The rendezvous service is what the ranks meet at: Horovod's
+Gloo HTTP rendezvous initialised with the rank layout, or, for torch, the job's c10d TCP store
+(``MASTER_ADDR``:``MASTER_PORT``), which every rank joins as a client, as under torchrun's
+agent, so that no rank task needs an address known before it starts.
 
 Placement. When the swarm's nodes are known (``nodes=``, what the backend passes at launch),
 ranks are laid out node by node and each node gets its own rank service pinned to it, so the
@@ -31,7 +36,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Iterable, Mapping
 
 from autocnnp.engine.plan import WORKER_MODULE, horovod_stall_env, thread_env
-from autocnnp.engine.spec import TrainingSpec, spec_to_dict
+from autocnnp.engine.spec import MonitoringSpec, TrainingSpec, spec_to_dict
 from autocnnp.engine.vocabulary import NODE_ENV
 from autocnnp.errors import EnvironmentProblemError
 
@@ -160,6 +165,8 @@ class SwarmPlan:
     rendezvous_timeout_s: int
     resume: bool = False
     node_docker: str | None = None             # each node's daemon, to deliver the image
+    #: the engine the ranks run (``TrainingSpec.engine``): horovod or torch
+    engine: str = "horovod"
 
     @property
     def size(self) -> int:
@@ -191,6 +198,7 @@ class SwarmPlan:
                   else "chosen by the Swarm scheduler (nodes not known when planned)")
         lines = [
             f"backend:   swarm, job {self.job_id}",
+            f"engine:    {self.engine}",
             f"image:     {self.image}",
             f"ranks:     {self.world_size}, {gpu}; placement {placed}",
             f"run dir:   {self.run_dir}" + ("  (resume)" if self.resume else ""),
@@ -202,7 +210,9 @@ class SwarmPlan:
             f"rendezvous timeout: {self.rendezvous_timeout_s} s",
             *([f"node docker: {self.node_docker} (the image is delivered to nodes lacking it)"]
               if self.node_docker else []),
-            "rank layout:",
+            "rank layout:" + (" (each task's RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE; "
+                              "MASTER_ADDR:MASTER_PORT is the rendezvous service's c10d store)"
+                              if self.engine == "torch" else ""),
         ]
         for slot in self.ranks:
             where = slot.node or "(scheduler)"
@@ -476,29 +486,23 @@ def build_swarm_plan(spec: TrainingSpec, run_dir: Path, job_id: str,
         "AUTOCNNP_WORLD_SIZE": str(n),
         "AUTOCNNP_TASK_SLOT": "{{.Task.Slot}}",
         NODE_ENV: "{{.Node.Hostname}}",
-        "HOROVOD_CONTROLLER": "gloo",
-        "HOROVOD_CPU_OPERATIONS": "gloo",
-        "HOROVOD_GLOO_RENDEZVOUS_ADDR": rdv_name,
-        "HOROVOD_GLOO_RENDEZVOUS_PORT": str(rendezvous_port),
-        "HOROVOD_GLOO_IFACE": OVERLAY_IFACE,
-        "HOROVOD_GLOO_TIMEOUT_SECONDS": str(dep.rendezvous_timeout_s),
-        "OMPI_MCA_btl_tcp_if_include": OVERLAY_IFACE,
-        "OMPI_MCA_oob_tcp_if_include": OVERLAY_IFACE,
         "PYTHONUNBUFFERED": "1",
-        "TF_CPP_MIN_LOG_LEVEL": "2",
     }
-    common_env |= horovod_stall_env(spec.monitoring)
+    torch = spec.engine == "torch"
+    common_env |= (_torch_env(rdv_name, rendezvous_port, dep.rendezvous_timeout_s) if torch else
+                   _horovod_env(rdv_name, rendezvous_port, dep.rendezvous_timeout_s,
+                                spec.monitoring))
     if dep.threads_per_rank:
         common_env |= thread_env(dep.threads_per_rank)
     if gpus_per_rank > 0:
         common_env |= {
             "AUTOCNNP_GPU_RESOURCE": gpu_resource_kind,
-            "HOROVOD_GPU_OPERATIONS": "NCCL",
             "NCCL_SOCKET_IFNAME": OVERLAY_IFACE,
             "NCCL_IB_DISABLE": "1",          # overlay (VXLAN) networks carry TCP only
             "NCCL_DEBUG": "WARN",
-            "TF_FORCE_GPU_ALLOW_GROWTH": "true",
         }
+        if not torch:
+            common_env |= {"HOROVOD_GPU_OPERATIONS": "NCCL", "TF_FORCE_GPU_ALLOW_GROWTH": "true"}
 
     worker = ("python", "-m", WORKER_MODULE, str(run_dir)) + (("--resume",) if resume else ())
     rank_services = []
@@ -517,14 +521,19 @@ def build_swarm_plan(spec: TrainingSpec, run_dir: Path, job_id: str,
             mounts=mounts, secrets=(secret.name,),
             labels=labels + ((ROLE_LABEL, "ranks"),)))
 
-    host_plan = [[s.horovod_hostname, s.rank, s.local_rank, s.cross_rank, n, s.local_size,
-                  s.cross_size] for s in ranks]
+    serve = ("python", "-m", "autocnnp.run_manage.swarm", "rendezvous")
+    if torch:   # the c10d TCP store of the job, for its world size
+        command = serve + ("--engine", "torch", "--port", str(rendezvous_port),
+                           "--world-size", str(n))
+        rdv_env: tuple[tuple[str, str], ...] = ()
+    else:       # Horovod's Gloo HTTP rendezvous, initialised with the rank layout
+        host_plan = [[s.horovod_hostname, s.rank, s.local_rank, s.cross_rank, n, s.local_size,
+                      s.cross_size] for s in ranks]
+        command = serve + ("--port", str(rendezvous_port))
+        rdv_env = (("AUTOCNNP_HOST_PLAN", json.dumps(host_plan, separators=(",", ":"))),)
     rendezvous = ServiceSpec(
-        name=rdv_name, role="rendezvous", image=dep.image,
-        command=("python", "-m", "autocnnp.run_manage.swarm", "rendezvous",
-                 "--port", str(rendezvous_port)),
-        env=(("AUTOCNNP_HOST_PLAN", json.dumps(host_plan, separators=(",", ":"))),
-             ("AUTOCNNP_JOB_ID", job_id), ("PYTHONUNBUFFERED", "1")),
+        name=rdv_name, role="rendezvous", image=dep.image, command=command,
+        env=rdv_env + (("AUTOCNNP_JOB_ID", job_id), ("PYTHONUNBUFFERED", "1")),
         replicas=1, hostname=rdv_name,
         constraints=("node.role==manager",), secrets=(secret.name,),
         labels=labels + ((ROLE_LABEL, "rendezvous"),))
@@ -536,7 +545,38 @@ def build_swarm_plan(spec: TrainingSpec, run_dir: Path, job_id: str,
                      ranks=tuple(ranks), constraints=user_constraints,
                      shared_volume=dep.shared_volume,
                      rendezvous_timeout_s=dep.rendezvous_timeout_s, resume=resume,
-                     node_docker=dep.node_docker)
+                     node_docker=dep.node_docker, engine=spec.engine)
+
+
+def _horovod_env(rdv_name: str, port: int, timeout_s: int,
+                 monitoring: MonitoringSpec) -> dict[str, str]:
+    """Horovod ranks: Gloo controller and operations, the rendezvous, the overlay interface."""
+    return {
+        "HOROVOD_CONTROLLER": "gloo",
+        "HOROVOD_CPU_OPERATIONS": "gloo",
+        "HOROVOD_GLOO_RENDEZVOUS_ADDR": rdv_name,
+        "HOROVOD_GLOO_RENDEZVOUS_PORT": str(port),
+        "HOROVOD_GLOO_IFACE": OVERLAY_IFACE,
+        "HOROVOD_GLOO_TIMEOUT_SECONDS": str(timeout_s),
+        "OMPI_MCA_btl_tcp_if_include": OVERLAY_IFACE,
+        "OMPI_MCA_oob_tcp_if_include": OVERLAY_IFACE,
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    } | horovod_stall_env(monitoring)
+
+
+def _torch_env(rdv_name: str, port: int, timeout_s: int) -> dict[str, str]:
+    """torch ranks: the entrypoint exports RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE from
+    the rank table; they join the c10d store the rendezvous service holds (as clients: torch
+    lets no rank host the store when TORCHELASTIC_USE_AGENT_STORE is True, as under torchrun's
+    agent); Gloo binds the overlay interface (NCCL too, on GPU ranks)."""
+    return {
+        "AUTOCNNP_ENGINE": "torch",
+        "AUTOCNNP_RENDEZVOUS_TIMEOUT_S": str(timeout_s),
+        "GLOO_SOCKET_IFNAME": OVERLAY_IFACE,
+        "MASTER_ADDR": rdv_name,
+        "MASTER_PORT": str(port),
+        "TORCHELASTIC_USE_AGENT_STORE": "True",
+    }
 
 
 # --------------------------------------------------------------------------- stack file

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from autocnnp.engine.vocabulary import METRICS, MONAI_PREFIX
+from autocnnp.engine.vocabulary import CPU_IMAGE, METRICS, MONAI_PREFIX
 
 
 class Backend(str, enum.Enum):
@@ -217,7 +217,8 @@ class DeploymentSpec:
     hosts: tuple[str, ...] = ()
     threads_per_rank: int | None = None
     gpus_per_rank: int = 0
-    image: str = "autocnnp:cpu"
+    #: the swarm tasks' image; a torch_ddp config without one runs TORCH_CPU_IMAGE
+    image: str = CPU_IMAGE
     node_constraints: tuple[str, ...] = ()
     network: str | None = None
     shared_volume: str | None = None

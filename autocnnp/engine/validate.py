@@ -23,7 +23,7 @@ from autocnnp.engine import default_tree
 from autocnnp.engine import spec as S
 from autocnnp.engine.values import parse_bool
 from autocnnp.engine.vocabulary import (ARCHITECTURES, LOSSES, METRICS, MONAI_PREFIX, OPTIMIZERS,
-                                        PRECISIONS, monai_networks)
+                                        PRECISIONS, TORCH_CPU_IMAGE, monai_networks)
 from autocnnp.engine.schema import check_schema, did_you_mean, unknown
 from autocnnp.engine.user_files import check_function_file
 from autocnnp.engine.xml_loader import load_xml
@@ -727,7 +727,7 @@ def build_spec(tree: etree._ElementTree, source: Path, check: Checker) -> S.Trai
     _check_keras_settings(check, task, hyper, data, policy, monitoring)
     architecture = _architecture(check, task.find("CNN_archi"))
     generator = _generator(check, task.find("CNN-Parallelism-Generator"))
-    _check_engine(check, task, generator, architecture, deployment, hyper)
+    deployment = _check_engine(check, task, generator, architecture, deployment, hyper)
     return S.TrainingSpec(
         source=source, task=TASKS.get(task_name, task_name), parallelism_degree=degree,
         architecture=architecture,
@@ -780,9 +780,10 @@ def architecture_framework(path: Path) -> tuple[str, str] | None:
 
 def _check_engine(check: Checker, task: etree._Element, generator: tuple[S.ModuleChoice, ...],
                   architecture: S.ArchitectureSpec, deployment: S.DeploymentSpec,
-                  hyper: S.Hyperparameters) -> None:
+                  hyper: S.Hyperparameters) -> S.DeploymentSpec:
     """What the engine chosen by dist_strategy cannot run: an architecture file written for
-    the other engine, a Keras <init> model, launchers and backends it has no plan for."""
+    the other engine, a Keras <init> model, launchers and backends it has no plan for.
+    Returns ``deployment`` with the engine's image when the config names none."""
     choice = next((a for m in generator for a in m.actions if a.type == "dist_strategy"), None)
     engine = default_tree.engine_of(choice.implementation if choice else None)
     strategy = ENGINE_STRATEGIES[engine]
@@ -809,7 +810,7 @@ def _check_engine(check: Checker, task: etree._Element, generator: tuple[S.Modul
                           f"precision {hyper.precision} is implemented on the torch engine "
                           f"(dist_strategy torch_ddp) at this version; the Horovod engine "
                           f"trains in fp32")
-        return
+        return deployment
     if architecture.init is not None:
         check.problem(archi.find("init") if archi is not None else None, "CNN_archi/init",
                       "<init> loads a Keras model, which the torch engine (dist_strategy "
@@ -819,11 +820,15 @@ def _check_engine(check: Checker, task: etree._Element, generator: tuple[S.Modul
         check.problem(deploy_el, "deployment", "launcher horovodrun starts Horovod ranks; "
                       "dist_strategy torch_ddp runs the torch engine: use launcher mpirun "
                       "(the default)")
-    if deployment.backend in (S.Backend.SWARM, S.Backend.SLURM):
+    if deployment.backend is S.Backend.SLURM:
         check.problem(deploy_el, "deployment",
-                      f"dist_strategy torch_ddp runs on the local and hosts backends; backend "
-                      f"{deployment.backend.value} has no torch launch plan yet (use "
+                      f"dist_strategy torch_ddp runs on the local, hosts and swarm backends; "
+                      f"backend {deployment.backend.value} has no torch launch plan yet (use "
                       f"ring_allreduce there)")
+    image_el = _property(task, "deployment", "image")
+    if image_el is None or image_el.get("name") != "image":
+        deployment = dataclasses.replace(deployment, image=TORCH_CPU_IMAGE)
+    return deployment
 
 
 def _property(task: etree._Element, section: str, name: str) -> etree._Element | None:

@@ -30,6 +30,11 @@ METRICS = ("dice", "pixel_accuracy", "mean_accuracy", "mean_iou", "fw_iou", "sen
 #: the Horovod release the Horovod engine is built and tested with (TensorFlow 2.15 / Keras 2)
 HOROVOD_VERSION = "0.28.1"
 
+#: the images ``autocnnp image build`` makes: the Horovod engine's, and the same with the CPU
+#: build of torch (``--torch``), which swarm jobs of the torch engine run by default
+CPU_IMAGE = "autocnnp:cpu"
+TORCH_CPU_IMAGE = "autocnnp:cpu-torch"
+
 #: environment variables through which a launcher gives each rank its thread counts
 INTRA_OP_THREADS_ENV = "AUTOCNNP_INTRA_OP_THREADS"
 INTER_OP_THREADS_ENV = "AUTOCNNP_INTER_OP_THREADS"

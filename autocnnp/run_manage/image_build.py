@@ -5,7 +5,10 @@ bundle for pip and apt, the pinned constraints, the Horovod wheel already built 
 machine, the autocnnp source) and runs ``docker build`` through the docker SDK. When no base
 image is given and none is present locally, the CPU base is made from Debian itself:
 ``debootstrap --variant=minbase bookworm`` and ``docker import``, cached as
-``autocnnp-base:bookworm``.
+``autocnnp-base:bookworm``. The torch image (``--torch``, :data:`TORCH_FLAVOUR`) is the CPU
+image plus one layer: the CPU build of torch pinned in ``constraints.txt``, installed from
+wheels ``pip download`` puts in the build context on this machine (nothing is fetched inside
+the build).
 
 The build is planned first (:func:`plan_image_build`, pure) and then executed
 (:func:`build_image`), so ``--dry-run`` shows what would be built.
@@ -17,19 +20,24 @@ import glob
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from autocnnp.engine.vocabulary import HOROVOD_VERSION
+from autocnnp.engine.vocabulary import CPU_IMAGE, HOROVOD_VERSION, TORCH_CPU_IMAGE
 from autocnnp.errors import AutocnnpError, EnvironmentProblemError
 
 #: The base made by debootstrap when none is available.
 DEBOOTSTRAP_BASE = "autocnnp-base:bookworm"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 DEFAULT_GPU_BASE = "nvidia/cuda:12.2.2-cudnn8-devel-ubuntu22.04"
+#: the flavour of the torch image: the CPU image (its base) plus the CPU build of torch
+TORCH_FLAVOUR = "cpu-torch"
+#: where the CPU builds of torch are published, for the remedy when pip cannot find one
+TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 
 #: Used when the repository has no constraints.txt: the stack measured to work together
 #: (DESIGN.md section 9; numpy must stay below 2 for TensorFlow 2.15).
@@ -79,7 +87,7 @@ Progress = Callable[[str], None]
 class ImageBuildPlan:
     """Everything one image build will use; printable, and pure data."""
 
-    flavour: str                     # "cpu" or "gpu"
+    flavour: str                     # "cpu", "gpu" or TORCH_FLAVOUR
     tag: str
     dockerfile: Path
     base: str
@@ -91,15 +99,25 @@ class ImageBuildPlan:
     containers_dir: Path
     no_cache: bool = False
     labels: dict[str, str] = field(default_factory=dict)
+    #: the torch image: the pinned requirement (``torch==2.13.0+cpu``) and the wheel given with
+    #: ``--torch-wheel`` (None: pip download finds it through this machine's pip settings)
+    torch_requirement: str | None = None
+    torch_wheel: Path | None = None
 
     def __str__(self) -> str:
-        wheels = ", ".join(str(w) for w in self.horovod_wheels) or "none (Horovod compiles)"
         base = f"{self.base} (made now: debootstrap --variant=minbase bookworm + docker import)" \
             if self.make_base else self.base
-        return "\n".join([
-            f"image {self.tag} ({self.flavour})",
-            f"  dockerfile:   {self.dockerfile}",
-            f"  base:         {base}",
+        lines = [f"image {self.tag} ({self.flavour})",
+                 f"  dockerfile:   {self.dockerfile}",
+                 f"  base:         {base}"]
+        if self.flavour == TORCH_FLAVOUR:
+            return "\n".join(lines + [
+                f"  constraints:  {self.constraints}",
+                f"  torch:        {self.torch_requirement} from "
+                + (str(self.torch_wheel) if self.torch_wheel else "this machine's pip (pip download)")
+                + ", with what it needs, carried in the build context"])
+        wheels = ", ".join(str(w) for w in self.horovod_wheels) or "none (Horovod compiles)"
+        return "\n".join(lines + [
             f"  CA bundle:    {self.ca_bundle or 'none'}",
             f"  constraints:  {self.constraints or 'built-in pins (no constraints.txt)'}",
             f"  Horovod:      {wheels}",
@@ -146,14 +164,47 @@ def default_ca_bundle() -> Path | None:
     return None
 
 
+def torch_requirement(constraints: Path) -> str:
+    """The torch pin of ``constraints`` (``torch==2.13.0+cpu``); an error when it has none."""
+    if constraints.is_file():
+        for line in constraints.read_text().splitlines():
+            pin = line.split("#", 1)[0].strip()
+            if pin.replace(" ", "").lower().startswith("torch=="):
+                return pin.replace(" ", "")
+    raise EnvironmentProblemError(
+        f"{constraints} pins no torch version, so the torch image cannot be built",
+        remedy="add the CPU build's pin (e.g. torch==2.13.0+cpu) to constraints.txt")
+
+
 def plan_image_build(*, gpu: bool, tag: str | None, base: str | None, ca_bundle: Path | None,
                      base_present: bool, source_root: Path, horovod_wheels: tuple[Path, ...],
-                     no_cache: bool = False) -> ImageBuildPlan:
-    """Decide what to build (pure): which Dockerfile, which base, and whether to make it."""
+                     no_cache: bool = False, torch: bool = False,
+                     torch_wheel: Path | None = None) -> ImageBuildPlan:
+    """Decide what to build (pure): which Dockerfile, which base, and whether to make it.
+    With ``torch``, the torch image FROM the CPU image ``base`` (default ``autocnnp:cpu``)."""
     flavour = "gpu" if gpu else "cpu"
     containers = source_root / "containers"
     if ca_bundle is not None and not ca_bundle.is_file():
         raise AutocnnpError(f"--ca-bundle {ca_bundle}: no such file")
+    if torch:
+        if gpu:
+            raise AutocnnpError(
+                "--torch builds the CPU torch image on the CPU image; a GPU image with torch's "
+                "CUDA build is not made by autocnnp at this version: build one FROM a CUDA torch "
+                "image and name it in <deployment> (docs/torch.md)")
+        if torch_wheel is not None and not torch_wheel.is_file():
+            raise AutocnnpError(f"--torch-wheel {torch_wheel}: no such file")
+        constraints = source_root / "constraints.txt"
+        requirement = torch_requirement(constraints)
+        return ImageBuildPlan(
+            flavour=TORCH_FLAVOUR, tag=tag or TORCH_CPU_IMAGE,
+            dockerfile=containers / "Dockerfile.torch", base=base or CPU_IMAGE, make_base=False,
+            ca_bundle=None, constraints=constraints, horovod_wheels=(),
+            source_root=source_root, containers_dir=containers, no_cache=no_cache,
+            labels={"org.autocnnp.flavour": TORCH_FLAVOUR,
+                    "org.autocnnp.horovod": HOROVOD_VERSION,
+                    "org.autocnnp.torch": requirement.split("==", 1)[1]},
+            torch_requirement=requirement, torch_wheel=torch_wheel)
     make_base = False
     if base is None:
         base = DEFAULT_GPU_BASE if gpu else DEBOOTSTRAP_BASE
@@ -228,9 +279,31 @@ def make_debootstrap_base(client, tag: str, progress: Progress, *,
     return time.monotonic() - started
 
 
+def download_torch(plan: ImageBuildPlan, wheels: Path) -> None:
+    """``pip download`` the pinned torch (or the ``--torch-wheel`` file) and what it requires
+    into ``wheels``, through this machine's pip settings (its index, find-links, cache)."""
+    requirement = str(plan.torch_wheel) if plan.torch_wheel else plan.torch_requirement
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary", ":all:",
+         "--dest", str(wheels), "-c", str(plan.constraints), str(requirement)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stdout.splitlines()[-10:])
+        raise EnvironmentProblemError(
+            f"pip download {requirement} failed (exit {proc.returncode}):\n{tail}",
+            remedy=f"the CPU builds of torch are on {TORCH_CPU_INDEX}: pip download --no-deps "
+                   f"{plan.torch_requirement} --index-url {TORCH_CPU_INDEX} -d DIR, then pass "
+                   f"--torch-wheel DIR/<the wheel>")
+
+
 def prepare_context(plan: ImageBuildPlan, context: Path) -> None:
     """Fill ``context`` with what the Dockerfile copies."""
     shutil.copy2(plan.dockerfile, context / "Dockerfile")
+    if plan.flavour == TORCH_FLAVOUR:
+        (context / "torch" / "wheels").mkdir(parents=True)
+        shutil.copyfile(plan.constraints, context / "torch" / "constraints.txt")
+        download_torch(plan, context / "torch" / "wheels")
+        return
     for name in ("entrypoint.sh", "install-horovod.sh"):
         shutil.copy2(plan.containers_dir / name, context / name)
     bundle = plan.ca_bundle or default_ca_bundle()
@@ -278,11 +351,13 @@ def build_image(plan: ImageBuildPlan, client, progress: Progress = print) -> Ima
         try:
             client.images.pull(plan.base)
         except Exception as exc:
+            remedy = {"gpu": "load it first (docker load -i FILE) or pass --base IMAGE",
+                      TORCH_FLAVOUR: "build the CPU image first (autocnnp image build --torch "
+                                     "without --base builds both)"}
             raise EnvironmentProblemError(
                 f"base image {plan.base} is not available locally and cannot be pulled: {exc}",
-                remedy=("load it first (docker load -i FILE) or pass --base IMAGE"
-                        if plan.flavour == "gpu" else
-                        "omit --base to make one with debootstrap, or docker load one")) from exc
+                remedy=remedy.get(plan.flavour, "omit --base to make one with debootstrap, or "
+                                                "docker load one")) from exc
     previous = _image_id(client, plan.tag)
     with tempfile.TemporaryDirectory(prefix="autocnnp-image-") as tmp:
         context = Path(tmp)
@@ -292,9 +367,12 @@ def build_image(plan: ImageBuildPlan, client, progress: Progress = print) -> Ima
         image_id = ""
         errors: list[str] = []
         horovod_source = "unknown"
+        buildargs = {"BASE": plan.base}
+        if plan.torch_requirement:
+            buildargs["TORCH_REQUIREMENT"] = plan.torch_requirement
         for chunk in client.api.build(path=str(context), tag=plan.tag, rm=True, forcerm=True,
                                       decode=True, nocache=plan.no_cache, pull=False,
-                                      buildargs={"BASE": plan.base}, labels=plan.labels):
+                                      buildargs=buildargs, labels=plan.labels):
             if "stream" in chunk:
                 for line in chunk["stream"].splitlines():
                     if line.strip():

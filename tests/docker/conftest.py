@@ -1,4 +1,5 @@
-"""Fixtures of the docker tests: a running dockerd, a one-node swarm, the CPU image.
+"""Fixtures of the docker tests: a running dockerd, a one-node swarm, the CPU image and the
+torch image built on it.
 
 They skip only when the docker CLI is missing altogether; anything else that is wrong
 (dockerd does not start, the image does not build) fails the tests, with the reason.
@@ -17,6 +18,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 IMAGE = "autocnnp:cpu"
+TORCH_IMAGE = "autocnnp:cpu-torch"
 
 
 @pytest.fixture(scope="session")
@@ -47,10 +49,26 @@ def cpu_image(swarm):
     return IMAGE
 
 
+@pytest.fixture(scope="session")
+def torch_image(cpu_image):
+    """The torch engine's image, built with `autocnnp image build --torch` from the project's
+    files: the CPU image (up to date after cpu_image) plus the pinned CPU torch."""
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "autocnnp", "image", "build", "--torch"],
+                          cwd=REPO, capture_output=True, text=True, timeout=3600)
+    if proc.returncode != 0:
+        pytest.fail(f"autocnnp image build --torch failed:\n{proc.stdout[-4000:]}\n"
+                    f"{proc.stderr[-4000:]}")
+    print(f"\ntorch image build: {time.monotonic() - started:.0f} s; "
+          f"{proc.stdout.strip().splitlines()[-1]}")
+    return TORCH_IMAGE
+
+
 @pytest.fixture
 def job_dir(tmp_path_factory):
     """A directory holding the small swarm config and its plugin; data is built on first use."""
     root = tmp_path_factory.mktemp("swarm-job")
     shutil.copy2(HERE / "swarm_small.xml", root / "swarm_small.xml")
     shutil.copy2(HERE / "weights_probe.py", root / "weights_probe.py")
+    shutil.copy2(HERE / "weights_probe_torch.py", root / "weights_probe_torch.py")
     return root

@@ -114,14 +114,12 @@ def test_swarm_job_allreduces_returns_run_dir_and_cleans_up(swarm, cpu_image, jo
     assert leftovers(swarm, job_id) == []
 
 
-def test_killed_rank_fails_fast_cleans_up_and_resume_completes(swarm, cpu_image, job_dir):
-    config = job_dir / "swarm_small.xml"
-    text = config.read_text()
-    text = text.replace('name="WeightsProbe"', 'name="SlowWeightsProbe"')
-    text = text.replace('<property name="end_epoch">6</property>', '<property name="end_epoch">12</property>')
-    config.write_text(text)
-
-    proc = subprocess.Popen([sys.executable, "-m", "autocnnp", "run", "swarm_small.xml"],
+def kill_rank_1_once_trained(swarm, job_dir: Path, config: str, epochs: int) -> Path:
+    """Start ``autocnnp run config``; once rank 1 has finished ``epochs`` epochs and a checkpoint
+    exists, SIGKILL rank 1's container. Asserts that the launcher reports the failure within
+    10 s, naming the rank, the node and the reason, exits after its cleanup within 20 s,
+    records the failure and leaves nothing of the job in the swarm; returns the run directory."""
+    proc = subprocess.Popen([sys.executable, "-m", "autocnnp", "run", config],
                             cwd=job_dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines: list[tuple[float, str]] = []     # stdout lines with the time they arrived
     errors: list[str] = []
@@ -131,7 +129,7 @@ def test_killed_rank_fails_fast_cleans_up_and_resume_completes(swarm, cpu_image,
     for reader in readers:
         reader.start()
     try:
-        # wait until training is under way: rank 1 has finished 3 epochs, a checkpoint exists
+        # wait until training is under way: rank 1 has finished its epochs, a checkpoint exists
         deadline = time.monotonic() + 300
         run_dir = None
         while time.monotonic() < deadline:
@@ -139,12 +137,12 @@ def test_killed_rank_fails_fast_cleans_up_and_resume_completes(swarm, cpu_image,
             if (job_dir / "runs").exists() and any((job_dir / "runs").iterdir()):
                 run_dir = the_run_dir(job_dir)
                 probe = run_dir / "weights" / "rank-1.txt"
-                if probe.exists() and len(probe.read_text().splitlines()) >= 3 and \
+                if probe.exists() and len(probe.read_text().splitlines()) >= epochs and \
                         any((run_dir / "checkpoints").glob("epoch-*")):
                     break
             time.sleep(0.5)
         else:
-            pytest.fail("training did not reach epoch 3 within 300 s")
+            pytest.fail(f"training did not reach epoch {epochs} within 300 s")
         job_id = json.loads((run_dir / "swarm.json").read_text())["job_id"]
 
         victims = [c for c in swarm.containers.list(filters={"label": f"autocnnp.job={job_id}"})
@@ -174,6 +172,18 @@ def test_killed_rank_fails_fast_cleans_up_and_resume_completes(swarm, cpu_image,
     state = json.loads((run_dir / "state.json").read_text())
     assert (state["state"], state["failed_rank"], state["failed_host"]) == ("failed", 1, node)
     assert leftovers(swarm, job_id) == []
+    return run_dir
+
+
+def test_killed_rank_fails_fast_cleans_up_and_resume_completes(swarm, cpu_image, job_dir):
+    config = job_dir / "swarm_small.xml"
+    text = config.read_text()
+    text = text.replace('name="WeightsProbe"', 'name="SlowWeightsProbe"')
+    text = text.replace('<property name="end_epoch">6</property>', '<property name="end_epoch">12</property>')
+    config.write_text(text)
+
+    run_dir = kill_rank_1_once_trained(swarm, job_dir, "swarm_small.xml", epochs=3)
+    job_id = json.loads((run_dir / "swarm.json").read_text())["job_id"]
     done_before = max(weight_lines(run_dir, 0))
     lines_before = len((run_dir / "weights" / "rank-0.txt").read_text().splitlines())
 

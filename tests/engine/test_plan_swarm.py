@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,8 +15,8 @@ import yaml
 from autocnnp.engine.plan_swarm import (Mount, NetworkSpec, NodeInfo, RankSlot, SecretSpec,
                                         ServiceSpec, SwarmPlan, build_swarm_plan,
                                         check_placement, to_stack_dict, to_stack_yaml)
-from autocnnp.engine.spec import (ArchitectureSpec, Backend, DataSpec, DeploymentSpec,
-                                  TrainingSpec)
+from autocnnp.engine.spec import (ActionChoice, ArchitectureSpec, Backend, DataSpec,
+                                  DeploymentSpec, ModuleChoice, TrainingSpec)
 from autocnnp.errors import EnvironmentProblemError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -332,3 +333,106 @@ def test_node_urls_fill_in_the_address_and_hostname():
     node = NodeInfo(name="gpu-a", addr="10.1.2.3")
     assert node_url("ssh://root@{addr}", node) == "ssh://root@10.1.2.3"
     assert node_url("unix:///run/{hostname}.sock", node) == "unix:///run/gpu-a.sock"
+
+
+# --------------------------------------------------------------------------- the torch engine
+
+TORCH_DDP = (ModuleChoice("train_strategy_def", (ActionChoice("dist_strategy", "torch_ddp"),)),)
+
+
+def test_torch_ranks_meet_at_the_rendezvous_services_store_over_the_overlay(tmp_path):
+    """torch_ddp on swarm: the rendezvous service holds the job's c10d store and every rank
+    joins it as a client (MASTER_ADDR is the service, TORCHELASTIC_USE_AGENT_STORE); Gloo binds
+    the overlay interface; no Horovod, MPI or TensorFlow settings."""
+    nodes = [NodeInfo("vm", {}, gpus=0, role="manager", id="n1", is_self=True)]
+    spec = replace(cpu_spec(tmp_path, image="autocnnp:cpu-torch"), generator=TORCH_DDP)
+    assert spec.engine == "torch"
+    plan = build_swarm_plan(spec, tmp_path / "runs" / "r1", "small-1", nodes)
+
+    assert plan.engine == "torch" and plan.image == "autocnnp:cpu-torch"
+    (svc,) = plan.rank_services
+    assert svc.env_dict() == {
+        "AUTOCNNP_ENGINE": "torch",
+        "AUTOCNNP_INTER_OP_THREADS": "1",
+        "AUTOCNNP_INTRA_OP_THREADS": "1",
+        "AUTOCNNP_JOB_ID": "small-1",
+        "AUTOCNNP_RANK_TABLE": "0:0:2:0:1:vm;1:1:2:0:1:vm",
+        "AUTOCNNP_RENDEZVOUS_TIMEOUT_S": "120",
+        "AUTOCNNP_RUN_DIR": str(tmp_path / "runs" / "r1"),
+        "AUTOCNNP_TASK_NODE": "{{.Node.Hostname}}",
+        "AUTOCNNP_TASK_SLOT": "{{.Task.Slot}}",
+        "AUTOCNNP_WORLD_SIZE": "2",
+        "GLOO_SOCKET_IFNAME": "eth0",
+        "MASTER_ADDR": "autocnnp-small-1-rdv",
+        "MASTER_PORT": "29400",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONUNBUFFERED": "1",
+        "TORCHELASTIC_USE_AGENT_STORE": "True",
+    }
+    assert svc.image == "autocnnp:cpu-torch"
+    assert svc.command == ("python", "-m", "autocnnp.run_manage.worker", str(tmp_path / "runs" / "r1"))
+    assert plan.rendezvous == ServiceSpec(
+        name="autocnnp-small-1-rdv", role="rendezvous", image="autocnnp:cpu-torch",
+        command=("python", "-m", "autocnnp.run_manage.swarm", "rendezvous", "--engine", "torch",
+                 "--port", "29400", "--world-size", "2"),
+        env=(("AUTOCNNP_JOB_ID", "small-1"), ("PYTHONUNBUFFERED", "1")),
+        replicas=1, hostname="autocnnp-small-1-rdv", constraints=("node.role==manager",),
+        secrets=("autocnnp-small-1-token",),
+        labels=(("autocnnp.job", "small-1"), ("autocnnp.role", "rendezvous")))
+    text = str(plan).splitlines()
+    assert text[1] == "engine:    torch"
+    assert ("rank layout: (each task's RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE; "
+            "MASTER_ADDR:MASTER_PORT is the rendezvous service's c10d store)") in text
+    assert plan.to_dict()["engine"] == "torch"
+
+
+def test_torch_gpu_ranks_get_nccl_on_the_overlay_and_no_horovod_settings():
+    spec = replace(gpu_spec(), generator=TORCH_DDP)
+    plan = build_swarm_plan(spec, RUN_DIR, "unet-6gpu", three_gpu_nodes())
+    env = plan.rank_services[0].env_dict()
+    assert {k: env[k] for k in ("AUTOCNNP_GPU_RESOURCE", "NCCL_SOCKET_IFNAME", "NCCL_IB_DISABLE",
+                                "GLOO_SOCKET_IFNAME")} == {
+        "AUTOCNNP_GPU_RESOURCE": "NVIDIA-GPU", "NCCL_SOCKET_IFNAME": "eth0",
+        "NCCL_IB_DISABLE": "1", "GLOO_SOCKET_IFNAME": "eth0"}
+    assert [k for k in env if k.startswith(("HOROVOD_", "OMPI_", "TF_"))] == []
+    assert plan.rank_services[0].generic_resources == (("NVIDIA-GPU", 1),)
+
+
+def run_entrypoint(env: dict[str, str], *command: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["sh", str(REPO / "containers" / "entrypoint.sh"), *command],
+                          env=env | {"PATH": os.environ["PATH"]}, capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_entrypoint_gives_torch_ranks_their_torchrun_environment_and_waits_for_the_store():
+    """containers/entrypoint.sh for every task of a torch plan on 3 GPU nodes: RANK,
+    WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE from the slot, no Horovod rank variables, and the
+    wait for MASTER_ADDR:MASTER_PORT (a real listener here, then a closed port)."""
+    import socket
+
+    plan = build_swarm_plan(replace(gpu_spec(), generator=TORCH_DDP), RUN_DIR, "unet-6gpu",
+                            three_gpu_nodes())
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        port = listener.getsockname()[1]
+        seen = []
+        for slot in plan.ranks:
+            svc = next(s for s in plan.rank_services if s.name == slot.service)
+            env = svc.env_dict() | {"AUTOCNNP_TASK_SLOT": str(slot.slot),
+                                    "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+            proc = run_entrypoint(env, "env")
+            assert proc.returncode == 0, proc.stderr
+            got = dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
+            assert not [k for k in got if k.startswith("HOROVOD_")]
+            seen.append(tuple(int(got[k]) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK",
+                                                     "LOCAL_WORLD_SIZE")))
+    assert seen == [(r.rank, 6, r.local_rank, r.local_size) for r in plan.ranks]
+
+    env = plan.rank_services[0].env_dict() | {
+        "AUTOCNNP_TASK_SLOT": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+        "AUTOCNNP_RENDEZVOUS_TIMEOUT_S": "1"}
+    proc = run_entrypoint(env, "echo", "never")   # the listener is closed now
+    assert proc.returncode == 1 and "never" not in proc.stdout
+    assert (f"autocnnp-entrypoint: rendezvous 127.0.0.1:{port} not reachable: [Errno 111] "
+            f"Connection refused") in proc.stderr

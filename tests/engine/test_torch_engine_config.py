@@ -123,10 +123,21 @@ def test_launchers_and_backends_the_torch_engine_has_no_plan_for(tmp_path: Path)
     assert problems(path) == [
         f"{path}:8: <deployment>: launcher horovodrun starts Horovod ranks; dist_strategy "
         f"torch_ddp runs the torch engine: use launcher mpirun (the default)"]
-    path = write(tmp_path, extra='<deployment backend="swarm"/>')
+    path = write(tmp_path, extra='<deployment backend="slurm"><property name="partition">cpu'
+                                 '</property></deployment>')
     assert problems(path) == [
-        f"{path}:8: <deployment>: dist_strategy torch_ddp runs on the local and hosts "
-        f"backends; backend swarm has no torch launch plan yet (use ring_allreduce there)"]
+        f"{path}:8: <deployment>: dist_strategy torch_ddp runs on the local, hosts and swarm "
+        f"backends; backend slurm has no torch launch plan yet (use ring_allreduce there)"]
+
+
+def test_a_torch_swarm_job_runs_the_torch_image_unless_the_config_names_one(tmp_path: Path) -> None:
+    spec = load_checked_spec(write(tmp_path, extra='<deployment backend="swarm"/>'))
+    assert (spec.engine, spec.deployment.image) == ("torch", "autocnnp:cpu-torch")
+    named = write(tmp_path, extra='<deployment backend="swarm"><property name="image">'
+                                  'registry.lab/autocnnp:gpu-torch</property></deployment>')
+    assert load_checked_spec(named).deployment.image == "registry.lab/autocnnp:gpu-torch"
+    horovod = write(tmp_path, "ring_allreduce", extra='<deployment backend="swarm"/>')
+    assert load_checked_spec(horovod).deployment.image == "autocnnp:cpu"
 
 
 def test_the_local_plan_of_the_torch_quickstart_is_exact() -> None:

@@ -16,6 +16,7 @@ from autocnnp.engine import rundir
 from autocnnp.engine.plan_swarm import (GPU_RESOURCE_KIND, JOB_LABEL, NodeInfo, SwarmPlan,
                                         build_swarm_plan, check_placement)
 from autocnnp.engine.spec import TrainingSpec
+from autocnnp.engine.vocabulary import TORCH_CPU_IMAGE
 from autocnnp.errors import EnvironmentProblemError
 from autocnnp.run_manage.docker_api import docker_call
 from autocnnp.run_manage.swarm.session import FAILED, NODE_GRACE_S, POLL_S, SwarmSession
@@ -134,14 +135,16 @@ class Preflight(SwarmSession):
         if here is not None and (here.name in targets or plan.rendezvous.constraints):
             try:
                 with docker_call(f"cannot look up image {plan.image} on this node ({here.name})"):
-                    self.client.images.get(plan.image)
+                    image = self.client.images.get(plan.image)
             except EnvironmentProblemError as exc:
                 if isinstance(exc.__cause__, docker.errors.ImageNotFound):
+                    build = ("autocnnp image build --torch" if plan.engine == "torch" else
+                             "autocnnp image build" + (" --gpu" if plan.gpus_per_rank else ""))
                     raise EnvironmentProblemError(
                         f"image {plan.image} is not on this node ({here.name})",
-                        remedy="build it: autocnnp image build" +
-                               (" --gpu" if plan.gpus_per_rank else "")) from None
+                        remedy=f"build it: {build}") from None
                 raise
+            _check_engine_in_image(plan, image.labels or {})
         if remote and plan.node_docker:
             from autocnnp.run_manage.swarm.images import ensure_image
 
@@ -214,6 +217,21 @@ class Preflight(SwarmSession):
                     container.remove(force=True)
                 except Exception:
                     pass
+
+
+def _check_engine_in_image(plan: SwarmPlan, labels: dict[str, str]) -> None:
+    """An image ``autocnnp image build`` made (it carries ``org.autocnnp.flavour``) says by its
+    ``org.autocnnp.torch`` label whether it has torch: a torch job is refused on one without,
+    before anything is created (its ranks would fail at ``import torch``). Other images are
+    the user's and are taken as they are."""
+    flavour = labels.get("org.autocnnp.flavour")
+    if plan.engine == "torch" and flavour and "org.autocnnp.torch" not in labels:
+        raise EnvironmentProblemError(
+            f"image {plan.image} is autocnnp's {flavour} image, without torch; dist_strategy "
+            f"torch_ddp runs the torch engine",
+            remedy=f"build the torch image with autocnnp image build --torch and drop the image "
+                   f"property of <deployment> (its default for torch_ddp is {TORCH_CPU_IMAGE}), "
+                   f"or name an image that has torch")
 
 
 def discover_nodes(kind: str = GPU_RESOURCE_KIND) -> list[NodeInfo] | None:
