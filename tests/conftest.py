@@ -38,7 +38,7 @@ SMALL_CONFIG = """<system_config>
 # machine-wide service run on one worker, one after the other (the docker and cluster tiers share
 # the host's dockerd, its one-node swarm and the image they build; the Slurm tier one
 # slurmctld/slurmd; the ssh tier two ssh hosts at fixed addresses); every other test file is one
-# unit, so its module fixtures are made once. Those tiers go first: the longest unit starts first.
+# unit, so its module fixtures are made once.
 SERVICE_FOLDERS = {"docker": "dockerd", "cluster": "dockerd", "slurm": "slurm", "hosts": "ssh-hosts"}
 SERVICE_MARKERS = ("docker", "cluster", "slurm", "ssh")
 
@@ -56,7 +56,11 @@ def pytest_collection_modifyitems(config, items):
             raise pytest.UsageError(f"{item.nodeid} is marked {', '.join(marked)}: put it in "
                                     f"one of the service folders tests/{{{','.join(SERVICE_FOLDERS)}}} "
                                     f"so that it runs on the worker of that service")
-    items.sort(key=lambda item: service_of(item.nodeid) is None)
+    # the longest units first, so that no long one starts last: the services' tiers, then the
+    # files with slow tests, then the fast files (which fill the gaps at the end)
+    slow_files = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: (service_of(item.nodeid) is None,
+                                 item.nodeid.split("::")[0] not in slow_files))
 
 
 @pytest.hookimpl(optionalhook=True)
