@@ -53,6 +53,7 @@ from autocnnp.components.torch_runtime import (allreduce, average_statistics,
                                                dice_metric, gather_flags, gather_objects,
                                                torch_device)
 from autocnnp.engine import rundir
+from autocnnp.engine.vocabulary import MONAI_PREFIX
 from autocnnp.errors import AutocnnpError
 from autocnnp.generator.context import RankContext
 
@@ -453,7 +454,7 @@ def load_model(model_dir: Path, meta: dict[str, Any]) -> TorchPredictor:
     if meta.get("architecture_file"):
         arch = ArchitectureSpec(name=None, path=model_dir / meta["architecture_file"],
                                 params=dict(meta.get("params") or {}))
-    elif label.startswith("builtin:"):
+    elif label.startswith(("builtin:", MONAI_PREFIX)):
         arch = ArchitectureSpec(name=label.removeprefix("builtin:"),
                                 params=dict(meta.get("params") or {}))
     else:

@@ -828,6 +828,13 @@ def _check_engine(check: Checker, task: etree._Element, generator: tuple[S.Modul
     image_el = _property(task, "deployment", "image")
     if image_el is None or image_el.get("name") != "image":
         deployment = dataclasses.replace(deployment, image=TORCH_CPU_IMAGE)
+        if deployment.backend is S.Backend.SWARM and (architecture.name or "").startswith(
+                MONAI_PREFIX):
+            check.problem(archi.find("name") if archi is not None else None, "CNN_archi/name",
+                          f"{architecture.name} needs MONAI in the ranks' image, and "
+                          f"{TORCH_CPU_IMAGE} (the swarm default for torch_ddp) has none; "
+                          f'build one FROM {TORCH_CPU_IMAGE} that adds monai (constraints.txt) '
+                          f'and name it with <property name="image"> in <deployment>')
     return deployment
 
 

@@ -4,6 +4,8 @@ tests/run_manage/test_monai_training.py)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +48,27 @@ def test_validate_reads_monai_networks_without_importing_monai(tmp_path: Path) -
     spec = load_spec(write(tmp_path, "monai.UNet"))
     assert spec.architecture.name == "monai.UNet"
     assert spec.architecture.params == {"channels": "4 8 16", "strides": "2 2"}
+    # in a fresh interpreter: validate and plan import neither MONAI nor torch
+    code = ("import sys; from autocnnp.cli import main; rc = main(['plan', sys.argv[1]]); "
+            "print(rc, sorted(m for m in ('monai', 'torch') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code, str(write(tmp_path, "monai.UNet"))],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip().splitlines()[-1] == "0 []", proc.stdout + proc.stderr
+
+
+def test_the_default_swarm_image_has_no_monai_and_validate_says_so(tmp_path: Path) -> None:
+    path = write(tmp_path, "monai.UNet")
+    path.write_text(path.read_text().replace(
+        "</hyperparameters>", '</hyperparameters><deployment backend="swarm"/>'))
+    assert problems(path) == [
+        f"{path}:5: <CNN_archi/name>: monai.UNet needs MONAI in the ranks' image, and "
+        "autocnnp:cpu-torch (the swarm default for torch_ddp) has none; build one FROM "
+        "autocnnp:cpu-torch that adds monai (constraints.txt) and name it with "
+        '<property name="image"> in <deployment>']
+    path.write_text(path.read_text().replace(
+        '<deployment backend="swarm"/>',
+        '<deployment backend="swarm"><property name="image">lab/torch-monai:1</property></deployment>'))
+    assert load_spec(path).deployment.image == "lab/torch-monai:1"
 
 
 def test_an_unknown_network_and_the_wrong_engine_are_errors_at_the_name_line(tmp_path: Path) -> None:

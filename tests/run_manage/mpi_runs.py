@@ -58,11 +58,13 @@ def write_run(run_dir: Path, data: Path, *, lr: float, batch: int, epochs: int =
     return run_dir
 
 
-def launch(run_dir: Path, ranks: int, *extra: str, timeout: float = 120) -> \
-        subprocess.CompletedProcess:
-    """Run the real worker on ``ranks`` MPI ranks (what the launcher does)."""
+def launch(run_dir: Path, ranks: int, *extra: str, timeout: float = 120,
+           env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run the real worker on ``ranks`` MPI ranks (what the launcher does); ``env`` adds to
+    the ranks' environment."""
     env = dict(os.environ, AUTOCNNP_INTRA_OP_THREADS="1", AUTOCNNP_INTER_OP_THREADS="1",
-               PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+               PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               **(env or {}))
     cmd = ["mpirun", "--allow-run-as-root", "--oversubscribe", "-np", str(ranks),
            sys.executable, "-m", "autocnnp.run_manage.worker", str(run_dir), *extra]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
@@ -74,12 +76,8 @@ def torch_launch(run_dir: Path, ranks: int, *extra: str) -> subprocess.Completed
     (the tests start mpirun themselves)."""
     from autocnnp.engine.plan import torch_master_port
 
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = str(torch_master_port(run_dir))
-    try:
-        return launch(run_dir, ranks, *extra, timeout=300)
-    finally:
-        del os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"]
+    return launch(run_dir, ranks, *extra, timeout=300,
+                  env={"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(torch_master_port(run_dir))})
 
 
 def plugin(action_type: str, path: Path, class_name: str, mode: str = "extend",
