@@ -17,7 +17,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from autocnnp.engine.spec import TrainingSpec
+from autocnnp.engine import splits as S
+from autocnnp.engine.spec import TrainingSpec, spec_to_dict
 from autocnnp.errors import AutocnnpError
 
 SPEC_FILE = "spec.json"
@@ -117,6 +118,37 @@ def read_split_cases(run_dir: Path, split: str) -> list[str]:
     if split not in splits:
         raise AutocnnpError(f"{record}: no split {split!r}; it has {', '.join(sorted(splits))}")
     return list(splits[split])
+
+
+def read_test_metrics(run_dir: Path) -> dict | None:
+    """``test_metrics.json`` of ``run_dir``; None for a run that has not evaluated (yet)."""
+    path = Path(run_dir) / TEST_METRICS
+    return read_json(path) if path.exists() else None
+
+
+def split_record(spec: TrainingSpec) -> dict[str, Any] | None:
+    """What ``RUN_DIR/splits.json`` holds for one training of a drawn split (None without)."""
+    if spec.data.cases is None or spec.data.split is None:
+        return None
+    split = spec.data.split
+    return {"version": S.SPLITS_VERSION, "cases_folder": str(spec.data.train),
+            "format": spec.data.format, "seed": split.seed, "stratify": split.stratify,
+            "case_id": split.case_id, "fold": spec.data.fold,
+            "file": str(split.file) if split.file else None,
+            "cases": sorted(c for members in spec.data.cases.values() for c in members),
+            "splits": {name: list(spec.data.cases.get(name, ())) for name in S.SPLIT_NAMES}}
+
+
+def populate_run_dir(spec: TrainingSpec, run_dir: Path) -> None:
+    """Fill a new, empty run directory: its folders, the config copy, the ``spec.json`` every
+    rank reads and, for a drawn split, ``splits.json``."""
+    for sub in (LOGS, ERRORS, CHECKPOINTS):
+        (run_dir / sub).mkdir()
+    shutil.copy2(spec.source, run_dir / CONFIG_COPY)
+    write_json(run_dir / SPEC_FILE, spec_to_dict(spec))
+    record = split_record(spec)
+    if record is not None:
+        write_json(run_dir / SPLITS_FILE, record)
 
 
 def timestamp() -> str:

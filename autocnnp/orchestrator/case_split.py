@@ -4,8 +4,8 @@
   ``RUN_DIR/splits.json`` (train/valid/test case ids, or k folds); ``<split file=...>`` reuses an
   earlier record. The record travels in ``spec.json`` too, so ``--resume`` uses the same split.
 * :func:`apply_split` and :func:`with_cases` give the spec that reads those cases;
-  :func:`fold_cases` the cases of one fold; :func:`split_record_of` what one training's
-  ``splits.json`` holds.
+  :func:`fold_cases` the cases of one fold. What one training's ``splits.json`` holds is
+  :func:`autocnnp.engine.rundir.split_record`.
 """
 
 from __future__ import annotations
@@ -105,16 +105,3 @@ def fold_cases(spec: TrainingSpec, record: dict[str, Any], fold: int) -> dict[st
                             strata=record.get("strata"))
     except S.SplitError as exc:
         raise _split_error(spec, exc) from None
-
-
-def split_record_of(spec: TrainingSpec) -> dict[str, Any] | None:
-    """What ``RUN_DIR/splits.json`` holds for one training of a drawn split (None without)."""
-    if spec.data.cases is None or spec.data.split is None:
-        return None
-    split = spec.data.split
-    return {"version": S.SPLITS_VERSION, "cases_folder": str(spec.data.train),
-            "format": spec.data.format, "seed": split.seed, "stratify": split.stratify,
-            "case_id": split.case_id, "fold": spec.data.fold,
-            "file": str(split.file) if split.file else None,
-            "cases": sorted(c for members in spec.data.cases.values() for c in members),
-            "splits": {name: list(spec.data.cases.get(name, ())) for name in S.SPLIT_NAMES}}

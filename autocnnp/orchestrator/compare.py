@@ -188,11 +188,11 @@ def load_side(path: Path) -> Side:
                             remedy="give two run directories, repeat groups or CV groups")
     runs, cases = [], []
     for member in members:
-        metrics_file = member / rundir.TEST_METRICS
-        if not metrics_file.exists():
+        metrics = rundir.read_test_metrics(member)
+        if metrics is None:
             raise AutocnnpError(f"{member}: no test metrics (the run did not finish, or its "
                                 f"config has no test split)")
-        runs.append(rundir.read_json(metrics_file).get("means") or {})
+        runs.append(metrics.get("means") or {})
         cases.append(_per_case(member))
     return Side(path.name, kind, runs, cases)
 

@@ -33,8 +33,7 @@ from autocnnp.engine.rundir import FOLDS_FILE, GROUP_FILE, PER_CASE_FILE, SPLITS
 from autocnnp.engine.spec import GroupMode, TrainingSpec, spec_from_dict, spec_to_dict
 from autocnnp.errors import JobFailedError
 from autocnnp.orchestrator.case_split import fold_cases, with_cases
-from autocnnp.orchestrator.single_run import (RunResult, check_data, ensure_data, execute,
-                                              prepare_run_dir)
+from autocnnp.orchestrator.single_run import RunResult, execute
 
 MEMBER_LOG = "logs/member.out"
 
@@ -166,11 +165,8 @@ def run_group(spec: TrainingSpec, group: Path, members: list[Member], kind: str,
     else:
         _run_in_turn(group, todo, out=out, argv=argv, init_swarm=init_swarm)
     wall = time.monotonic() - started
-    results = []
-    for m in members:
-        metrics_file = group / m.name / rundir.TEST_METRICS
-        results.append(RunResult(group / m.name, rundir.read_json(metrics_file)
-                                 if metrics_file.exists() else None))
+    results = [RunResult(group / m.name, rundir.read_test_metrics(group / m.name))
+               for m in members]
     summary = summarize_group(spec, group, members, results, kind, wall_s=wall, mode=plan.mode)
     return RepeatsResult(group, tuple(results), summary["summary"])
 
@@ -191,7 +187,7 @@ def prepare_member(m: Member, run_dir: Path) -> bool:
     if (run_dir / rundir.SPEC_FILE).exists():
         return True
     run_dir.mkdir(exist_ok=True)
-    prepare_run_dir(m.spec, run_dir)
+    rundir.populate_run_dir(m.spec, run_dir)
     return False
 
 
@@ -203,9 +199,10 @@ def member_command(run_dir: Path, resume: bool) -> list[str]:
 
 def _run_packed(group: Path, todo: list[Member], plan: Schedule, *, out: TextIO) -> None:
     """Keep ``plan.at_once`` member processes running until every member has run."""
+    from autocnnp.components.data_prep import check_data, prepare_data
     from autocnnp.run_manage.slots import SlotJob, run_in_slots
 
-    ensure_data(todo[0].spec, out)
+    prepare_data(todo[0].spec, lambda text: _say(out, text), check=False)
     for m in todo:
         check_data(m.spec)
     labels = {m.name: m.label for m in todo}
@@ -237,10 +234,10 @@ def _run_packed(group: Path, todo: list[Member], plan: Schedule, *, out: TextIO)
 
 
 def _dice_text(run_dir: Path) -> str:
-    metrics_file = run_dir / rundir.TEST_METRICS
-    if not metrics_file.exists():
+    metrics = rundir.read_test_metrics(run_dir)
+    if metrics is None:
         return ""
-    value = (rundir.read_json(metrics_file).get("means") or {}).get("mean_dice_foreground")
+    value = (metrics.get("means") or {}).get("mean_dice_foreground")
     return f": test dice {value:.3f}" if isinstance(value, (int, float)) else ""
 
 

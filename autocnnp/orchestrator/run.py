@@ -40,15 +40,12 @@ def run_job(config: Path | None = None, *, resume_dir: Path | None = None,
 
         run_dir = resolve_run(resume_dir)
         # refuses, naming its processes, while a launcher or ranks of the run are alive
-        ownership.acquire(run_dir)
-        try:
+        with ownership.owned(run_dir):
             if experiment.is_group(run_dir):  # folds or repeats: continue the members in turn
                 spec, members, kind = experiment.group_members(run_dir)
                 return experiment.run_group(spec, run_dir, members, kind, out=out, argv=argv,
                                             init_swarm=init_swarm)
             return single_run.resume(run_dir, out=out, argv=argv, init_swarm=init_swarm)
-        finally:
-            ownership.release(run_dir)
 
     assert config is not None
     warnings: list = []
@@ -59,7 +56,10 @@ def run_job(config: Path | None = None, *, resume_dir: Path | None = None,
         spec = configure(spec)
     record = None
     if spec.data.split is not None:
-        single_run.ensure_data(spec, out)  # the cases must be there to be split
+        from autocnnp.components.data_prep import prepare_data
+
+        # the cases must be there to be split; each training checks its own split's data
+        prepare_data(spec, lambda text: print(text, file=out, flush=True), check=False)
         record = draw_split(spec)  # before the run directory: a bad split leaves none
         spec = apply_split(spec, record)
     run_dir = rundir.create_run_dir(spec)

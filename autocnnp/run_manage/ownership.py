@@ -28,6 +28,8 @@ import fcntl
 import json
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -166,6 +168,19 @@ def release(run_dir: Path) -> None:
     fd = _HELD.pop(str(_lock_paths(run_dir)[OWNER_LOCK]), None)
     if fd is not None:
         os.close(fd)
+
+
+@contextmanager
+def owned(run_dir: Path) -> Iterator[None]:
+    """Own ``run_dir`` for the ``with`` block (:func:`acquire`); the lock is given up at its
+    end only when this block took it, so an inner ``owned`` of a run already owned keeps it."""
+    taken = str(_lock_paths(run_dir)[OWNER_LOCK]) not in _HELD
+    acquire(run_dir)
+    try:
+        yield
+    finally:
+        if taken:
+            release(run_dir)
 
 
 def held_fds() -> tuple[int, ...]:

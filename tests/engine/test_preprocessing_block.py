@@ -10,7 +10,7 @@ import numpy as np
 
 from autocnnp.cli import main
 from autocnnp.components.demo_data import demo_volumes
-from autocnnp.orchestrator.single_run import check_data, ensure_data
+from autocnnp.components.data_prep import check_data, prepare_data
 from autocnnp.generator.assembly import load_checked_spec
 
 CONFIG = """<system_config>
@@ -45,7 +45,7 @@ def test_preprocessing_output_may_be_missing_at_validation_and_is_built_before_t
 
     spec = load_checked_spec(config)
     assert spec.preprocessing.output == tmp_path / "slices"
-    ensure_data(spec, io.StringIO())
+    prepare_data(spec, io.StringIO().write, check=False)
     images = sorted((tmp_path / "slices" / "images").iterdir())
     assert len(images) == 12
     assert np.load(images[0]).shape == (64, 64)
