@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def summary(spec) -> str:
     arch = spec.architecture.name or spec.architecture.path.name
-    return (f"{spec.task}, {spec.parallelism_degree} rank(s) on {spec.deployment.backend.value}, "
+    return (f"{spec.task}, {spec.parallelism_degree} rank(s) on {spec.deployment.backend}, "
             f"{arch}, {spec.hyperparameters.optimizer} lr {spec.hyperparameters.lr:g}, "
             f"epochs {spec.hyperparameters.start_epoch}-{spec.hyperparameters.end_epoch}, "
             f"lr policy {spec.lr_policy.name.value}")

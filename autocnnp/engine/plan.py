@@ -34,7 +34,7 @@ def torch_env(spec: TrainingSpec, ranks: "tuple[RankSlot, ...]", run_dir: Path) 
     """What torch.distributed needs besides the rank (which the worker reads from mpirun's
     ``OMPI_COMM_WORLD_*``): the rendezvous address and port, on the host of rank 0."""
     first = ranks[0].host if ranks else "localhost"
-    addr = "127.0.0.1" if spec.deployment.backend is Backend.LOCAL or first == "localhost" \
+    addr = "127.0.0.1" if spec.deployment.backend == Backend.LOCAL or first == "localhost" \
         else first
     return {"MASTER_ADDR": addr, "MASTER_PORT": str(torch_master_port(run_dir))}
 
@@ -89,7 +89,7 @@ class RankSlot:
 class JobPlan:
     """Everything a local or hosts job will run; printing it shows exactly that."""
 
-    backend: Backend
+    backend: str
     launcher: Launcher
     ranks: tuple[RankSlot, ...]
     threads_per_rank: int
@@ -114,7 +114,7 @@ class JobPlan:
         hosts: dict[str, list[int]] = {}
         for slot in self.ranks:
             hosts.setdefault(slot.host, []).append(slot.rank)
-        lines = [f"backend:   {self.backend.value} ({self.launcher.value})",
+        lines = [f"backend:   {self.backend} ({self.launcher.value})",
                  f"engine:    {self.engine}",
                  f"ranks:     {self.size}  " + "  ".join(f"{h}: ranks {', '.join(map(str, r))}"
                                                        for h, r in hosts.items()),
@@ -127,7 +127,7 @@ class JobPlan:
 
 def _slots(spec: TrainingSpec, machine: MachineInfo) -> tuple[RankSlot, ...]:
     n = spec.parallelism_degree
-    if spec.deployment.backend is Backend.HOSTS:
+    if spec.deployment.backend == Backend.HOSTS:
         slots: list[RankSlot] = []
         for entry in spec.deployment.hosts:
             host, _, count = entry.partition(":")
@@ -142,7 +142,7 @@ def threads_per_rank(spec: TrainingSpec, machine: MachineInfo) -> int:
     """Threads each rank may use: the config's value, else the cores shared out evenly."""
     if spec.deployment.threads_per_rank:
         return spec.deployment.threads_per_rank
-    if spec.deployment.backend is Backend.HOSTS:
+    if spec.deployment.backend == Backend.HOSTS:
         return 0  # let TensorFlow decide on machines we cannot see
     return max(1, machine.cpus // spec.parallelism_degree)
 
@@ -150,7 +150,7 @@ def threads_per_rank(spec: TrainingSpec, machine: MachineInfo) -> int:
 def build_plan(spec: TrainingSpec, run_dir: Path, machine: MachineInfo, *,
                resume: bool = False) -> JobPlan:
     """The plan of a local or hosts job (pure: starts nothing, reads nothing)."""
-    if spec.deployment.backend is Backend.SWARM:
+    if spec.deployment.backend == Backend.SWARM:
         raise ValueError("swarm jobs are planned by autocnnp.engine.plan_swarm")
     ranks = _slots(spec, machine)
     n = len(ranks)
@@ -169,7 +169,7 @@ def build_plan(spec: TrainingSpec, run_dir: Path, machine: MachineInfo, *,
     host_list = ",".join(f"{h}:{c}" for h, c in hosts.items())
     # Open MPI counts physical cores as slots: a 2-vCPU machine may offer a single slot, so the
     # local backend always allows more ranks than slots (threads per rank are set explicitly).
-    oversubscribe = spec.deployment.backend is Backend.LOCAL
+    oversubscribe = spec.deployment.backend == Backend.LOCAL
     if spec.deployment.launcher is Launcher.HOROVODRUN:
         mpi_args = "--bind-to none" + (" --oversubscribe" if oversubscribe else "")
         command = ["horovodrun", "-np", str(n), "-H", host_list, "--mpi",
@@ -178,7 +178,7 @@ def build_plan(spec: TrainingSpec, run_dir: Path, machine: MachineInfo, *,
         command = ["mpirun", "-np", str(n), "--bind-to", "none", "--map-by", "slot"]
         if oversubscribe:
             command.append("--oversubscribe")
-        if spec.deployment.backend is Backend.HOSTS or machine.hostname != "localhost":
+        if spec.deployment.backend == Backend.HOSTS or machine.hostname != "localhost":
             command += ["-H", host_list]
         for key in sorted(env):
             command += ["-x", key]

@@ -19,7 +19,9 @@ from autocnnp.engine.vocabulary import CPU_IMAGE, METRICS, MONAI_PREFIX
 
 
 class Backend(str, enum.Enum):
-    """Where the ranks of a job run."""
+    """The built-in backends, whose plans the engine makes (:mod:`~autocnnp.engine.plan`,
+    ``plan_swarm``, ``plan_slurm``). ``DeploymentSpec.backend`` holds the name a config gives,
+    which may be any backend of :data:`~autocnnp.engine.vocabulary.BACKENDS`."""
 
     LOCAL = "local"
     HOSTS = "hosts"
@@ -212,7 +214,8 @@ class LRPolicySpec:
 class DeploymentSpec:
     """Where and how ranks are launched."""
 
-    backend: Backend = Backend.LOCAL
+    #: a name of :data:`~autocnnp.engine.vocabulary.BACKENDS` (compare it with :class:`Backend`)
+    backend: str = Backend.LOCAL.value
     launcher: Launcher = Launcher.MPIRUN
     hosts: tuple[str, ...] = ()
     threads_per_rank: int | None = None
@@ -241,6 +244,10 @@ class DeploymentSpec:
     modules: tuple[str, ...] = ()
     container: str | None = None
     signal_before_s: int = 120
+
+    def __post_init__(self) -> None:
+        # the plain name, also when code gives a Backend member
+        object.__setattr__(self, "backend", str(getattr(self.backend, "value", self.backend)))
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,8 @@ from lxml import etree
 from autocnnp.engine import default_tree
 from autocnnp.engine import spec as S
 from autocnnp.engine.values import parse_bool
-from autocnnp.engine.vocabulary import (ARCHITECTURES, LOSSES, METRICS, MONAI_PREFIX, OPTIMIZERS,
-                                        PRECISIONS, TORCH_CPU_IMAGE, monai_networks)
+from autocnnp.engine.vocabulary import (ARCHITECTURES, BACKENDS, LOSSES, METRICS, MONAI_PREFIX,
+                                        OPTIMIZERS, PRECISIONS, TORCH_CPU_IMAGE, monai_networks)
 from autocnnp.engine.schema import check_schema, did_you_mean, unknown
 from autocnnp.engine.user_files import check_function_file
 from autocnnp.engine.xml_loader import load_xml
@@ -693,9 +693,13 @@ def build_spec(tree: etree._ElementTree, source: Path, check: Checker) -> S.Trai
 
     deploy_el = task.find("deployment")
     backend = deploy_el.get("backend", "local") if deploy_el is not None else "local"
+    if backend not in BACKENDS:
+        check.problem(deploy_el, "deployment", f"backend={backend!r} is not allowed"
+                      f"{did_you_mean(backend, tuple(BACKENDS))} Known: {', '.join(BACKENDS)}")
+        backend = S.Backend.LOCAL.value
     deployment = _section(check, task, "deployment", DEPLOYMENT, S.DeploymentSpec,
-                          backend=S.Backend(backend) if backend in S.Backend._value2member_map_ else S.Backend.LOCAL)
-    if deployment.backend is S.Backend.HOSTS:
+                          backend=backend)
+    if deployment.backend == S.Backend.HOSTS:
         _check_hosts(check, deploy_el, deployment, degree)
     deployment = _check_launcher(check, deploy_el, deployment, degree)
 
@@ -820,15 +824,15 @@ def _check_engine(check: Checker, task: etree._Element, generator: tuple[S.Modul
         check.problem(deploy_el, "deployment", "launcher horovodrun starts Horovod ranks; "
                       "dist_strategy torch_ddp runs the torch engine: use launcher mpirun "
                       "(the default)")
-    if deployment.backend is S.Backend.SLURM:
+    if deployment.backend == S.Backend.SLURM:
         check.problem(deploy_el, "deployment",
                       f"dist_strategy torch_ddp runs on the local, hosts and swarm backends; "
-                      f"backend {deployment.backend.value} has no torch launch plan yet (use "
+                      f"backend {deployment.backend} has no torch launch plan yet (use "
                       f"ring_allreduce there)")
     image_el = _property(task, "deployment", "image")
     if image_el is None or image_el.get("name") != "image":
         deployment = dataclasses.replace(deployment, image=TORCH_CPU_IMAGE)
-        if deployment.backend is S.Backend.SWARM and (architecture.name or "").startswith(
+        if deployment.backend == S.Backend.SWARM and (architecture.name or "").startswith(
                 MONAI_PREFIX):
             check.problem(archi.find("name") if archi is not None else None, "CNN_archi/name",
                           f"{architecture.name} needs MONAI in the ranks' image, and "
@@ -910,17 +914,17 @@ def _check_launcher(check: Checker, element: etree._Element | None,
                     deployment: S.DeploymentSpec, degree: int) -> S.DeploymentSpec:
     """srun only on Slurm (and its default there); slurm settings only on Slurm."""
     written = {p.get("name") for p in element.iter("property")} if element is not None else set()
-    slurm = deployment.backend is S.Backend.SLURM
+    slurm = deployment.backend == S.Backend.SLURM
     if slurm and deployment.launcher is S.Launcher.HOROVODRUN:
         check.problem(element, "deployment", "launcher horovodrun cannot run inside a Slurm "
                       "allocation; use srun (default) or mpirun")
     if not slurm and deployment.launcher is S.Launcher.SRUN:
         check.problem(element, "deployment",
-                      f'launcher srun needs backend="slurm" (backend is {deployment.backend.value})')
+                      f'launcher srun needs backend="slurm" (backend is {deployment.backend})')
     stray = [name for name in SLURM_ONLY if name in written]
     if stray and not slurm:
         check.problem(element, "deployment", f"{', '.join(stray)} only apply to backend=\"slurm\" "
-                      f"(backend is {deployment.backend.value})")
+                      f"(backend is {deployment.backend})")
     if slurm and deployment.nodes and deployment.tasks_per_node \
             and deployment.nodes * deployment.tasks_per_node < degree:
         check.problem(element, "deployment",

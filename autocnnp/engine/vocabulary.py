@@ -17,6 +17,16 @@ ARCHITECTURES = ("unet", "fcn")
 #: ``<CNN_archi><name>monai.UNet</name>``: a network of MONAI (torch engine, optional extra)
 MONAI_PREFIX = "monai."
 
+#: ``<deployment backend="...">``: each backend a config may name -> the class that runs it
+#: (``module:Class``, imported only when a job starts). A new backend is one module and one line
+#: here (:mod:`autocnnp.run_manage.backend` reads this table).
+BACKENDS = {
+    "local": "autocnnp.run_manage.local:LocalBackend",
+    "hosts": "autocnnp.run_manage.local:HostsBackend",
+    "swarm": "autocnnp.run_manage.swarm:SwarmBackend",
+    "slurm": "autocnnp.run_manage.slurm:SlurmBackend",
+}
+
 #: ``<property name="optimizer">``
 OPTIMIZERS = ("sgd", "adam", "rmsprop", "adamw")
 #: ``<property name="loss">``

@@ -12,9 +12,10 @@ A backend turns a :class:`~autocnnp.engine.spec.TrainingSpec` into ranks running
 - :meth:`Backend.status`, :meth:`Backend.logs` and :meth:`Backend.stop` serve a run directory
   from any process, and :meth:`Backend.cleanup` removes what a job created.
 
-Backends are registered by name in :data:`BACKENDS` (name -> ``module:Class``, imported only
-when asked for, so a local run never imports the docker SDK). A new backend is one module, one
-line in :data:`BACKENDS` and its tests.
+Backends are registered by name in :data:`~autocnnp.engine.vocabulary.BACKENDS` (name ->
+``module:Class``, imported only when asked for, so a local run never imports the docker SDK),
+the table validation also checks ``<deployment backend>`` against. A new backend is one module,
+one line in that table and its tests.
 """
 
 from __future__ import annotations
@@ -25,15 +26,8 @@ from pathlib import Path
 from typing import Any, ClassVar, TextIO
 
 from autocnnp.engine.spec import TrainingSpec
+from autocnnp.engine.vocabulary import BACKENDS
 from autocnnp.errors import AutocnnpError
-
-#: backend name (``<deployment backend="...">``) -> "module:Class"
-BACKENDS: dict[str, str] = {
-    "local": "autocnnp.run_manage.local:LocalBackend",
-    "hosts": "autocnnp.run_manage.local:HostsBackend",
-    "swarm": "autocnnp.run_manage.swarm:SwarmBackend",
-    "slurm": "autocnnp.run_manage.slurm:SlurmBackend",
-}
 
 
 class Backend:

@@ -117,7 +117,7 @@ def launch(plan: JobPlan, run_dir: Path, *, out: TextIO = sys.stdout,
                                 stderr=subprocess.STDOUT, text=True, bufsize=1,
                                 start_new_session=True, pass_fds=held_fds())
         record_launcher_state(run_dir, state=RunState.RUNNING, pid=proc.pid, pgid=proc.pid,
-                              launcher_pid=os.getpid(), backend=plan.backend.value,
+                              launcher_pid=os.getpid(), backend=plan.backend,
                               stop_requested=False, failure=None, failed_rank=None,
                               failed_host=None, started=rundir.timestamp(),
                               command=list(plan.command))
