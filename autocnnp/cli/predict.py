@@ -153,7 +153,7 @@ def load_run_model(run_dir: Path) -> tuple[Any, dict[str, Any]]:
     SavedModel of the Horovod engine, or the torch engine's ``model.pt`` in its rebuilt
     architecture (:func:`autocnnp.components.torch_training.load_model`); for a k-fold group
     (or a group of repeats), the :class:`Ensemble` of its members' models."""
-    from autocnnp.orchestrator.experiment import is_group
+    from autocnnp.run_manage.jobs import is_group
 
     if is_group(run_dir):
         return load_ensemble(run_dir)

@@ -31,7 +31,7 @@ def _optional(path: Path):
 
 
 def run(args: argparse.Namespace) -> int:
-    from autocnnp.orchestrator.experiment import is_group
+    from autocnnp.run_manage.jobs import is_group
 
     group = Path(args.run)
     summary = None

@@ -3,14 +3,17 @@
 Local and hosts runs are "running" while their launcher, mpirun or a rank is alive (they
 hold the run directory's locks), and the live processes are listed. When the launcher died
 without recording the end, status settles it from what the ranks wrote: rank 0's
-completed.json (finished) or errors/rank-K.json (failed), else "dead"."""
+completed.json (finished) or errors/rank-K.json (failed), else "dead".
+
+A group of trainings (folds, repeats) shows its own state (running while its launcher or a
+training lives) and a line per training: its state, last epoch and test Dice."""
 
 from __future__ import annotations
 
 import argparse
 import json
 
-from autocnnp.run_manage.jobs import format_epoch, resolve_run, status
+from autocnnp.run_manage.jobs import format_epoch, group_status, is_group, resolve_run, status
 
 HELP = "show the state of a run"
 
@@ -20,8 +23,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=("text", "json"), default="text")
 
 
+def _print_group(name: str, group: dict) -> None:
+    print(f"{name}: {group['state']} ({group['kind']}: {len(group['members'])} trainings)")
+    for member in group["members"]:
+        line = f"  {member['name']}: {member['state']}"
+        if "last_epoch" in member:
+            line += f"  last epoch {format_epoch(member['last_epoch'], member.get('end_epoch'))}"
+        if isinstance(member.get("test_dice"), (int, float)):
+            line += f"  test dice {member['test_dice']:.3f}"
+        if member.get("failure"):
+            line += f"  ({member['failure']})"
+        print(line)
+
+
 def run(args: argparse.Namespace) -> int:
     run_dir = resolve_run(args.run)
+    if is_group(run_dir):
+        group = group_status(run_dir)
+        if args.format == "json":
+            print(json.dumps(group, indent=2))
+        else:
+            _print_group(run_dir.name, group)
+        return 0
     state = status(run_dir)
     if args.format == "json":
         print(json.dumps(state, indent=2))

@@ -139,10 +139,6 @@ def group_members(group: Path) -> tuple[TrainingSpec, list[Member], str]:
     return spec, members_of(spec, record), info.get("kind", "repeats")
 
 
-def is_group(path: Path) -> bool:
-    return (Path(path) / GROUP_FILE).is_file()
-
-
 def _finished(run_dir: Path) -> bool:
     from autocnnp.run_manage import ownership
 
@@ -151,7 +147,19 @@ def _finished(run_dir: Path) -> bool:
 
 def run_group(spec: TrainingSpec, group: Path, members: list[Member], kind: str, *,
               out: TextIO, argv: list[str] | None, init_swarm: bool) -> RepeatsResult:
-    """Run every member that has not finished (see :func:`schedule`), then summarise."""
+    """Run every member that has not finished (see :func:`schedule`), then summarise; this
+    process owns the group for that time and ``group.json`` names it, so that ``autocnnp
+    status`` and ``stop`` find it."""
+    from autocnnp.run_manage import ownership
+
+    with ownership.owned(group):
+        rundir.update_json(group / GROUP_FILE, launcher_pid=os.getpid())
+        return _run_members(spec, group, members, kind, out=out, argv=argv,
+                            init_swarm=init_swarm)
+
+
+def _run_members(spec: TrainingSpec, group: Path, members: list[Member], kind: str, *,
+                 out: TextIO, argv: list[str] | None, init_swarm: bool) -> RepeatsResult:
     todo = [m for m in members if not _finished(group / m.name)]
     for m in members:
         if m not in todo:

@@ -36,12 +36,12 @@ def run_job(config: Path | None = None, *, resume_dir: Path | None = None,
     """
     if resume_dir is not None:
         from autocnnp.run_manage import ownership
-        from autocnnp.run_manage.jobs import resolve_run
+        from autocnnp.run_manage.jobs import is_group, resolve_run
 
         run_dir = resolve_run(resume_dir)
         # refuses, naming its processes, while a launcher or ranks of the run are alive
         with ownership.owned(run_dir):
-            if experiment.is_group(run_dir):  # folds or repeats: continue the members in turn
+            if is_group(run_dir):  # folds or repeats: continue the members in turn
                 spec, members, kind = experiment.group_members(run_dir)
                 return experiment.run_group(spec, run_dir, members, kind, out=out, argv=argv,
                                             init_swarm=init_swarm)

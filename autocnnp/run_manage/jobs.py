@@ -1,8 +1,10 @@
-"""Status, logs and stop for runs of any backend, read from the run directory."""
+"""Status, logs and stop for runs of any backend, read from the run directory; for a group
+of trainings (folds, repeats: ``group.json``), for each of its members."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from autocnnp.engine import rundir
@@ -38,6 +40,45 @@ def format_epoch(record: object, end_epoch: int | None = None) -> str:
     return "  ".join(parts)
 
 
+def is_group(run_dir: Path) -> bool:
+    """True for the folder of a group of trainings (k-fold or repeats)."""
+    return (Path(run_dir) / rundir.GROUP_FILE).is_file()
+
+
+def member_dirs(group: Path) -> list[Path]:
+    """The run directories of a group's members, in order (``group.json``)."""
+    return [group / name for name in rundir.read_json(group / rundir.GROUP_FILE).get("members", [])]
+
+
+def group_status(group: Path) -> dict:
+    """A group's state, from its launcher and its members: ``running`` while its launcher or
+    a member lives, ``finished`` once the summary is written, else the first member that did
+    not finish says why (``stopped``, ``failed``) or the group is ``incomplete``."""
+    from autocnnp.run_manage import ownership
+
+    info = rundir.read_json(group / rundir.GROUP_FILE)
+    members = []
+    for run_dir in member_dirs(group):
+        if (run_dir / rundir.SPEC_FILE).exists():
+            member = status(run_dir)
+            metrics = rundir.read_test_metrics(run_dir)
+            if metrics is not None:
+                member["test_dice"] = (metrics.get("means") or {}).get("mean_dice_foreground")
+        else:
+            member = {"state": "not started", "checkpoints": []}
+        members.append({"name": run_dir.name, **member})
+    summary = group / (rundir.FOLDS_FILE if info.get("kind") == "folds" else rundir.REPEATS_FILE)
+    if ownership.launcher_alive(group) or any(m["state"] == "running" for m in members):
+        state = "running"
+    elif summary.exists():
+        state = "finished"
+    else:
+        ended = [m["state"] for m in members if m["state"] in ("stopped", "failed", "dead")]
+        state = ended[0] if ended else "incomplete"
+    return {"state": state, "kind": info.get("kind"), "launcher_pid": info.get("launcher_pid"),
+            "members": members}
+
+
 def status(run_dir: Path) -> dict:
     """The run's state, last epoch, and failure if any."""
     state = rundir.read_state(run_dir)
@@ -58,6 +99,10 @@ def status(run_dir: Path) -> dict:
 
 
 def logs(run_dir: Path, rank: int | None = None) -> str:
+    if is_group(run_dir):
+        parts = [f"==> {member.name} <==\n{logs(member, rank)}" for member in member_dirs(run_dir)
+                 if (member / rundir.STATE_FILE).exists()]
+        return "\n".join(parts) or f"{run_dir.name}: no training of the group has started yet"
     state = rundir.read_state(run_dir)
     text = get_backend(state.get("backend") or "local").logs(run_dir, rank)
     if text:
@@ -70,6 +115,29 @@ def logs(run_dir: Path, rank: int | None = None) -> str:
     return "\n".join(f"==> {f.name} <==\n{f.read_text()}" for f in files)
 
 
+def stop_group(group: Path, grace_s: float = 60.0) -> str:
+    """Stop a group: its launcher first (SIGTERM, as Ctrl-C: it stops the trainings it runs and
+    starts no other), then any member still running without it (a launcher killed outright)."""
+    from autocnnp.run_manage import ownership
+    from autocnnp.run_manage.local import stop_process
+
+    pid = rundir.read_json(group / rundir.GROUP_FILE).get("launcher_pid")
+    lines = []
+    # signalled only when it holds the group's owner lock: a stale pid is never signalled
+    if pid and any(h.pid == pid and h.lock == ownership.OWNER_LOCK
+                   for h in ownership.holders(group)) and pid != os.getpid():
+        stop_process(int(pid), grace_s=grace_s)
+        lines.append(f"stopped the group's launcher (pid {pid})")
+    for member in member_dirs(group):
+        if (member / rundir.SPEC_FILE).exists() and ownership.is_live(member):
+            lines.append(stop(member))
+    if not lines:
+        return f"{group.name} is not running (state: {group_status(group)['state']})"
+    return "\n".join(lines + [f"stopped {group.name}; resume with: autocnnp run --resume {group}"])
+
+
 def stop(run_dir: Path) -> str:
+    if is_group(run_dir):
+        return stop_group(run_dir)
     state = rundir.read_state(run_dir)
     return get_backend(state.get("backend") or "local").stop(run_dir, state)
