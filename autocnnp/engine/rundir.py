@@ -38,6 +38,8 @@ MODEL = "model"
 LOGS = "logs"
 ERRORS = "errors"
 CHECKPOINTS = "checkpoints"
+#: the output of one training of a packed group, run as its own process
+MEMBER_LOG = "logs/member.out"
 
 
 class RunState(str, Enum):

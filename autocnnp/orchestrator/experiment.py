@@ -35,8 +35,6 @@ from autocnnp.errors import JobFailedError
 from autocnnp.orchestrator.case_split import fold_cases, with_cases
 from autocnnp.orchestrator.single_run import RunResult, execute
 
-MEMBER_LOG = "logs/member.out"
-
 
 def _say(out: TextIO, text: str) -> None:
     out.write(text + "\n")
@@ -218,7 +216,7 @@ def _run_packed(group: Path, todo: list[Member], plan: Schedule, *, out: TextIO)
     for m in todo:
         resume = prepare_member(m, group / m.name)
         jobs.append(SlotJob(m.name, member_command(group / m.name, resume),
-                            group / m.name / MEMBER_LOG))
+                            group / m.name / rundir.MEMBER_LOG))
 
     def started(job: SlotJob, pid: int) -> None:
         resuming = " (resuming)" if "--resume" in job.command else ""

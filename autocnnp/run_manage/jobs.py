@@ -40,6 +40,10 @@ def format_epoch(record: object, end_epoch: int | None = None) -> str:
     return "  ".join(parts)
 
 
+#: the states of a training that is not over: queued by a batch system, or running
+ACTIVE = ("pending", "running")
+
+
 def is_group(run_dir: Path) -> bool:
     """True for the folder of a group of trainings (k-fold or repeats)."""
     return (Path(run_dir) / rundir.GROUP_FILE).is_file()
@@ -68,12 +72,13 @@ def group_status(group: Path) -> dict:
             member = {"state": "not started", "checkpoints": []}
         members.append({"name": run_dir.name, **member})
     summary = group / (rundir.FOLDS_FILE if info.get("kind") == "folds" else rundir.REPEATS_FILE)
-    if ownership.launcher_alive(group) or any(m["state"] == "running" for m in members):
+    if ownership.launcher_alive(group) or any(m["state"] in ACTIVE for m in members):
         state = "running"
     elif summary.exists():
         state = "finished"
     else:
-        ended = [m["state"] for m in members if m["state"] in ("stopped", "failed", "dead")]
+        ended = [m["state"].split()[0] for m in members
+                 if m["state"].split()[0] in ("stopped", "failed", "dead")]
         state = ended[0] if ended else "incomplete"
     return {"state": state, "kind": info.get("kind"), "launcher_pid": info.get("launcher_pid"),
             "members": members}
@@ -98,10 +103,24 @@ def status(run_dir: Path) -> dict:
     return state
 
 
+def _member_logs(member: Path, rank: int | None) -> str:
+    """One training of a group: its process's output (packed groups) and its ranks' logs."""
+    parts = []
+    member_out = member / rundir.MEMBER_LOG
+    if member_out.exists():
+        parts.append(f"==> {rundir.MEMBER_LOG} <==\n{member_out.read_text()}")
+    if (member / rundir.STATE_FILE).exists():
+        try:
+            parts.append(logs(member, rank))
+        except AutocnnpError as exc:  # e.g. no rank-K.log: it failed before its ranks started
+            parts.append(str(exc))
+    return "\n".join(parts)
+
+
 def logs(run_dir: Path, rank: int | None = None) -> str:
     if is_group(run_dir):
-        parts = [f"==> {member.name} <==\n{logs(member, rank)}" for member in member_dirs(run_dir)
-                 if (member / rundir.STATE_FILE).exists()]
+        texts = [(member.name, _member_logs(member, rank)) for member in member_dirs(run_dir)]
+        parts = [f"==> {name} <==\n{text}" for name, text in texts if text]
         return "\n".join(parts) or f"{run_dir.name}: no training of the group has started yet"
     state = rundir.read_state(run_dir)
     text = get_backend(state.get("backend") or "local").logs(run_dir, rank)
@@ -128,8 +147,8 @@ def stop_group(group: Path, grace_s: float = 60.0) -> str:
                    for h in ownership.holders(group)) and pid != os.getpid():
         stop_process(int(pid), grace_s=grace_s)
         lines.append(f"stopped the group's launcher (pid {pid})")
-    for member in member_dirs(group):
-        if (member / rundir.SPEC_FILE).exists() and ownership.is_live(member):
+    for member in member_dirs(group):  # left running without it: its backend stops it
+        if (member / rundir.SPEC_FILE).exists() and status(member)["state"] in ACTIVE:
             lines.append(stop(member))
     if not lines:
         return f"{group.name} is not running (state: {group_status(group)['state']})"

@@ -7,6 +7,9 @@ when the last process holding them ends, however it ends (SIGKILL included):
   for the whole job. Its descriptor is passed on to ``mpirun``, which keeps it: when the
   launcher is SIGKILLed, mpirun and the ranks run on in their own session, and the run stays
   owned until they end.
+  A group's launcher owns the group folder the same way; in a group run one training after
+  another, each training's mpirun keeps the group's lock too, so a group whose launcher was
+  SIGKILLed stays owned while a training of it runs.
 * ``.ranks.lock``: taken shared by every rank (the worker), because Open MPI closes
   inherited descriptors in the ranks it starts: ranks orphaned by a dead mpirun still own
   the run.
