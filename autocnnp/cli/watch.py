@@ -15,7 +15,8 @@ import argparse
 import sys
 import time
 
-from autocnnp.run_manage.jobs import resolve_run
+from autocnnp.errors import AutocnnpError
+from autocnnp.run_manage.jobs import is_group, member_dirs, resolve_run
 
 HELP = "live view of a running job (every rank, loss and Dice, ETA) until it ends"
 
@@ -35,6 +36,10 @@ def run(args: argparse.Namespace) -> int:
     from autocnnp.orchestrator.watch import Watcher, render, summary
 
     run_dir = resolve_run(args.run)
+    if is_group(run_dir):
+        raise AutocnnpError(f"{run_dir} is a group of trainings; watch one of them",
+                            remedy=f"autocnnp watch {run_dir}/{member_dirs(run_dir)[0].name} "
+                                   f"(autocnnp status {run_dir} lists them)")
     watcher = Watcher(run_dir)
     console = Console()
     snap = watcher.snapshot()

@@ -41,7 +41,8 @@ class WatchSnapshot:
 
     @property
     def ended(self) -> bool:
-        return str(self.state.get("state")) in ENDED
+        # "dead (launcher and ranks gone ...)": the first word is the state
+        return str(self.state.get("state")).split(" ")[0] in ENDED
 
 
 def read_epochs(run_dir: Path) -> list[dict[str, Any]]:

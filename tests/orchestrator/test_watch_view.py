@@ -40,3 +40,10 @@ def test_charts_and_eta():
     progress = {0: {"epoch": 3, "step": 5, "steps_per_epoch": 10}}
     # epochs 3 (half done) to 10 left at 15 s each
     assert eta_seconds(snap(epochs=epochs, progress=progress)) == 7.5 * 15.0
+
+
+def test_a_dead_run_has_ended_so_watch_stops():
+    # status settles a run whose launcher and ranks vanished to "dead (...)": watch must end
+    assert snap(state={"state": "dead (launcher and ranks gone without recording an end)"}).ended
+    assert not snap(state={"state": "running"}).ended
+    assert not snap(state={"state": "prepared"}).ended

@@ -46,3 +46,13 @@ def test_stopped_finished_and_incomplete_groups(tmp_path):
     # a training without that rank's log is said, and the others still print
     assert jobs.logs(waiting, 0) == (f"==> fold-1 <==\nno log {waiting}/fold-1/logs/rank-0.log "
                                      f"(ranks write rank-K.log once they start)")
+
+
+def test_watch_on_a_group_says_which_folder_to_watch(tmp_path, capsys):
+    from autocnnp.cli import main
+
+    group = _group(tmp_path, {"fold-1": None, "fold-2": None})
+    assert main(["watch", str(group)]) == 1
+    assert capsys.readouterr().err == (
+        f"autocnnp watch: error: {group} is a group of trainings; watch one of them\n"
+        f"  remedy: autocnnp watch {group}/fold-1 (autocnnp status {group} lists them)\n")
