@@ -77,8 +77,9 @@ def group_status(group: Path) -> dict:
     elif summary.exists():
         state = "finished"
     else:
-        ended = [m["state"].split()[0] for m in members
-                 if m["state"].split()[0] in ("stopped", "failed", "dead")]
+        # "dead (launcher and ranks gone ...)": the first word is the state
+        ended = [word for word in (m["state"].split()[0] for m in members)
+                 if word in ("stopped", "failed", "dead")]
         state = ended[0] if ended else "incomplete"
     return {"state": state, "kind": info.get("kind"), "launcher_pid": info.get("launcher_pid"),
             "members": members}
