@@ -140,6 +140,14 @@ def init_communicator(ctx: RankContext) -> None:
                  comm.local_rank, comm.local_size, comm.hostname, torch.__version__, backend)
 
 
+def leave_process_group() -> None:
+    """Destroy this rank's process group, once every collective of the job is done. A rank
+    that exits with it alive can abort in the interpreter's teardown ("terminate called
+    without an active exception", exit -6: Gloo's threads die before they are joined), which
+    turns a finished job into a failed rank."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
 def seed_everything(ctx: RankContext) -> None:
     """Seed Python, NumPy and torch (identical initial weights on every rank; DDP broadcasts
     rank 0's anyway). The determinism switch makes torch use deterministic algorithms only."""

@@ -1,5 +1,5 @@
-"""The torch engine's training loop and final evaluation (the worker calls :func:`train` and
-:func:`evaluate` when the job runs ``dist_strategy`` ``torch_ddp``).
+"""The torch engine's training loop and final evaluation (the worker calls :func:`train`,
+:func:`evaluate` and :func:`close` when the job runs ``dist_strategy`` ``torch_ddp``).
 
 What the Horovod engine's ``fit`` and callbacks do, in one loop, in the same order and with
 the same files:
@@ -51,7 +51,7 @@ from autocnnp.components.training import MODEL_META, TrainResult, format_progres
 from autocnnp.components.torch_runtime import (allreduce, average_statistics,
                                                broadcast_object, check_weights_identical,
                                                dice_metric, gather_flags, gather_objects,
-                                               torch_device)
+                                               leave_process_group, torch_device)
 from autocnnp.engine import rundir
 from autocnnp.engine.vocabulary import MONAI_PREFIX
 from autocnnp.errors import AutocnnpError
@@ -524,3 +524,9 @@ def evaluate(ctx: RankContext) -> dict[str, Any] | None:
                "seconds": round(time.perf_counter() - start, 3), "selected_metrics": selected,
                "engine": "torch", **result.to_dict()}
     return save_test_metrics(Path(ctx.run_dir), metrics, result)
+
+
+def close(ctx: RankContext) -> None:
+    """Leave the process group: this rank's collectives are over (see
+    :func:`~autocnnp.components.torch_runtime.leave_process_group`)."""
+    leave_process_group()

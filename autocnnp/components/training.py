@@ -503,6 +503,11 @@ def evaluate(ctx: RankContext) -> dict[str, Any] | None:
     return save_test_metrics(Path(ctx.run_dir), metrics, result)
 
 
+
+def close(ctx: RankContext) -> None:  # noqa: ARG001 - the engines share one interface
+    """Nothing to release here: Horovod shuts itself down when the process exits (its
+    ``atexit`` hook), after the worker has written every file."""
+
 def gather_evaluation(evaluator: Any, order: list[int], comm: Any,
                       class_names: dict[int, str], item_confusion: list | None = None) -> Any:
     """The :class:`~autocnnp.components.segeval.SegEvalResult` of every rank's ``evaluator``

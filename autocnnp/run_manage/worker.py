@@ -47,8 +47,8 @@ from autocnnp.engine.vocabulary import rank_host
 #: environment variables that hold the rank before the communicator is initialised, by launcher
 RANK_VARIABLES = ("HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "RANK")
 
-#: the training loop of each engine (``TrainingSpec.engine``): a module with train(ctx) and
-#: evaluate(ctx)
+#: the training loop of each engine (``TrainingSpec.engine``): a module with train(ctx),
+#: evaluate(ctx) and close(ctx), called in that order on every rank
 TRAINING_MODULES = {"horovod": "autocnnp.components.training",
                     "torch": "autocnnp.components.torch_training"}
 
@@ -197,6 +197,7 @@ def run(run_dir: Path, resume: bool, log: logging.Logger) -> tuple[int, Any]:
         from autocnnp.run_manage.ownership import write_completion
 
         write_completion(run_dir, end_epoch=result.end_epoch)
+    training.close(ctx)
     log.info("rank finished")
     if "heartbeat" in _CURRENT:
         _CURRENT["heartbeat"].close("done")

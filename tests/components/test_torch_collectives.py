@@ -20,7 +20,7 @@ RANK = """
 import json, sys
 import numpy as np, torch, torch.distributed as dist
 from autocnnp.components.torch_runtime import (TorchCommunicator, allreduce,
-                                               check_weights_identical)
+                                               check_weights_identical, leave_process_group)
 
 rank, store, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
@@ -37,6 +37,7 @@ try:
 except Exception as exc:
     result["error"] = [type(exc).__name__, exc.message]
 json.dump(result, open(out, "w"))
+leave_process_group()  # as the engine does: exiting with Gloo alive can abort (exit -6)
 """
 
 
