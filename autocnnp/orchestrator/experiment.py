@@ -189,12 +189,13 @@ def _run_in_turn(group: Path, todo: list[Member], *, out: TextIO, argv: list[str
 
 
 def prepare_member(m: Member, run_dir: Path) -> bool:
-    """Create a member's run directory for a child process; True when it resumes."""
-    if (run_dir / rundir.SPEC_FILE).exists():
-        return True
-    run_dir.mkdir(exist_ok=True)
-    rundir.populate_run_dir(m.spec, run_dir)
-    return False
+    """Create a member's run directory for a child process; True when it resumes (it was
+    launched before; a member prepared but never started, as a group stopped early leaves
+    one, starts from the beginning)."""
+    if not (run_dir / rundir.SPEC_FILE).exists():
+        run_dir.mkdir(exist_ok=True)
+        rundir.populate_run_dir(m.spec, run_dir)
+    return (run_dir / rundir.STATE_FILE).exists()
 
 
 def member_command(run_dir: Path, resume: bool) -> list[str]:

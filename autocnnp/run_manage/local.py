@@ -127,7 +127,8 @@ def launch(plan: JobPlan, run_dir: Path, *, out: TextIO = sys.stdout,
         if monitoring is not None:
             from autocnnp.run_manage.launcher_monitor import LauncherMonitor, line_writer
 
-            monitor = LauncherMonitor(run_dir, monitoring, stop_job=lambda: stop_group(proc.pid),
+            monitor = LauncherMonitor(run_dir, monitoring,
+                                      stop_job=lambda: stop_group(proc.pid, leader=proc),
                                       output=output, say=line_writer(out))
         try:
             assert proc.stdout is not None
@@ -140,7 +141,7 @@ def launch(plan: JobPlan, run_dir: Path, *, out: TextIO = sys.stdout,
                     out.flush()
             code = proc.wait()
         except BaseException:
-            stop_group(proc.pid)
+            stop_group(proc.pid, leader=proc)
             record_launcher_state(run_dir, state=RunState.STOPPED, ended=rundir.timestamp())
             raise
         finally:
@@ -166,18 +167,40 @@ def launch(plan: JobPlan, run_dir: Path, *, out: TextIO = sys.stdout,
     raise failure
 
 
-def stop_group(pgid: int, grace_s: float = 10.0) -> bool:
-    """SIGTERM a job's process group, then SIGKILL what is left after ``grace_s``."""
-    return _stop(lambda sig: os.killpg(pgid, sig), grace_s)
+def stop_group(pgid: int, grace_s: float = 10.0, *,
+               leader: subprocess.Popen | None = None) -> bool:
+    """SIGTERM a job's process group, then SIGKILL what is left after ``grace_s``.
+    ``leader``: the group's leader when it is this process's child (mpirun started by
+    :func:`launch`); it is reaped as soon as it ends, since an unreaped leader keeps the group
+    in existence and the wait would last the whole grace period."""
+    def alive() -> bool:
+        if leader is not None:
+            leader.poll()
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    return _stop(lambda sig: os.killpg(pgid, sig), alive, grace_s)
 
 
 def stop_process(pid: int, grace_s: float = 10.0) -> bool:
-    """SIGTERM one process, then SIGKILL it if it is still there after ``grace_s``."""
-    return _stop(lambda sig: os.kill(pid, sig), grace_s)
+    """SIGTERM one process, then SIGKILL it if it is still there after ``grace_s``; a process
+    that has ended but is not yet reaped by its parent (a zombie) counts as gone."""
+    import psutil
+
+    def alive() -> bool:
+        try:
+            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    return _stop(lambda sig: os.kill(pid, sig), alive, grace_s)
 
 
-def _stop(send, grace_s: float) -> bool:
-    """``send(SIGTERM)``, wait until ``send(0)`` finds nothing, SIGKILL after ``grace_s``;
+def _stop(send, alive, grace_s: float) -> bool:
+    """``send(SIGTERM)``, wait until ``alive()`` is false, ``send(SIGKILL)`` after ``grace_s``;
     False when there was nothing to signal."""
     try:
         send(signal.SIGTERM)
@@ -185,9 +208,7 @@ def _stop(send, grace_s: float) -> bool:
         return False
     deadline = time.monotonic() + grace_s
     while time.monotonic() < deadline:
-        try:
-            send(0)
-        except ProcessLookupError:
+        if not alive():
             return True
         time.sleep(0.2)
     try:

@@ -30,8 +30,8 @@ def run_in_slots(jobs: list[SlotJob], at_once: int, *,
                  poll_s: float = 0.5) -> dict[str, int]:
     """Run ``jobs`` in order, ``at_once`` at a time, each starting when one ends; return each
     job's exit status. ``started(job, pid)`` and ``ended(job, code, seconds)`` report progress.
-    An exception (Ctrl-C) terminates the running processes (SIGTERM, then SIGKILL after 30 s)
-    before it propagates."""
+    An exception (Ctrl-C) terminates the running processes together (SIGTERM, then SIGKILL
+    after 30 s) before it propagates."""
     pending = list(jobs)
     running: dict[str, tuple[SlotJob, subprocess.Popen, float, object]] = {}
     codes: dict[str, int] = {}
@@ -54,12 +54,15 @@ def run_in_slots(jobs: list[SlotJob], at_once: int, *,
                 del running[name]
                 codes[name] = code
                 ended(job, code, time.monotonic() - began)
-    finally:
+    finally:  # all at once: each stops its ranks in parallel with the others
         for job, proc, _, log in running.values():
             proc.terminate()
+        deadline = time.monotonic() + 30
+        for job, proc, _, log in running.values():
             try:
-                proc.wait(timeout=30)
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 proc.kill()
+                proc.wait()
             log.close()  # type: ignore[attr-defined]
     return codes

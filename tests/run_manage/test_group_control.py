@@ -1,4 +1,5 @@
-"""status, stop and logs of a group of trainings, on a real packed group that is running."""
+"""status, stop, logs and resume of a group of trainings, on a real packed group that is
+running."""
 
 from __future__ import annotations
 
@@ -30,13 +31,22 @@ def _wait_for(condition, timeout: float, what: str) -> None:
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-def _epochs(run_dir: Path) -> int:
+#: enough that the first two trainings still run when the test stops them (an epoch of this
+#: config takes about 0.2 s after the first), few enough that the resume is short
+EPOCHS = 100
+
+
+def _epoch_list(run_dir: Path) -> list[int]:
     path = run_dir / "metrics" / "epochs.jsonl"
-    return len(path.read_text().splitlines()) if path.exists() else 0
+    return [json.loads(l)["epoch"] for l in path.read_text().splitlines()] if path.exists() else []
 
 
-def test_a_running_group_is_shown_and_stopped_as_one(small_config, cli_env, tmp_path):
-    config = small_config(ranks=1, epochs=200)  # far more than the test waits for
+def _epochs(run_dir: Path) -> int:
+    return len(_epoch_list(run_dir))
+
+
+def test_a_running_group_is_shown_stopped_and_resumed_as_one(small_config, cli_env, tmp_path):
+    config = small_config(ranks=1, epochs=EPOCHS)
     config.write_text(config.read_text().replace(
         "<run_root>", '<reproducibility><property name="repeats">3</property></reproducibility>\n'
                       "    <run_root>").replace(
@@ -62,7 +72,9 @@ def test_a_running_group_is_shown_and_stopped_as_one(small_config, cli_env, tmp_
         assert lines[2].startswith("  repeat-2: running  last epoch ")
         assert lines[3] == "  repeat-3: prepared"  # packed on 2 slots: waits for a free one
 
+        began = time.monotonic()
         stopped = _autocnnp(["stop", str(group)], cli_env)
+        stop_seconds = time.monotonic() - began
         assert stopped.returncode == 0, stopped.stderr
         assert stopped.stdout.splitlines()[0] == f"stopped the group's launcher (pid {launcher.pid})"
         assert stopped.stdout.splitlines()[-1] == (f"stopped {group.name}; resume with: "
@@ -87,3 +99,23 @@ def test_a_running_group_is_shown_and_stopped_as_one(small_config, cli_env, tmp_
     assert logs.returncode == 0, logs.stderr
     assert "==> repeat-1 <==" in logs.stdout and "==> repeat-2 <==" in logs.stdout
     assert "==> repeat-3 <==" not in logs.stdout
+    # a stop is quick: the trainings stop together, and an ended launcher that its parent (this
+    # test) has not reaped yet counts as gone (the stop used to wait its whole 60 s grace)
+    assert stop_seconds < 30, stop_seconds
+    stopped_at = {k: _epochs(group / f"repeat-{k}") for k in (1, 2)}
+    assert all(0 < n < EPOCHS for n in stopped_at.values()), stopped_at
+
+    # the remedy the stop printed: the two stopped trainings continue from their checkpoints,
+    # the third starts from its first epoch, and every epoch is recorded once
+    resumed = _autocnnp(["run", "--resume", str(group)], cli_env)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    started = [l for l in resumed.stdout.splitlines() if ": started" in l]
+    assert [l.split(": started")[0] for l in started] == [
+        "== repeat 1/3 (seed 42)", "== repeat 2/3 (seed 43)", "== repeat 3/3 (seed 44)"]
+    assert [" (resuming) " in l for l in started] == [True, True, False], started
+    final = json.loads(_autocnnp(["status", str(group), "--format", "json"], cli_env).stdout)
+    assert final["state"] == "finished"
+    assert [m["state"] for m in final["members"]] == ["finished"] * 3
+    for k in (1, 2, 3):
+        assert _epoch_list(group / f"repeat-{k}") == list(range(1, EPOCHS + 1)), k
+    assert (group / "repeats.json").exists()
