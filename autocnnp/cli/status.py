@@ -13,7 +13,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from autocnnp.run_manage.jobs import format_epoch, group_status, is_group, resolve_run, status
+from autocnnp.run_manage.jobs import (format_epoch, group_lines, group_status, is_group,
+                                     resolve_run, status)
 
 HELP = "show the state of a run"
 
@@ -23,19 +24,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=("text", "json"), default="text")
 
 
-def _print_group(name: str, group: dict) -> None:
-    print(f"{name}: {group['state']} ({group['kind']}: {len(group['members'])} trainings)")
-    for member in group["members"]:
-        line = f"  {member['name']}: {member['state']}"
-        if "last_epoch" in member:
-            line += f"  last epoch {format_epoch(member['last_epoch'], member.get('end_epoch'))}"
-        if isinstance(member.get("test_dice"), (int, float)):
-            line += f"  test dice {member['test_dice']:.3f}"
-        if member.get("failure"):
-            line += f"  ({member['failure']})"
-        print(line)
-
-
 def run(args: argparse.Namespace) -> int:
     run_dir = resolve_run(args.run)
     if is_group(run_dir):
@@ -43,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
         if args.format == "json":
             print(json.dumps(group, indent=2))
         else:
-            _print_group(run_dir.name, group)
+            print("\n".join(group_lines(run_dir.name, group)))
         return 0
     state = status(run_dir)
     if args.format == "json":

@@ -3,6 +3,10 @@ CPU, memory and GPU; the loss and validation Dice as small charts; the ETA. The 
 refreshes until the job ends (finished, failed, stopped), then leaves a summary and exits with
 0 when the job finished, 1 otherwise. Ctrl-C leaves the view; the job runs on.
 
+On a group of trainings (folds, repeats) the view is the group's status, a line per training
+(state, last epoch, test Dice), refreshed until the group is no longer running; watch one
+training of it for the per-rank view.
+
 Works for every backend whose ranks write to the run directory (local, hosts, swarm, Slurm):
 start it in a second terminal while `autocnnp run` runs, e.g.
 
@@ -14,11 +18,12 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
-from autocnnp.errors import AutocnnpError
-from autocnnp.run_manage.jobs import is_group, member_dirs, resolve_run
+from autocnnp.run_manage.jobs import group_lines, group_status, is_group, resolve_run
 
-HELP = "live view of a running job (every rank, loss and Dice, ETA) until it ends"
+HELP = ("live view of a running job (every rank, loss and Dice, ETA) or group, until it "
+        "ends")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,9 +42,7 @@ def run(args: argparse.Namespace) -> int:
 
     run_dir = resolve_run(args.run)
     if is_group(run_dir):
-        raise AutocnnpError(f"{run_dir} is a group of trainings; watch one of them",
-                            remedy=f"autocnnp watch {run_dir}/{member_dirs(run_dir)[0].name} "
-                                   f"(autocnnp status {run_dir} lists them)")
+        return _watch_group(run_dir, args)
     watcher = Watcher(run_dir)
     console = Console()
     snap = watcher.snapshot()
@@ -58,3 +61,35 @@ def run(args: argparse.Namespace) -> int:
     console.print(render(snap))
     print(summary(snap, run_dir))
     return 0 if snap.state.get("state") == "finished" else 1
+
+
+def _watch_group(group: Path, args: argparse.Namespace) -> int:
+    """The group's status lines, refreshed until the group is no longer running; the frames
+    left behind are plain lines, whole at any width (for scripts and logs)."""
+    from rich.console import Console
+    from rich.live import Live
+    from rich.text import Text
+
+    state = group_status(group)
+
+    def lines() -> str:
+        return "\n".join(group_lines(group.name, state))
+
+    if not args.once:
+        try:
+            with Live(Text(lines(), no_wrap=True), console=Console(), auto_refresh=False,
+                      transient=True) as live:
+                while state["state"] == "running":
+                    time.sleep(args.interval)
+                    state = group_status(group)
+                    live.update(Text(lines(), no_wrap=True), refresh=True)
+        except KeyboardInterrupt:
+            print(f"stopped watching; the group goes on (autocnnp status {group})",
+                  file=sys.stderr)
+            return 130
+    print(lines())
+    if args.once:
+        return 0
+    if state["state"] != "finished":
+        print(f"continue with: autocnnp run --resume {group}")
+    return 0 if state["state"] == "finished" else 1

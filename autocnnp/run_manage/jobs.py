@@ -85,6 +85,22 @@ def group_status(group: Path) -> dict:
             "members": members}
 
 
+
+def group_lines(name: str, group: dict) -> list[str]:
+    """:func:`group_status` as text: the group's state, then a line per training with its
+    state, last epoch, test Dice and failure (``autocnnp status`` and ``watch`` print it)."""
+    lines = [f"{name}: {group['state']} ({group['kind']}: {len(group['members'])} trainings)"]
+    for member in group["members"]:
+        line = f"  {member['name']}: {member['state']}"
+        if "last_epoch" in member:
+            line += f"  last epoch {format_epoch(member['last_epoch'], member.get('end_epoch'))}"
+        if isinstance(member.get("test_dice"), (int, float)):
+            line += f"  test dice {member['test_dice']:.3f}"
+        if member.get("failure"):
+            line += f"  ({member['failure']})"
+        lines.append(line)
+    return lines
+
 def status(run_dir: Path) -> dict:
     """The run's state, last epoch, and failure if any."""
     state = rundir.read_state(run_dir)

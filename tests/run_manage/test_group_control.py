@@ -71,6 +71,10 @@ def test_a_running_group_is_shown_stopped_and_resumed_as_one(small_config, cli_e
         assert lines[1].startswith("  repeat-1: running  last epoch ")
         assert lines[2].startswith("  repeat-2: running  last epoch ")
         assert lines[3] == "  repeat-3: prepared"  # packed on 2 slots: waits for a free one
+        watched = _autocnnp(["watch", str(group), "--once"], cli_env)
+        assert watched.returncode == 0, watched.stderr
+        assert watched.stdout.splitlines()[0] == lines[0]
+        assert watched.stdout.splitlines()[3] == lines[3]
 
         began = time.monotonic()
         stopped = _autocnnp(["stop", str(group)], cli_env)
@@ -119,3 +123,6 @@ def test_a_running_group_is_shown_stopped_and_resumed_as_one(small_config, cli_e
     for k in (1, 2, 3):
         assert _epoch_list(group / f"repeat-{k}") == list(range(1, EPOCHS + 1)), k
     assert (group / "repeats.json").exists()
+    watched = _autocnnp(["watch", str(group)], cli_env)  # the group has ended: one frame
+    assert watched.returncode == 0, watched.stderr
+    assert watched.stdout.splitlines()[0] == f"{group.name}: finished (repeats: 3 trainings)"

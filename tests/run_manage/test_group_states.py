@@ -48,11 +48,18 @@ def test_stopped_finished_and_incomplete_groups(tmp_path):
                                      f"(ranks write rank-K.log once they start)")
 
 
-def test_watch_on_a_group_says_which_folder_to_watch(tmp_path, capsys):
+def test_watch_on_a_group_shows_its_trainings_and_ends_with_the_group(tmp_path, capsys):
     from autocnnp.cli import main
 
-    group = _group(tmp_path, {"fold-1": None, "fold-2": None})
-    assert main(["watch", str(group)]) == 1
-    assert capsys.readouterr().err == (
-        f"autocnnp watch: error: {group} is a group of trainings; watch one of them\n"
-        f"  remedy: autocnnp watch {group}/fold-1 (autocnnp status {group} lists them)\n")
+    group = _group(tmp_path, {"fold-1": {"state": "finished"}, "fold-2": {"state": "stopped"}})
+    # not running: one frame, the way to continue, and exit 1 (it did not finish)
+    assert main(["watch", str(group), "--interval", "0.1"]) == 1
+    assert capsys.readouterr().out == ("g: stopped (folds: 2 trainings)\n"
+                                       "  fold-1: finished\n"
+                                       "  fold-2: stopped\n"
+                                       f"continue with: autocnnp run --resume {group}\n")
+    (group / "fold-2" / "state.json").write_text('{"backend": "local", "state": "finished"}')
+    (group / "folds.json").write_text("{}")
+    assert main(["watch", str(group), "--once"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == "g: finished (folds: 2 trainings)"
+    assert main(["watch", str(group)]) == 0
