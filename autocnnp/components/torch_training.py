@@ -16,6 +16,9 @@ the same files:
   GPU with ``gpu_memory_mib``, the peak memory torch allocated so far on rank 0), the
   TensorBoard scalars (rank 0, ``ctx.checkpoints.callbacks``) and the progress line on stdout
   (rank 0);
+- on the cluster's warning signal (Slurm, before a time limit or a preemption): every rank
+  stops at the same step, rank 0 checkpoints the weights reached, and the ranks exit to be
+  requeued (:func:`checkpoint_on_warning`);
 - after training: the full weight check (parameters and buffers), and rank 0 saves
   ``RUN_DIR/model/model.pt`` (the state dict) with ``autocnnp.json``.
 
@@ -61,6 +64,9 @@ from autocnnp.generator.context import RankContext
 MODEL_FILE = "model.pt"
 #: a user architecture file's copy in ``RUN_DIR/model/`` (what predict rebuilds it from)
 ARCHITECTURE_COPY = "architecture.py"
+#: the per-step flag bit of a rank that got the cluster's warning signal (bits 1 and 2 say
+#: a non-finite loss or weight)
+WARNED = 8
 
 
 def _notify(ctx: RankContext, event: str, *args: Any) -> None:
@@ -218,9 +224,18 @@ def restore(ctx: RankContext, plateau: _Plateau | None, stop: _EarlyStop | None)
 
 def _run_epoch(ctx: RankContext, epoch: int, steps_done: int, guard_steps: set[int]) -> tuple[
         dict[str, float], float, int, float]:
-    """One training epoch on this rank; returns (averaged logs, last lr, steps, train s)."""
+    """One training epoch on this rank; returns (averaged logs, last lr, steps, train s).
+    Raises :class:`~autocnnp.components.preemption.WarningSignalStop` on every rank at the
+    same step once any rank got the cluster's warning signal (the flag rides on the NaN/Inf
+    guard's allreduce, so it costs nothing more)."""
+    from autocnnp.components.preemption import WarningSignalStop, received, warning_signal
     from autocnnp.components.rank_runtime import (DIVERGED_REMEDY, TrainingDivergedError,
                                                   nonfinite_message)
+
+    watching = warning_signal() is not None
+
+    def warned() -> bool:
+        return watching and received()
 
     comm = ctx.communicator
     sync = ctx.sync_callbacks
@@ -262,8 +277,13 @@ def _run_epoch(ctx: RankContext, epoch: int, steps_done: int, guard_steps: set[i
         bits = 0 if math.isfinite(value) else 1
         if not all(bool(torch.isfinite(p).all()) for p in ddp.module.parameters()):
             bits |= 2
+        if warned():
+            bits |= WARNED
         flags = gather_flags(comm, bits)
+        if flags and all(bit == WARNED for bit in flags.values()):
+            raise WarningSignalStop(epoch + 1, step + 1)
         if flags:
+            flags = {rank: bit & ~WARNED for rank, bit in flags.items() if bit & ~WARNED}
             latest = manager.latest()
             checkpoint = f"{latest[1]} (epoch {latest[0]})" if latest else None
             raise TrainingDivergedError(
@@ -299,6 +319,7 @@ def _run_epoch(ctx: RankContext, epoch: int, steps_done: int, guard_steps: set[i
 
 def train(ctx: RankContext) -> TrainResult:
     """Resume if asked, train every epoch, check weights across ranks, save the model."""
+    from autocnnp.components.preemption import WarningSignalStop
     from autocnnp.components.rank_runtime import (DIVERGED_REMEDY, GUARD_STEPS,
                                                   TrainingDivergedError, json_safe_logs,
                                                   nonfinite_message)
@@ -328,8 +349,11 @@ def train(ctx: RankContext) -> TrainResult:
         began = time.perf_counter()
         BOARD.start_epoch(epoch + 1)
         _notify(ctx, "on_epoch_begin", epoch, {})
-        logs, lr, steps, train_s = _run_epoch(ctx, epoch, epochs_run * data.steps_per_epoch,
-                                              set(GUARD_STEPS))
+        try:
+            logs, lr, steps, train_s = _run_epoch(ctx, epoch, epochs_run * data.steps_per_epoch,
+                                                  set(GUARD_STEPS))
+        except WarningSignalStop as warning:
+            checkpoint_on_warning(ctx, warning, plateau, stop)
         logs["lr"] = lr
         epochs_run += 1
         values, nonfinite = json_safe_logs(logs)
@@ -393,6 +417,32 @@ def train(ctx: RankContext) -> TrainResult:
         save_model(ctx)
     return TrainResult(initial_epoch=initial_epoch, end_epoch=hp.end_epoch, seconds=seconds,
                        images_per_s=images / seconds if seconds > 0 else 0.0, history=history)
+
+
+def checkpoint_on_warning(ctx: RankContext, warning: Any, plateau: _Plateau | None,
+                          stop: _EarlyStop | None) -> None:
+    """Every rank stopped at the same step on the cluster's warning signal: as the Horovod
+    engine (:func:`autocnnp.components.training.checkpoint_on_warning`), average the
+    BatchNorm statistics, let rank 0 checkpoint the weights reached as the last finished
+    epoch (the resumed job runs the interrupted epoch again from them), and stop every rank
+    with :class:`~autocnnp.components.preemption.PreemptedError`."""
+    from autocnnp.components.preemption import PreemptedError
+
+    comm = ctx.communicator
+    model = ctx.model
+    manager = ctx.checkpoints.manager
+    average_statistics(model, comm)
+    rng = gather_objects(_rng_state(), comm)  # a collective: every rank
+    folder = manager.directory / f"{manager.PREFIX}{warning.epoch - 1:05d}"
+    if comm.rank == 0:
+        scaler = ctx.sync_callbacks.scaler
+        manager.pending = {"rng": rng, "lr_state": _lr_state(ctx.lr_schedule, plateau, stop),
+                           "scaler": scaler.state_dict() if scaler else None}
+        folder = manager.save(model, ctx.optimizer, warning.epoch - 1,
+                              {"engine": "torch", "time": time.time(),
+                               "interrupted": {"epoch": warning.epoch, "step": warning.step}})
+    raise PreemptedError(f"checkpointed on the warning signal at epoch {warning.epoch} step "
+                         f"{warning.step} ({folder}); the job is requeued and resumes there")
 
 
 def save_model(ctx: RankContext) -> Path:

@@ -9,6 +9,10 @@ The script asks for ``parallelism-degree`` tasks (one rank per task, ``threads_p
 each, ``gpus_per_rank`` GPUs each), spread over ``nodes`` nodes when given. Ranks start with
 ``srun --mpi=pmix`` (Debian's Open MPI and Slurm 22.05 share PMIx; Horovod's MPI controller
 initialises from it) or with ``mpirun`` inside the allocation (``launcher`` ``mpirun``).
+Torch ranks (``dist_strategy`` ``torch_ddp``) start with plain ``srun`` and read their place
+from Slurm's ``SLURM_PROCID``/``SLURM_NTASKS``; they meet at ``MASTER_ADDR``:``MASTER_PORT``,
+the first node of the allocation (the script asks ``scontrol``) and a port derived from the
+run directory.
 
 Preemption and time limits: the job is requeueable and asks Slurm for ``SIGUSR1``
 ``signal_before_s`` seconds before it is killed. The signal reaches every rank, which
@@ -24,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from autocnnp.engine.plan import (WORKER_MODULE, MachineInfo, horovod_stall_env, rank_env,
-                                  threads_per_rank)
+                                  threads_per_rank, torch_master_port)
 from autocnnp.engine.spec import Launcher, TrainingSpec, spec_to_dict
 #: the exit status of a rank that checkpointed on Slurm's warning signal and stopped
 #: (sysexits' TEMPFAIL; :class:`autocnnp.components.preemption.PreemptedError`)
@@ -60,6 +64,8 @@ class SlurmPlan:
     python: str
     env: tuple[tuple[str, str], ...]
     resume: bool = False
+    #: the training engine (``TrainingSpec.engine``): ``horovod`` or ``torch``
+    engine: str = "horovod"
 
     @property
     def output(self) -> Path:
@@ -91,6 +97,8 @@ class SlurmPlan:
             worker = ["apptainer", "exec", "--bind", str(self.run_dir), self.container] + worker
         if self.launcher is Launcher.MPIRUN:
             return ["mpirun", "-np", str(self.tasks), "--bind-to", "none"] + worker
+        if self.engine == "torch":  # no MPI: the ranks meet at MASTER_ADDR:MASTER_PORT
+            return ["srun", "--kill-on-bad-exit=1"] + worker
         return ["srun", "--mpi=pmix", "--kill-on-bad-exit=1"] + worker
 
     def script(self) -> str:
@@ -102,6 +110,10 @@ class SlurmPlan:
         lines += ["set -uo pipefail"]
         lines += [f"module load {shlex.quote(m)}" for m in self.modules]
         lines += [f"export {k}={shlex.quote(v)}" for k, v in self.env]
+        if self.engine == "torch":
+            lines += ["# the torch ranks' rendezvous: the allocation's first node",
+                      'export MASTER_ADDR="$(scontrol show hostnames "$SLURM_JOB_NODELIST" '
+                      '| head -n 1)"']
         resume = "--resume" if self.resume else ""
         lines += [
             "# a requeued job (time limit, preemption, scontrol requeue) resumes by itself",
@@ -121,7 +133,8 @@ class SlurmPlan:
         return spec_to_dict(self) | {"script": self.script()}
 
     def __str__(self) -> str:
-        return (f"backend:   slurm ({self.launcher.value})\n"
+        return (f"backend:   slurm ({self.launcher.value}"
+                + (", torch engine" if self.engine == "torch" else "") + ")\n"
                 f"ranks:     {self.tasks} tasks, {self.cpus_per_task} CPU(s)"
                 + (f" and {self.gpus_per_task} GPU(s)" if self.gpus_per_task else "")
                 + " each\n"
@@ -135,8 +148,11 @@ def build_slurm_plan(spec: TrainingSpec, run_dir: Path, machine: MachineInfo, *,
     """The plan of a Slurm job (pure: starts nothing, reads nothing)."""
     d = spec.deployment
     threads = d.threads_per_rank or threads_per_rank(spec, machine)
-    env = {**rank_env(threads), **horovod_stall_env(spec.monitoring),
-           WARNING_SIGNAL_ENV: WARNING_SIGNAL}
+    env = {**rank_env(threads), WARNING_SIGNAL_ENV: WARNING_SIGNAL}
+    if spec.engine == "torch":
+        env["MASTER_PORT"] = str(torch_master_port(run_dir))
+    else:
+        env.update(horovod_stall_env(spec.monitoring))
     # validation makes srun the slurm backend's default launcher and refuses horovodrun
     launcher = Launcher.MPIRUN if d.launcher is Launcher.MPIRUN else Launcher.SRUN
     return SlurmPlan(job_name=f"autocnnp-{run_dir.name}"[:64], run_dir=run_dir,
@@ -146,4 +162,5 @@ def build_slurm_plan(spec: TrainingSpec, run_dir: Path, machine: MachineInfo, *,
                      time_limit=d.time_limit, account=d.account, qos=d.qos,
                      signal_before_s=d.signal_before_s, sbatch_lines=d.sbatch_lines,
                      modules=d.modules, container=d.container, launcher=launcher,
-                     python=machine.python, env=tuple(sorted(env.items())), resume=resume)
+                     python=machine.python, env=tuple(sorted(env.items())), resume=resume,
+                     engine=spec.engine)

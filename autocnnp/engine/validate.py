@@ -824,11 +824,6 @@ def _check_engine(check: Checker, task: etree._Element, generator: tuple[S.Modul
         check.problem(deploy_el, "deployment", "launcher horovodrun starts Horovod ranks; "
                       "dist_strategy torch_ddp runs the torch engine: use launcher mpirun "
                       "(the default)")
-    if deployment.backend == S.Backend.SLURM:
-        check.problem(deploy_el, "deployment",
-                      f"dist_strategy torch_ddp runs on the local, hosts and swarm backends; "
-                      f"backend {deployment.backend} has no torch launch plan yet (use "
-                      f"ring_allreduce there)")
     image_el = _property(task, "deployment", "image")
     if image_el is None or image_el.get("name") != "image":
         deployment = dataclasses.replace(deployment, image=TORCH_CPU_IMAGE)

@@ -45,7 +45,9 @@ from autocnnp.engine import rundir
 from autocnnp.engine.vocabulary import rank_host
 
 #: environment variables that hold the rank before the communicator is initialised, by launcher
-RANK_VARIABLES = ("HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "RANK")
+#: (the last: Slurm's, for torch ranks that plain ``srun`` starts without MPI)
+RANK_VARIABLES = ("HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "RANK",
+                  "SLURM_PROCID")
 
 #: the training loop of each engine (``TrainingSpec.engine``): a module with train(ctx),
 #: evaluate(ctx) and close(ctx), called in that order on every rank

@@ -117,17 +117,32 @@ def test_the_thesis_listing_files_are_told_apart(tmp_path: Path) -> None:
     assert "(it imports autocnnp.components.models.unet)" in problems(path)[0]
 
 
-def test_launchers_and_backends_the_torch_engine_has_no_plan_for(tmp_path: Path) -> None:
+def test_the_launcher_the_torch_engine_has_no_plan_for(tmp_path: Path) -> None:
     path = write(tmp_path, extra='<deployment backend="local"><property name="launcher">'
                                  'horovodrun</property></deployment>')
     assert problems(path) == [
         f"{path}:8: <deployment>: launcher horovodrun starts Horovod ranks; dist_strategy "
         f"torch_ddp runs the torch engine: use launcher mpirun (the default)"]
+
+
+def test_a_torch_slurm_job_starts_plain_srun_ranks_that_meet_on_the_first_node(
+        tmp_path: Path) -> None:
+    from autocnnp.engine.plan import MachineInfo, torch_master_port
+    from autocnnp.engine.plan_slurm import build_slurm_plan
+
     path = write(tmp_path, extra='<deployment backend="slurm"><property name="partition">cpu'
                                  '</property></deployment>')
-    assert problems(path) == [
-        f"{path}:8: <deployment>: dist_strategy torch_ddp runs on the local, hosts and swarm "
-        f"backends; backend slurm has no torch launch plan yet (use ring_allreduce there)"]
+    spec = load_checked_spec(path)  # valid
+    run_dir = tmp_path / "runs" / "r"
+    plan = build_slurm_plan(spec, run_dir, MachineInfo(cpus=4, python="/py"))
+    script = plan.script()
+    assert f"srun --kill-on-bad-exit=1 /py -m autocnnp.run_manage.worker {run_dir} $resume" \
+        in script
+    assert "--mpi=pmix" not in script and "HOROVOD_STALL" not in script
+    assert f"export MASTER_PORT={torch_master_port(run_dir)}\n" in script
+    assert 'export MASTER_ADDR="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"' \
+        in script
+    assert str(plan).startswith("backend:   slurm (srun, torch engine)\n")
 
 
 def test_a_torch_swarm_job_runs_the_torch_image_unless_the_config_names_one(tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
 """The slurm backend on a real Slurm (scripts/slurm-local.sh): a job from PENDING to COMPLETED,
 a bad partition refused before submission, scancel then --resume, and the warning signal
-(time limit or preemption) that checkpoints, requeues and resumes by itself."""
+(time limit or preemption) that checkpoints, requeues and resumes by itself, on the Horovod
+engine and on the torch engine."""
 
 from __future__ import annotations
 
@@ -45,9 +46,19 @@ CONFIG = """<system_config>
 """
 
 
-def write_config(tmp_path: Path, data: Path, epochs: int = 2, extra: str = "") -> Path:
+#: the generator section that selects the torch engine
+TORCH_GENERATOR = ('<CNN-Parallelism-Generator><module name="train_strategy_def"><action '
+                   'class="extensible" type="dist_strategy"><value>torch_ddp</value></action>'
+                   '</module></CNN-Parallelism-Generator>\n    <data format="pairs">')
+
+
+def write_config(tmp_path: Path, data: Path, epochs: int = 2, extra: str = "",
+                 engine: str = "horovod") -> Path:
     path = tmp_path / "slurm-small.xml"
-    path.write_text(CONFIG.format(data=data, epochs=epochs, extra=extra, runs=tmp_path / "runs"))
+    text = CONFIG.format(data=data, epochs=epochs, extra=extra, runs=tmp_path / "runs")
+    if engine == "torch":
+        text = text.replace('<data format="pairs">', TORCH_GENERATOR)
+    path.write_text(text)
     return path
 
 
@@ -164,13 +175,14 @@ def test_scancel_mid_training_then_resume_finishes(tmp_path: Path, small_dataset
     assert json.loads((run_dir / "state.json").read_text())["state"] == "finished"
 
 
+@pytest.mark.parametrize("engine", ["horovod", "torch"])
 def test_the_warning_signal_checkpoints_requeues_and_resumes(tmp_path: Path,
                                                             small_dataset: Path,
-                                                            env: dict) -> None:
+                                                            env: dict, engine: str) -> None:
     """What Slurm does before a time limit or a preemption (``--signal=USR1@120``), sent by
     hand: every rank stops at the next step boundary, rank 0 checkpoints, the job requeues
     itself, and the requeued job resumes and finishes without losing an epoch."""
-    config = write_config(tmp_path, small_dataset, epochs=8)
+    config = write_config(tmp_path, small_dataset, epochs=8, engine=engine)
     proc = start("run", str(config), env=env)
     try:
         wait_for(lambda: (tmp_path / "runs").exists() and any((tmp_path / "runs").iterdir()),
@@ -193,3 +205,9 @@ def test_the_warning_signal_checkpoints_requeues_and_resumes(tmp_path: Path,
     state = json.loads((run_dir / "state.json").read_text())
     assert state["state"] == "finished"
     assert (run_dir / "test_metrics.json").is_file()
+    rank_log = (run_dir / "logs" / "rank-1.log").read_text()
+    assert "rank 1/2" in rank_log
+    if engine == "torch":  # plain srun ranks that met over Gloo, and left it at the end
+        assert "gloo" in rank_log and "torch" in rank_log
+        assert "srun --kill-on-bad-exit=1 " in (run_dir / "slurm.sbatch").read_text()
+        assert json.loads((run_dir / "test_metrics.json").read_text())["engine"] == "torch"
