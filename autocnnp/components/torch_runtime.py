@@ -39,7 +39,9 @@ RANK_ENVIRONMENTS = (
     ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"),  # torchrun, swarm tasks
     ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK",
      "OMPI_COMM_WORLD_LOCAL_SIZE"),  # mpirun (local and hosts backends)
-    ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "SLURM_NTASKS_PER_NODE"),
+    # srun: the step's tasks on this node, "2" or "2(x3)" (SLURM_NTASKS_PER_NODE is set only
+    # when the job asked for --ntasks-per-node)
+    ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "SLURM_STEP_TASKS_PER_NODE"),
 )
 
 
@@ -147,6 +149,7 @@ def leave_process_group() -> None:
     turns a finished job into a failed rank."""
     if dist.is_initialized():
         dist.destroy_process_group()
+
 
 def seed_everything(ctx: RankContext) -> None:
     """Seed Python, NumPy and torch (identical initial weights on every rank; DDP broadcasts

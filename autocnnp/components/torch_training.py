@@ -425,7 +425,8 @@ def checkpoint_on_warning(ctx: RankContext, warning: Any, plateau: _Plateau | No
     engine (:func:`autocnnp.components.training.checkpoint_on_warning`), average the
     BatchNorm statistics, let rank 0 checkpoint the weights reached as the last finished
     epoch (the resumed job runs the interrupted epoch again from them), and stop every rank
-    with :class:`~autocnnp.components.preemption.PreemptedError`."""
+    with :class:`~autocnnp.components.preemption.PreemptedError` once the checkpoint is
+    written."""
     from autocnnp.components.preemption import PreemptedError
 
     comm = ctx.communicator
@@ -441,6 +442,9 @@ def checkpoint_on_warning(ctx: RankContext, warning: Any, plateau: _Plateau | No
         folder = manager.save(model, ctx.optimizer, warning.epoch - 1,
                               {"engine": "torch", "time": time.time(),
                                "interrupted": {"epoch": warning.epoch, "step": warning.step}})
+    # every rank waits for the checkpoint: the first rank to exit makes srun
+    # --kill-on-bad-exit end the others, rank 0 in the middle of its write
+    folder = broadcast_object(str(folder), comm)
     raise PreemptedError(f"checkpointed on the warning signal at epoch {warning.epoch} step "
                          f"{warning.step} ({folder}); the job is requeued and resumes there")
 

@@ -394,7 +394,7 @@ def checkpoint_on_warning(ctx: RankContext, stop: Any) -> None:
     """Every rank stopped at the same step on the cluster's warning signal: average the
     statistics, let rank 0 checkpoint the weights reached (as the last finished epoch: the
     resumed job runs the interrupted epoch again from them) and stop every rank with
-    :class:`~autocnnp.components.preemption.PreemptedError`."""
+    :class:`~autocnnp.components.preemption.PreemptedError` once the checkpoint is written."""
     from autocnnp.components.preemption import PreemptedError
     from autocnnp.components.rank_runtime import average_statistics
 
@@ -407,6 +407,10 @@ def checkpoint_on_warning(ctx: RankContext, stop: Any) -> None:
         folder = manager.save(model, ctx.optimizer, stop.epoch - 1,
                               {"time": time.time(),
                                "interrupted": {"epoch": stop.epoch, "step": stop.step}})
+    if comm.size > 1:  # every rank waits for the checkpoint: the first rank to exit makes
+        import horovod.tensorflow as hvd_tf  # srun --kill-on-bad-exit end the others
+
+        hvd_tf.broadcast_object(str(folder), root_rank=0, name="autocnnp_warning_checkpoint")
     raise PreemptedError(f"checkpointed on the warning signal at epoch {stop.epoch} step "
                          f"{stop.step} ({folder}); the job is requeued and resumes there")
 
@@ -503,10 +507,10 @@ def evaluate(ctx: RankContext) -> dict[str, Any] | None:
     return save_test_metrics(Path(ctx.run_dir), metrics, result)
 
 
-
 def close(ctx: RankContext) -> None:  # noqa: ARG001 - the engines share one interface
     """Nothing to release here: Horovod shuts itself down when the process exits (its
     ``atexit`` hook), after the worker has written every file."""
+
 
 def gather_evaluation(evaluator: Any, order: list[int], comm: Any,
                       class_names: dict[int, str], item_confusion: list | None = None) -> Any:

@@ -113,7 +113,12 @@ class SlurmPlan:
         if self.engine == "torch":
             lines += ["# the torch ranks' rendezvous: the allocation's first node",
                       'export MASTER_ADDR="$(scontrol show hostnames "$SLURM_JOB_NODELIST" '
-                      '| head -n 1)"']
+                      '| head -n 1)"',
+                      'if [ -z "$MASTER_ADDR" ]; then',
+                      '  echo "autocnnp: cannot name the first node of $SLURM_JOB_NODELIST '
+                      '(scontrol show hostnames)" >&2',
+                      "  exit 1",
+                      "fi"]
         resume = "--resume" if self.resume else ""
         lines += [
             "# a requeued job (time limit, preemption, scontrol requeue) resumes by itself",

@@ -181,21 +181,27 @@ def _run_in_turn(group: Path, todo: list[Member], *, out: TextIO, argv: list[str
                  init_swarm: bool) -> None:
     for m in todo:
         run_dir = group / m.name
-        resume = (run_dir / rundir.SPEC_FILE).exists()
+        prepared = (run_dir / rundir.SPEC_FILE).exists()
+        resume = launched_before(run_dir)
         run_dir.mkdir(exist_ok=True)
         _say(out, f"== {m.label}" + (" (resuming)" if resume else ""))
-        execute(m.spec, run_dir, created=not resume, resume=resume, out=out, argv=argv,
+        execute(m.spec, run_dir, created=not prepared, resume=resume, out=out, argv=argv,
                  init_swarm=init_swarm)
 
 
+def launched_before(run_dir: Path) -> bool:
+    """Whether a member's training was launched before (it resumes); a member prepared but
+    never started, as a group stopped early leaves one, starts from its first epoch."""
+    return (run_dir / rundir.STATE_FILE).exists()
+
+
 def prepare_member(m: Member, run_dir: Path) -> bool:
-    """Create a member's run directory for a child process; True when it resumes (it was
-    launched before; a member prepared but never started, as a group stopped early leaves
-    one, starts from the beginning)."""
+    """Create a member's run directory for a child process; True when it resumes
+    (:func:`launched_before`)."""
     if not (run_dir / rundir.SPEC_FILE).exists():
         run_dir.mkdir(exist_ok=True)
         rundir.populate_run_dir(m.spec, run_dir)
-    return (run_dir / rundir.STATE_FILE).exists()
+    return launched_before(run_dir)
 
 
 def member_command(run_dir: Path, resume: bool) -> list[str]:

@@ -85,7 +85,6 @@ def group_status(group: Path) -> dict:
             "members": members}
 
 
-
 def group_lines(name: str, group: dict) -> list[str]:
     """:func:`group_status` as text: the group's state, then a line per training with its
     state, last epoch, test Dice and failure (``autocnnp status`` and ``watch`` print it)."""
@@ -100,6 +99,7 @@ def group_lines(name: str, group: dict) -> list[str]:
             line += f"  ({member['failure']})"
         lines.append(line)
     return lines
+
 
 def status(run_dir: Path) -> dict:
     """The run's state, last epoch, and failure if any."""

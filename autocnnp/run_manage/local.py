@@ -195,6 +195,12 @@ def stop_process(pid: int, grace_s: float = 10.0) -> bool:
             return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
         except psutil.NoSuchProcess:
             return False
+        except psutil.Error:  # its state is not readable: ask the kernel whether it exists
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return False
+            return True
 
     return _stop(lambda sig: os.kill(pid, sig), alive, grace_s)
 

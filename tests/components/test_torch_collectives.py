@@ -62,3 +62,16 @@ def test_guard_sees_two_gloo_ranks_differ(tmp_path: Path) -> None:
         spread = float(message.split("by a relative ")[1].split(")")[0])
         assert spread > 1e-7
         assert message == divergence_message("training", 2, spread, "torch")
+
+
+def test_ranks_started_by_srun_read_their_place_from_slurm() -> None:
+    from autocnnp.components.torch_runtime import rank_environment
+
+    # plain srun, 2 nodes of 3 tasks: the step's tasks per node, "3(x2)"
+    slurm = {"SLURM_PROCID": "4", "SLURM_NTASKS": "6", "SLURM_LOCALID": "1",
+             "SLURM_STEP_TASKS_PER_NODE": "3(x2)"}
+    assert rank_environment(slurm) == (4, 6, 1, 3)
+    # mpirun inside an allocation: every process inherits SLURM_PROCID=0, Open MPI's wins
+    assert rank_environment({**slurm, "SLURM_PROCID": "0", "OMPI_COMM_WORLD_RANK": "5",
+                             "OMPI_COMM_WORLD_SIZE": "6", "OMPI_COMM_WORLD_LOCAL_RANK": "2",
+                             "OMPI_COMM_WORLD_LOCAL_SIZE": "3"}) == (5, 6, 2, 3)

@@ -140,8 +140,8 @@ def test_a_torch_slurm_job_starts_plain_srun_ranks_that_meet_on_the_first_node(
         in script
     assert "--mpi=pmix" not in script and "HOROVOD_STALL" not in script
     assert f"export MASTER_PORT={torch_master_port(run_dir)}\n" in script
-    assert 'export MASTER_ADDR="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"' \
-        in script
+    assert 'export MASTER_ADDR="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"\n' \
+           'if [ -z "$MASTER_ADDR" ]; then\n' in script
     assert str(plan).startswith("backend:   slurm (srun, torch engine)\n")
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from autocnnp.run_manage import ownership
+from autocnnp.run_manage import jobs, ownership
 
 pytestmark = [pytest.mark.slow, pytest.mark.mpi]
 
@@ -111,9 +111,27 @@ def test_a_running_group_is_shown_stopped_and_resumed_as_one(small_config, cli_e
 
     # the remedy the stop printed: the two stopped trainings continue from their checkpoints,
     # the third starts from its first epoch, and every epoch is recorded once
-    resumed = _autocnnp(["run", "--resume", str(group)], cli_env)
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    started = [l for l in resumed.stdout.splitlines() if ": started" in l]
+    # ... watched live by `watch GROUP`, which follows the group until it has finished
+    resuming = subprocess.Popen([sys.executable, "-m", "autocnnp", "run", "--resume", str(group)],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                env=cli_env)
+    watch = None
+    try:
+        _wait_for(lambda: jobs.group_status(group)["state"] == "running", 120, "the resume")
+        watch = subprocess.Popen([sys.executable, "-m", "autocnnp", "watch", str(group),
+                                  "--interval", "0.5"], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True, env=cli_env)
+        output, _ = resuming.communicate(timeout=600)
+        watched, watch_err = watch.communicate(timeout=60)
+    finally:
+        for proc in (resuming, watch):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert resuming.returncode == 0, output
+    assert watch.returncode == 0, watched + watch_err
+    assert watched.splitlines()[0] == f"{group.name}: finished (repeats: 3 trainings)"
+    started = [l for l in output.splitlines() if ": started" in l]
     assert [l.split(": started")[0] for l in started] == [
         "== repeat 1/3 (seed 42)", "== repeat 2/3 (seed 43)", "== repeat 3/3 (seed 44)"]
     assert [" (resuming) " in l for l in started] == [True, True, False], started
@@ -123,6 +141,3 @@ def test_a_running_group_is_shown_stopped_and_resumed_as_one(small_config, cli_e
     for k in (1, 2, 3):
         assert _epoch_list(group / f"repeat-{k}") == list(range(1, EPOCHS + 1)), k
     assert (group / "repeats.json").exists()
-    watched = _autocnnp(["watch", str(group)], cli_env)  # the group has ended: one frame
-    assert watched.returncode == 0, watched.stderr
-    assert watched.stdout.splitlines()[0] == f"{group.name}: finished (repeats: 3 trainings)"

@@ -200,14 +200,19 @@ def test_the_warning_signal_checkpoints_requeues_and_resumes(tmp_path: Path,
     assert proc.returncode == 0, out[-3000:] + err[-3000:]
     log = (run_dir / "logs" / f"slurm-{job}.out").read_text()
     assert f"autocnnp: checkpointed on the warning signal; requeueing job {job}" in log
-    assert "checkpointed on the warning signal" in out
+    # rank 0's own line: it wrote the checkpoint before any rank left (srun ends the step at
+    # the first exit) and the requeued job resumed from it
+    written = re.search(r"^autocnnp: checkpointed on the warning signal at epoch (\d+) step "
+                        r"\d+ \(.*(epoch-\d+)\); the job is requeued", log, re.M)
+    assert written, log[-3000:]
+    assert f"resuming from checkpoint {written[2]} " in log
     assert epochs_logged(run_dir) == list(range(1, 9))  # every epoch once, none lost
     state = json.loads((run_dir / "state.json").read_text())
     assert state["state"] == "finished"
     assert (run_dir / "test_metrics.json").is_file()
     rank_log = (run_dir / "logs" / "rank-1.log").read_text()
     assert "rank 1/2" in rank_log
-    if engine == "torch":  # plain srun ranks that met over Gloo, and left it at the end
+    if engine == "torch":  # plain srun ranks that met over Gloo
         assert "gloo" in rank_log and "torch" in rank_log
         assert "srun --kill-on-bad-exit=1 " in (run_dir / "slurm.sbatch").read_text()
         assert json.loads((run_dir / "test_metrics.json").read_text())["engine"] == "torch"
