@@ -173,16 +173,15 @@ def stop_group(pgid: int, grace_s: float = 10.0, *,
     ``leader``: the group's leader when it is this process's child (mpirun started by
     :func:`launch`); it is reaped as soon as it ends, since an unreaped leader keeps the group
     in existence and the wait would last the whole grace period."""
+    def send(sig: int) -> None:
+        os.killpg(pgid, sig)
+
     def alive() -> bool:
         if leader is not None:
             leader.poll()
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return False
-        return True
+        return _answers(send)
 
-    return _stop(lambda sig: os.killpg(pgid, sig), alive, grace_s)
+    return _stop(send, alive, grace_s)
 
 
 def stop_process(pid: int, grace_s: float = 10.0) -> bool:
@@ -196,11 +195,7 @@ def stop_process(pid: int, grace_s: float = 10.0) -> bool:
         except psutil.NoSuchProcess:
             return False
         except psutil.Error:  # its state is not readable: ask the kernel whether it exists
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return False
-            return True
+            return _alive(pid)
 
     return _stop(lambda sig: os.kill(pid, sig), alive, grace_s)
 
@@ -224,16 +219,19 @@ def _stop(send, alive, grace_s: float) -> bool:
     return True
 
 
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
+def _answers(send) -> bool:
+    """Whether ``send(0)`` finds a process (one we may not signal counts as there)."""
     try:
-        os.kill(pid, 0)
+        send(0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
     return True
+
+
+def _alive(pid: int | None) -> bool:
+    return bool(pid) and _answers(lambda sig: os.kill(pid, sig))
 
 
 class LocalBackend(Backend):
